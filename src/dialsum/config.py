@@ -1,0 +1,268 @@
+"""Typed, validated configuration: YAML files merged (base model file + inline overrides) into pydantic objects.
+
+Paths inside a YAML file are relative to that file's folder. A run config lists models either as paths to
+`configs/models/*.yaml` or as mappings `{base: models/x.yaml, <overrides>}`.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from dialsum.errors import DialsumError
+
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class LoraSpec(Strict):
+    r: int = Field(8, ge=1, le=512)
+    alpha: float = 16
+    dropout: float = Field(0.05, ge=0, lt=1)
+
+
+class TrainSpec(Strict):
+    learning_rate: float = Field(2e-4, gt=0)
+    epochs: float = Field(3, gt=0)
+    max_steps: int = -1
+    batch_size: int = Field(4, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    warmup_ratio: float = Field(0.03, ge=0, lt=1)
+    weight_decay: float = 0.0
+    eval_steps: int = Field(50, ge=1)
+    logging_steps: int = Field(10, ge=1)
+    save_total_limit: int = 2
+    eval_subset: int = Field(64, ge=1, description="dev rows greedy-decoded and scored at each evaluation")
+    early_stopping_patience: int | None = 3
+    gradient_checkpointing: bool = True
+    augment: Literal["none", "mixed", "phase2"] = "none"
+    optim: str = "auto"  # paged_adamw_8bit on GPU, adamw_torch on CPU
+    seed: int = 42
+
+
+class TinyModelSpec(Strict):
+    """A few-hundred-K-parameter Llama built locally (no download), used by the embedded default and tests."""
+    vocab_size: int = 2000
+    hidden_size: int = 128
+    intermediate_size: int = 256
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 4
+    pretrain_steps: int = 300
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _head_dim(self):
+        hd = self.hidden_size // self.num_attention_heads
+        if hd not in (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512):
+            raise ValueError(f"head_dim {hd} is not one vLLM's CPU kernels accept (use 32 or 64)")
+        return self
+
+
+class DecodingSpec(Strict):
+    name: str
+    strategy: Literal["greedy", "beam", "sample"] = "greedy"
+    num_beams: int = Field(1, ge=1)
+    length_penalty: float = 1.0
+    n: int = Field(1, ge=1, description="candidates per dialogue (sampling: samples; beam: returned beams)")
+    temperature: float = Field(1.0, gt=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    top_k: int = 0
+    repetition_penalty: float = 1.0
+    seed: int = 0
+    max_new_tokens: int | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.strategy == "greedy" and self.n != 1:
+            raise ValueError(f"decoding {self.name}: greedy gives one candidate (n must be 1)")
+        if self.strategy == "beam" and self.n > self.num_beams:
+            raise ValueError(f"decoding {self.name}: n={self.n} > num_beams={self.num_beams}")
+        return self
+
+
+class ModelConfig(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
+    path: str | None = None  # hub id or local folder; None with `tiny` = build locally into the run folder
+    tiny: TinyModelSpec | None = None
+    revision: str | None = None
+    model_type: str = "llama"
+    trust_remote_code: bool = False
+    prompt_format: Literal["instruction", "chat"] = "instruction"
+    system_prompt: str = "당신은 대화를 정확하고 간결하게 요약하는 도우미입니다."
+    instruction: str = "다음 대화를 요약해주세요."
+    target_modules: list[str]
+    max_input_tokens: int = Field(1024, ge=16)
+    max_new_tokens: int = Field(128, ge=1)
+    quantization: Literal["4bit", "8bit", "none"] = "4bit"
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    params_billion: float | None = Field(None, description="for --dry-run memory estimates")
+    lora: LoraSpec = LoraSpec()
+    train: TrainSpec = TrainSpec()
+    decodings: list[DecodingSpec] = Field(default_factory=lambda: [DecodingSpec(name="greedy")])
+
+    @model_validator(mode="after")
+    def _source(self):
+        if self.path is None and self.tiny is None:
+            raise ValueError(f"model {self.name}: give `path` (hub id or folder) or `tiny`")
+        names = [d.name for d in self.decodings]
+        if len(set(names)) != len(names):
+            raise ValueError(f"model {self.name}: duplicate decoding names {names}")
+        return self
+
+
+class DataSpec(Strict):
+    dir: Path
+
+
+class GenerateSpec(Strict):
+    backend: Literal["auto", "vllm", "hf"] = "hf"
+    batch_size: int = Field(16, ge=1)
+    splits: list[Literal["dev", "test"]] = ["dev", "test"]
+    gpu_memory_utilization: float = 0.9
+    tensor_parallel_size: int = 1
+    max_model_len: int | None = None
+    cpu_kv_cache_gb: float = 1.0
+
+
+class MetricSpec(Strict):
+    semantics: Literal["pltrdy", "rouge-score"] = "pltrdy"
+    tokenizer: Literal["mecab", "latin", "whitespace"] = "mecab"
+
+
+class EnsembleSpec(Strict):
+    enabled: bool = True
+    weights: dict[str, float] = Field(default_factory=dict, description="source (model or model/decoding) -> weight")
+
+
+class PostprocessSpec(Strict):
+    rules: list[str] = Field(default_factory=lambda: ["strip_prompt_echo", "first_paragraph", "normalise_speaker_tags",
+                                                      "drop_repeated_sentences", "drop_garbage_runs",
+                                                      "normalise_whitespace", "final_punctuation"])
+    ablate: bool = True
+    max_morphemes: int | None = None
+
+
+class RunConfig(Strict):
+    name: str = Field("run", pattern=r"^[A-Za-z0-9._-]+$")
+    seed: int = 42
+    output_dir: Path = Path("runs")
+    submissions_dir: Path = Path("submissions")
+    data: DataSpec
+    models: list[ModelConfig]
+    generate: GenerateSpec = GenerateSpec()
+    metric: MetricSpec = MetricSpec()
+    ensemble: EnsembleSpec = EnsembleSpec()
+    postprocess: PostprocessSpec = PostprocessSpec()
+
+    @field_validator("models")
+    @classmethod
+    def _unique(cls, v):
+        names = [m.name for m in v]
+        if len(set(names)) != len(names):
+            raise ValueError(f"duplicate model names {names}")
+        if not v:
+            raise ValueError("no models configured")
+        return v
+
+    def fingerprint(self) -> str:
+        """Short hash of the whole config, so a re-run of the same config resumes the same run folder."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(blob.encode()).hexdigest()[:8]
+
+
+# ---------------------------------------------------------------- loading
+def deep_merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def read_yaml(path: Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise DialsumError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise DialsumError(f"{path}: invalid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise DialsumError(f"{path}: top level must be a mapping")
+    return data
+
+
+def _resolve(base: Path, value: str | None) -> str | None:
+    """A relative filesystem path in a YAML file means relative to that file; hub ids stay as they are."""
+    if value is None:
+        return None
+    p = Path(value)
+    if p.is_absolute():
+        return str(p)
+    if value.startswith(".") or (base / p).exists():
+        return str((base / p).resolve())
+    return value
+
+
+def load_model_dict(entry: Any, base_dir: Path) -> dict:
+    if isinstance(entry, str):
+        entry = {"base": entry}
+    if not isinstance(entry, dict):
+        raise DialsumError(f"models: each entry must be a path or a mapping, got {entry!r}")
+    entry = dict(entry)
+    merged: dict = {}
+    if "base" in entry:
+        path = (base_dir / entry.pop("base")).resolve()
+        merged = read_yaml(path)
+        if merged.get("path"):
+            merged["path"] = _resolve(path.parent, merged["path"])
+    if entry.get("path"):
+        entry["path"] = _resolve(base_dir, entry["path"])
+    return deep_merge(merged, entry)
+
+
+def _format_validation(path: Path, e: ValidationError) -> str:
+    err = e.errors()[0]
+    loc = ".".join(str(x) for x in err["loc"])
+    return f"{path}: {loc}: {err['msg']}" + (f" ({len(e.errors()) - 1} more)" if len(e.errors()) > 1 else "")
+
+
+def load_config(path: Path, overrides: dict | None = None) -> RunConfig:
+    """Load a run config (YAML) with its model files, apply overrides, validate."""
+    path = Path(path).resolve()
+    raw = read_yaml(path)
+    base_dir = path.parent
+    raw["models"] = [load_model_dict(m, base_dir) for m in raw.get("models", [])]
+    for key in ("output_dir", "submissions_dir"):
+        if key in raw:
+            raw[key] = _resolve(base_dir, str(raw[key]))
+    if isinstance(raw.get("data"), dict) and "dir" in raw["data"]:
+        raw["data"]["dir"] = _resolve(base_dir, str(raw["data"]["dir"]))
+    raw = deep_merge(raw, overrides or {})
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as e:
+        raise DialsumError(_format_validation(path, e)) from None
+
+
+def load_model_config(path: Path) -> ModelConfig:
+    path = Path(path).resolve()
+    try:
+        return ModelConfig.model_validate(load_model_dict(str(path), path.parent))
+    except ValidationError as e:
+        raise DialsumError(_format_validation(path, e)) from None
+
+
+def vllm_lora_rank(r: int) -> int:
+    """Smallest rank vLLM accepts as max_lora_rank that holds an adapter of rank r."""
+    for allowed in VLLM_LORA_RANKS:
+        if allowed >= r:
+            return allowed
+    raise DialsumError(f"LoRA rank {r} exceeds vLLM's largest max_lora_rank {VLLM_LORA_RANKS[-1]}")

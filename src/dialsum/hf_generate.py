@@ -1,0 +1,69 @@
+"""Batched generation with transformers: length-sorted batches, left padding, greedy / beam / sampling.
+
+Used as the `hf` backend and for dev scoring during training. Returns, per prompt, a list of (text, logprob)
+with `spec.n` entries (1 for greedy).
+"""
+from __future__ import annotations
+
+from dialsum.config import DecodingSpec
+
+
+def generate_hf(model, tokenizer, prompts: list[list[int]], spec: DecodingSpec, max_new_tokens: int,
+                batch_size: int = 16, progress=None) -> list[list[tuple[str, float | None]]]:
+    import torch
+
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]), reverse=True)
+    results: list[list[tuple[str, float | None]]] = [[] for _ in prompts]
+    pad = tokenizer.pad_token_id
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    n_ret = spec.n
+    kwargs = dict(max_new_tokens=spec.max_new_tokens or max_new_tokens, pad_token_id=pad,
+                  eos_token_id=tokenizer.eos_token_id, return_dict_in_generate=True, output_scores=True,
+                  repetition_penalty=spec.repetition_penalty)
+    if spec.strategy == "greedy":
+        kwargs.update(do_sample=False, num_beams=1)
+    elif spec.strategy == "beam":
+        kwargs.update(do_sample=False, num_beams=spec.num_beams, num_return_sequences=n_ret,
+                      length_penalty=spec.length_penalty, early_stopping=True)
+    else:
+        kwargs.update(do_sample=True, temperature=spec.temperature, top_p=spec.top_p, top_k=spec.top_k or None,
+                      num_return_sequences=n_ret)
+    with torch.inference_mode():
+        for b, start in enumerate(range(0, len(order), batch_size)):
+            idx = order[start:start + batch_size]
+            width = max(len(prompts[i]) for i in idx)
+            input_ids = torch.full((len(idx), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(idx), width), dtype=torch.long)
+            for row, i in enumerate(idx):
+                input_ids[row, width - len(prompts[i]):] = torch.tensor(prompts[i])
+                mask[row, width - len(prompts[i]):] = 1
+            if spec.strategy == "sample":
+                torch.manual_seed(spec.seed * 100003 + b)
+            out = model.generate(input_ids=input_ids.to(device), attention_mask=mask.to(device), **kwargs)
+            new = out.sequences[:, width:]
+            logprobs = _logprobs(model, out, spec, new)
+            texts = tokenizer.batch_decode(new, skip_special_tokens=True)
+            for row, i in enumerate(idx):
+                for k in range(n_ret):
+                    j = row * n_ret + k
+                    results[i].append((texts[j].strip(), logprobs[j]))
+            if progress is not None:
+                progress.update(len(idx))
+    if was_training:
+        model.train()
+    return results
+
+
+def _logprobs(model, out, spec: DecodingSpec, new) -> list[float | None]:
+    if spec.strategy == "beam" and getattr(out, "sequences_scores", None) is not None:
+        return [float(x) for x in out.sequences_scores]
+    try:
+        scores = model.compute_transition_scores(out.sequences, out.scores, normalize_logits=True)
+    except Exception:  # noqa: BLE001 - a backend without scores just gives no log-probability
+        return [None] * new.shape[0]
+    import torch
+
+    scores = torch.where(torch.isfinite(scores), scores, torch.zeros_like(scores))
+    return [float(s) for s in scores.sum(-1)]

@@ -1,0 +1,109 @@
+"""Load a base model and tokenizer the same way for a hub id, a local folder or the tiny model.
+
+Quantisation (4-bit nf4 + double quantisation, or 8-bit) goes through bitsandbytes on GPU and CPU alike. On CPU,
+bitsandbytes' fused avx512-bf16 inference kernel silently breaks gradients through frozen 4-bit layers after any
+eval-mode forward; `disable_bnb_cpu_fused_kernel` switches it off (see ../shared/GUIDE.md §2).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from dialsum.config import ModelConfig
+from dialsum.errors import DialsumError
+
+
+def has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def compute_dtype(precision: str):
+    import torch
+
+    if precision == "auto":
+        if has_cuda():
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
+
+
+def check_source(path: str) -> None:
+    """Fail in one line, not a hang or a traceback, when a hub id cannot be had (offline, no cache)."""
+    if Path(path).is_dir():
+        if not (Path(path) / "config.json").is_file():
+            raise DialsumError(f"{path}: not a model folder (no config.json)")
+        return
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(path, "config.json")
+    if isinstance(cached, str):
+        return
+    if os.environ.get("HF_HUB_OFFLINE") == "1" or not _hub_reachable():
+        raise DialsumError(f"model {path!r}: not a local folder and not in the Hugging Face cache, and the Hub "
+                           f"cannot be reached from here; download it first (huggingface-cli download {path}) "
+                           f"or point `path` at a local copy")
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    import socket
+
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def check_feasible(cfg: ModelConfig) -> None:
+    """Refuse plans that cannot finish here, e.g. a 10B 4-bit model on a CPU-only machine."""
+    if not has_cuda() and cfg.tiny is None and (cfg.params_billion or 0) >= 1:
+        raise DialsumError(f"model {cfg.name}: {cfg.params_billion:g}B parameters need a CUDA GPU "
+                           f"(none found); use configs/default.yaml on CPU")
+
+
+def load_tokenizer(path: str, cfg: ModelConfig):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(path: str, cfg: ModelConfig, quantization: str | None = None):
+    """The base model as configured (quantization=None: the config's; "none": full precision, for merges/vLLM)."""
+    import torch
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    quantization = cfg.quantization if quantization is None else quantization
+    dtype = compute_dtype(cfg.precision)
+    kwargs: dict = {"revision": cfg.revision, "trust_remote_code": cfg.trust_remote_code, "dtype": dtype}
+    if quantization == "4bit":
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=dtype)
+    elif quantization == "8bit":
+        kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
+    if has_cuda():
+        kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", 0))}
+    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    disable_bnb_cpu_fused_kernel(model)
+    if not has_cuda():
+        torch.set_num_threads(max(1, torch.get_num_threads()))
+    return model
+
+
+def disable_bnb_cpu_fused_kernel(model) -> int:
+    """Turn off bitsandbytes' CPU avx512-bf16 repacking for every Linear4bit; returns how many were found."""
+    try:
+        import bitsandbytes as bnb
+    except ImportError:
+        return 0
+    n = 0
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            module.support_avx512bf16_for_cpu = False
+            n += 1
+    return n

@@ -1,0 +1,175 @@
+"""QLoRA supervised fine-tuning of one model: summary-only loss, dev scoring by generation, best adapter kept.
+
+The Hugging Face Trainer does the loop (so `accelerate launch` / `torchrun` scale it out, checkpoints resume with
+optimizer and scheduler state, TensorBoard logs). At every evaluation, a dev subset is greedy-decoded and scored
+with the leaderboard metric; that score (`eval_dev_final`) picks the best checkpoint and drives early stopping.
+"""
+from __future__ import annotations
+
+import json
+import math
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from dialsum.config import DecodingSpec, MetricSpec, ModelConfig
+from dialsum.data import Dialogue
+from dialsum.prompts import AUGMENT_INSTRUCTIONS, IGNORE_INDEX, PromptStyle, encode_example, encode_prompt
+
+
+@dataclass
+class TrainResult:
+    adapter_dir: Path
+    best_dev_final: float | None
+    dev_history: list[dict]
+    losses: list[float]
+
+
+def style_of(cfg: ModelConfig) -> PromptStyle:
+    return PromptStyle(cfg.prompt_format, cfg.instruction, cfg.system_prompt)
+
+
+def build_examples(tokenizer, rows: list[Dialogue], cfg: ModelConfig, seed: int) -> list[dict]:
+    """Encoded training rows; with augmentation `mixed`, each row once per instruction template (x5)."""
+    style = style_of(cfg)
+    instructions = AUGMENT_INSTRUCTIONS if cfg.train.augment == "mixed" else (cfg.instruction,)
+    out = [encode_example(tokenizer, r.dialogue, r.summary, style, cfg.max_input_tokens, cfg.max_new_tokens, ins)
+           for r in rows for ins in instructions]
+    random.Random(seed).shuffle(out)
+    return out
+
+
+class Collator:
+    """Right-pads input_ids (pad id), labels (-100) and attention_mask to the longest row of the batch."""
+
+    def __init__(self, pad_id: int):
+        self.pad_id = pad_id
+
+    def __call__(self, rows: list[dict]) -> dict:
+        import torch
+
+        width = max(len(r["input_ids"]) for r in rows)
+        fill = {"input_ids": self.pad_id, "labels": IGNORE_INDEX, "attention_mask": 0}
+        return {k: torch.tensor([r[k] + [v] * (width - len(r[k])) for r in rows]) for k, v in fill.items()}
+
+
+def dev_scorer(tokenizer, dev: list[Dialogue], cfg: ModelConfig, metric: MetricSpec, batch_size: int = 16):
+    """A function model -> metric dict (final, rouge1, rouge2, rougeL) from greedy decoding of the dev subset."""
+    from dialsum.hf_generate import generate_hf
+    from dialsum.metric import score_corpus
+
+    subset = dev[: cfg.train.eval_subset]
+    style = style_of(cfg)
+    prompts = [encode_prompt(tokenizer, d.dialogue, style, cfg.max_input_tokens) for d in subset]
+    greedy = DecodingSpec(name="greedy")
+
+    def score(model) -> dict:
+        outs = generate_hf(model, tokenizer, prompts, greedy, cfg.max_new_tokens, batch_size)
+        preds = [o[0][0] for o in outs]
+        s = score_corpus(preds, [[d.summary] for d in subset], metric.semantics, metric.tokenizer)
+        return {"dev_final": s.final, "dev_rouge1": s.rouge1, "dev_rouge2": s.rouge2, "dev_rougeL": s.rougeL}
+
+    return score
+
+
+def train_model(cfg: ModelConfig, base_path: str, train_rows: list[Dialogue], dev_rows: list[Dialogue],
+                out_dir: Path, metric: MetricSpec, resume: bool = False, stop_after_steps: int | None = None) -> TrainResult:
+    """Fine-tune `cfg` on train_rows; the best adapter (by dev score) goes to out_dir/adapter."""
+    import torch
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments
+
+    from dialsum.modeling import has_cuda, load_model, load_tokenizer
+
+    out_dir = Path(out_dir)
+    ckpt_dir = out_dir / "checkpoints"
+    tokenizer = load_tokenizer(base_path, cfg)
+    model = load_model(base_path, cfg)
+    t = cfg.train
+    cuda = has_cuda()
+    if cfg.quantization != "none":
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=t.gradient_checkpointing and cuda)
+    elif t.gradient_checkpointing and cuda:
+        model.gradient_checkpointing_enable()
+    model = get_peft_model(model, LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+                                             target_modules=cfg.target_modules, task_type="CAUSAL_LM"))
+    train_ds = build_examples(tokenizer, train_rows, cfg, t.seed)
+    eval_ds = [encode_example(tokenizer, d.dialogue, d.summary, style_of(cfg), cfg.max_input_tokens,
+                              cfg.max_new_tokens) for d in dev_rows[: t.eval_subset]]
+    score_dev = dev_scorer(tokenizer, dev_rows, cfg, metric)
+    bf16 = cuda and compute_is(cfg, torch.bfloat16)
+    fp16 = cuda and compute_is(cfg, torch.float16)
+    steps_per_epoch = math.ceil(len(train_ds) / (t.batch_size * t.grad_accum))
+    total = t.max_steps if t.max_steps > 0 else math.ceil(steps_per_epoch * t.epochs)
+    args = TrainingArguments(
+        output_dir=str(ckpt_dir), per_device_train_batch_size=t.batch_size, per_device_eval_batch_size=t.batch_size,
+        gradient_accumulation_steps=t.grad_accum, learning_rate=t.learning_rate, lr_scheduler_type="cosine",
+        warmup_steps=t.warmup_ratio, weight_decay=t.weight_decay, num_train_epochs=t.epochs, max_steps=total,
+        logging_steps=min(t.logging_steps, total), eval_strategy="steps", eval_steps=min(t.eval_steps, total),
+        save_strategy="steps", save_steps=min(t.eval_steps, total), save_total_limit=t.save_total_limit,
+        load_best_model_at_end=True, metric_for_best_model="dev_final", greater_is_better=True,
+        optim=(t.optim if t.optim != "auto" else ("paged_adamw_8bit" if cuda and cfg.quantization != "none" else "adamw_torch")),
+        bf16=bf16, fp16=fp16, use_cpu=not cuda, seed=t.seed, report_to=_report_to(), remove_unused_columns=False,
+        dataloader_num_workers=0, disable_tqdm=False, gradient_checkpointing=False,
+    )
+
+    class ScoringTrainer(Trainer):
+        def evaluation_loop(self, *a, **kw):
+            output = super().evaluation_loop(*a, **kw)
+            prefix = kw.get("metric_key_prefix", "eval")
+            output.metrics.update({f"{prefix}_{k}": v for k, v in score_dev(self.model).items()})
+            return output
+
+    class StopAfter(TrainerCallback):
+        """Test hook: end the process abruptly after N steps, like a kill (checkpoints stay)."""
+
+        def on_save(self, args, state, control, **kw):
+            if stop_after_steps is not None and state.global_step >= stop_after_steps:
+                raise KeyboardInterrupt(f"stopped after {state.global_step} steps")
+
+    callbacks = [StopAfter()]
+    if t.early_stopping_patience:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=t.early_stopping_patience))
+    trainer = ScoringTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
+                             data_collator=Collator(tokenizer.pad_token_id), processing_class=tokenizer,
+                             callbacks=callbacks)
+    last = _last_checkpoint(ckpt_dir) if resume else None
+    trainer.train(resume_from_checkpoint=str(last) if last else None)
+    adapter_dir = out_dir / "adapter"
+    tmp = out_dir / "adapter.tmp"
+    trainer.model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    if adapter_dir.exists():
+        import shutil
+        shutil.rmtree(adapter_dir)
+    tmp.rename(adapter_dir)
+    history = trainer.state.log_history
+    dev_hist = [{k: v for k, v in h.items() if k in ("step", "eval_dev_final", "eval_loss")}
+                for h in history if "eval_dev_final" in h]
+    losses = [h["loss"] for h in history if "loss" in h]
+    best = trainer.state.best_metric
+    result = TrainResult(adapter_dir, best, dev_hist, losses)
+    (out_dir / "train_result.json").write_text(json.dumps(
+        {"adapter_dir": str(adapter_dir), "best_dev_final": best, "dev_history": dev_hist, "losses": losses,
+         "global_step": trainer.state.global_step}, indent=2))
+    return result
+
+
+def compute_is(cfg: ModelConfig, dtype) -> bool:
+    from dialsum.modeling import compute_dtype
+
+    return compute_dtype(cfg.precision) == dtype
+
+
+def _report_to() -> list[str]:
+    try:
+        import tensorboard  # noqa: F401
+        return ["tensorboard"]
+    except ImportError:
+        return []
+
+
+def _last_checkpoint(ckpt_dir: Path) -> Path | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return Path(get_last_checkpoint(str(ckpt_dir))) if ckpt_dir.is_dir() and get_last_checkpoint(str(ckpt_dir)) else None
