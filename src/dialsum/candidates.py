@@ -1,0 +1,122 @@
+"""The candidate store: every generated summary with its provenance, one CSV per (model, decoding) part.
+
+A part is written atomically when complete; while it is being generated, finished chunks go to a `.partial.jsonl`
+journal, so a killed run resumes where it stopped and never duplicates a row.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from dialsum.data import read_table, require_columns
+from dialsum.errors import DialsumError
+from dialsum.io_utils import atomic_write_text, csv_text
+
+
+@dataclass(frozen=True)
+class Candidate:
+    fname: str
+    split: str
+    text: str
+    model: str = ""
+    adapter: str = ""
+    decoding: str = ""
+    sample_idx: int = 0
+    seed: int = 0
+    logprob: float | None = None
+
+    @property
+    def source(self) -> str:
+        return f"{self.model}/{self.decoding}" if self.decoding else self.model
+
+
+COLUMNS = [f.name for f in fields(Candidate)]
+
+
+def part_path(store: Path, model: str, decoding: str) -> Path:
+    return Path(store) / f"{model}__{decoding}.csv"
+
+
+def write_part(path: Path, cands: list[Candidate]) -> None:
+    rows = [[getattr(c, k) if getattr(c, k) is not None else "" for k in COLUMNS] for c in cands]
+    atomic_write_text(path, csv_text(COLUMNS, rows))
+
+
+def read_part(path: Path) -> list[Candidate]:
+    header, rows = read_table(path)
+    require_columns(path, header, COLUMNS)
+    out = []
+    for r in rows:
+        lp = r["logprob"]
+        out.append(Candidate(r["fname"], r["split"], r["text"], r["model"], r["adapter"], r["decoding"],
+                             int(r["sample_idx"] or 0), int(r["seed"] or 0), float(lp) if lp else None))
+    return out
+
+
+def read_store(store: Path, split: str | None = None) -> list[Candidate]:
+    parts = sorted(Path(store).glob("*__*.csv"))
+    if not parts:
+        raise DialsumError(f"{store}: no candidate parts (*.csv) found")
+    cands = [c for p in parts for c in read_part(p)]
+    return [c for c in cands if split is None or c.split == split]
+
+
+class Journal:
+    """Append-only record of finished chunks of a part; tolerant of a torn last line after a kill."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path).with_suffix(".partial.jsonl")
+
+    def load(self) -> list[Candidate]:
+        if not self.path.exists():
+            return []
+        good, seen = [], set()
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                c = Candidate(**json.loads(line))
+            except (json.JSONDecodeError, TypeError):
+                continue  # torn line from a kill
+            key = (c.split, c.fname, c.sample_idx)
+            if key not in seen:
+                seen.add(key)
+                good.append(c)
+        return good
+
+    def append(self, cands: list[Candidate]) -> None:
+        import os
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as f:
+            for c in cands:
+                f.write(json.dumps(asdict(c), ensure_ascii=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def read_predictions(path: Path) -> dict[str, str]:
+    """A submission-style CSV (`fname` or `id`, `summary`) as fname -> summary; NaN/blank become ''."""
+    path = Path(path)
+    header, rows = read_table(path)
+    key = "fname" if "fname" in header else ("id" if "id" in header else None)
+    if key is None:
+        raise DialsumError(f"{path}: missing column fname (or id)")
+    require_columns(path, header, ["summary"])
+    out: dict[str, str] = {}
+    for i, r in enumerate(rows, start=1):
+        f = r[key].strip()
+        if not f:
+            raise DialsumError(f"{path}: row {i}: empty {key}")
+        if f in out:
+            raise DialsumError(f"{path}: row {i}: duplicate {key} {f!r}")
+        s = r["summary"]
+        out[f] = "" if s.strip().lower() == "nan" else " ".join(s.split())
+    return out
+
+
+def is_nan(x) -> bool:
+    return isinstance(x, float) and math.isnan(x)

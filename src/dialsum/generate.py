@@ -1,0 +1,104 @@
+"""Candidate generation for one model: every configured decoding over the dev and test dialogues.
+
+Backends share one interface: `hf` (transformers `generate`, batched) and `vllm` (see vllm_backend.py). Each
+(model, decoding) part is resumable: finished chunks are journaled and the part is written atomically at the end.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from tqdm import tqdm
+
+from dialsum.candidates import Candidate, Journal, part_path, write_part
+from dialsum.config import DecodingSpec, GenerateSpec, ModelConfig
+from dialsum.data import Dialogue
+from dialsum.errors import DialsumError
+from dialsum.prompts import encode_prompt
+from dialsum.train import style_of
+
+
+def resolve_backend(name: str) -> str:
+    if name != "auto":
+        return name
+    try:
+        import vllm  # noqa: F401
+        return "vllm"
+    except Exception:  # noqa: BLE001 - any import failure means: not usable here
+        return "hf"
+
+
+class HFEngine:
+    """transformers model (+ LoRA adapter) kept loaded across the decodings of one model."""
+
+    def __init__(self, cfg: ModelConfig, base_path: str, adapter_dir: Path | None, batch_size: int):
+        from dialsum.modeling import load_model, load_tokenizer
+
+        self.tokenizer = load_tokenizer(base_path, cfg)
+        model = load_model(base_path, cfg, quantization="none")
+        if adapter_dir is not None:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, str(adapter_dir))
+        self.model = model.eval()
+        self.cfg = cfg
+        self.batch_size = batch_size
+
+    def run(self, prompts: list[list[int]], spec: DecodingSpec, progress) -> list[list[tuple[str, float | None]]]:
+        from dialsum.hf_generate import generate_hf
+
+        return generate_hf(self.model, self.tokenizer, prompts, spec, self.cfg.max_new_tokens, self.batch_size, progress)
+
+    def close(self) -> None:
+        del self.model
+
+
+def make_engine(backend: str, cfg: ModelConfig, base_path: str, adapter_dir: Path | None, gen: GenerateSpec,
+                work_dir: Path):
+    backend = resolve_backend(backend)
+    if backend == "vllm":
+        from dialsum.vllm_backend import VLLMEngine
+
+        return VLLMEngine(cfg, base_path, adapter_dir, gen, work_dir)
+    if backend == "hf":
+        return HFEngine(cfg, base_path, adapter_dir, gen.batch_size)
+    raise DialsumError(f"unknown generation backend {backend!r}")
+
+
+def generate_candidates(cfg: ModelConfig, base_path: str, adapter_dir: Path | None,
+                        rows_by_split: dict[str, list[Dialogue]], store: Path, gen: GenerateSpec,
+                        backend: str | None = None, work_dir: Path | None = None, chunk: int = 64) -> list[Path]:
+    """Write one part per decoding into `store`; parts already complete are skipped."""
+    store = Path(store)
+    todo = [d for d in cfg.decodings if not part_path(store, cfg.name, d.name).exists()]
+    paths = [part_path(store, cfg.name, d.name) for d in cfg.decodings]
+    if not todo:
+        return paths
+    engine = None
+    try:
+        for spec in todo:
+            path = part_path(store, cfg.name, spec.name)
+            journal = Journal(path)
+            done = journal.load()
+            done_keys = {(c.split, c.fname) for c in done}
+            items = [(split, d) for split, rows in rows_by_split.items() for d in rows
+                     if (split, d.fname) not in done_keys]
+            if items and engine is None:
+                engine = make_engine(backend or gen.backend, cfg, base_path, adapter_dir, gen,
+                                     work_dir or store.parent)
+            if items:
+                style = style_of(cfg)
+                bar = tqdm(total=len(items), desc=f"generate {cfg.name}/{spec.name}", unit="dlg")
+                for start in range(0, len(items), chunk):
+                    part = items[start:start + chunk]
+                    prompts = [encode_prompt(engine.tokenizer, d.dialogue, style, cfg.max_input_tokens) for _, d in part]
+                    outs = engine.run(prompts, spec, bar)
+                    journal.append([
+                        Candidate(d.fname, split, text, cfg.name, str(adapter_dir or ""), spec.name, k, spec.seed, lp)
+                        for (split, d), cands in zip(part, outs) for k, (text, lp) in enumerate(cands)])
+                bar.close()
+            write_part(path, journal.load())
+            journal.remove()
+    finally:
+        if engine is not None:
+            engine.close()
+    return paths
