@@ -18,7 +18,12 @@ DEFAULT_CONFIG = "configs/default.yaml"
 def _config(args):
     from dialsum.config import load_config
 
-    return load_config(Path(args.config))
+    overrides = {}
+    if getattr(args, "output_dir", None):
+        overrides["output_dir"] = str(Path(args.output_dir).resolve())
+    if getattr(args, "submissions_dir", None):
+        overrides["submissions_dir"] = str(Path(args.submissions_dir).resolve())
+    return load_config(Path(args.config), overrides)
 
 
 def cmd_run(args) -> int:
@@ -236,6 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--config", default=DEFAULT_CONFIG, help="run config YAML (default: %(default)s)")
         sp.add_argument("--data-dir", help="folder with train.csv, dev.csv, test.csv, sample_submission.csv")
         sp.add_argument("--run-id", help="run folder name under output_dir (default: <name>-<config/data hash>)")
+        sp.add_argument("--output-dir", help="override the config's output_dir (run folders)")
+        sp.add_argument("--submissions-dir", help="override the config's submissions_dir")
 
     sp = sub.add_parser("run", help="all stages: train, generate, ensemble, postprocess, submit, report")
     with_config(sp)

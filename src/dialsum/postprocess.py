@@ -32,7 +32,7 @@ def first_paragraph(t: str) -> str:
 
 
 _TAG_SPACED = re.compile(r"#\s*Person\s*(\d+)\s*#")
-_TAG_BARE = re.compile(r"(?<![#\w])Person\s?(\d+)(?![#\w])")
+_TAG_BARE = re.compile(r"(?<![#A-Za-z0-9])Person\s?(\d+)(?![#0-9])")
 _TAG_PARTICLE = re.compile(r"(#Person\d+#)\s+(은|는|이|가|을|를|의|에게|와|과|도|에게서|께|한테|로|으로)(?=[\s.,!?]|$)")
 
 
