@@ -88,7 +88,10 @@ class Journal:
         import os
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        torn = self.path.exists() and self.path.stat().st_size > 0 and not self.path.read_bytes().endswith(b"\n")
         with open(self.path, "a", encoding="utf-8") as f:
+            if torn:  # a kill mid-line: end that line so the next record starts clean
+                f.write("\n")
             for c in cands:
                 f.write(json.dumps(asdict(c), ensure_ascii=False) + "\n")
             f.flush()

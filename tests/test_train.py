@@ -1,0 +1,113 @@
+"""QLoRA on the tiny model, for real on CPU: masking, augmentation, gradient correctness, training, resume."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from dialsum.config import MetricSpec, TrainSpec
+from dialsum.modeling import load_model, load_tokenizer
+from dialsum.prompts import IGNORE_INDEX, AUGMENT_INSTRUCTIONS, PromptStyle, encode_example
+from dialsum.train import build_examples, style_of, train_model
+
+
+@pytest.mark.parametrize("fmt", ["instruction", "chat"])
+def test_labels_unmask_exactly_the_summary_plus_eos(fmt, tiny_cfg, sample_data):
+    tok = load_tokenizer(tiny_cfg.path, tiny_cfg)
+    d = sample_data.train[0]
+    ex = encode_example(tok, d.dialogue, d.summary, PromptStyle(fmt, tiny_cfg.instruction, tiny_cfg.system_prompt), 384, 64)
+    target = [t for t, l in zip(ex["input_ids"], ex["labels"]) if l != IGNORE_INDEX]
+    assert tok.decode(target) == d.summary + tok.eos_token
+    n_prompt = ex["labels"].index(next(l for l in ex["labels"] if l != IGNORE_INDEX))
+    assert all(l == IGNORE_INDEX for l in ex["labels"][:n_prompt])
+    assert ex["labels"][n_prompt:] == ex["input_ids"][n_prompt:]
+
+
+def test_augmentation_multiplies_rows_by_five(tiny_cfg, sample_data):
+    tok = load_tokenizer(tiny_cfg.path, tiny_cfg)
+    rows = sample_data.train[:4]
+    plain = build_examples(tok, rows, tiny_cfg, 0)
+    cfg = tiny_cfg.model_copy(update={"train": tiny_cfg.train.model_copy(update={"augment": "mixed"})})
+    aug = build_examples(tok, rows, cfg, 0)
+    assert len(plain) == 4 and len(aug) == 4 * len(AUGMENT_INSTRUCTIONS) == 20
+    decoded = [tok.decode(e["input_ids"]) for e in aug]
+    for ins in AUGMENT_INSTRUCTIONS:
+        assert sum(ins in t for t in decoded) == 4
+
+
+def test_lora_gradients_after_eval_pass_equal_dequantised_fp32_reference(tiny_cfg, sample_data):
+    """The bitsandbytes CPU bug: after an eval forward, 4-bit gradients went wrong. With the workaround they match."""
+    import bitsandbytes as bnb
+    from bitsandbytes.functional import dequantize_4bit
+    from peft import LoraConfig, get_peft_model
+
+    tok = load_tokenizer(tiny_cfg.path, tiny_cfg)
+    ex = encode_example(tok, sample_data.train[1].dialogue, sample_data.train[1].summary, style_of(tiny_cfg), 384, 64)
+    batch = {k: torch.tensor([v]) for k, v in ex.items()}
+    lcfg = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=tiny_cfg.target_modules, init_lora_weights=False)
+
+    torch.manual_seed(0)
+    q = get_peft_model(load_model(tiny_cfg.path, tiny_cfg, quantization="4bit"), lcfg)
+    q.eval()
+    with torch.no_grad():
+        q(**batch)  # the eval-mode forward that used to corrupt later gradients
+    q.train()
+    q(**batch).loss.backward()
+
+    torch.manual_seed(0)
+    ref = get_peft_model(load_model(tiny_cfg.path, tiny_cfg, quantization="none"), lcfg)
+    # give the reference exactly the dequantised 4-bit weights
+    qmods = dict(q.named_modules())
+    with torch.no_grad():
+        for name, mod in ref.named_modules():
+            qm = qmods.get(name)
+            if isinstance(qm, bnb.nn.Linear4bit):
+                mod.weight.copy_(dequantize_4bit(qm.weight.data, qm.weight.quant_state).to(mod.weight.dtype))
+        for (n1, p1), (n2, p2) in zip(q.named_parameters(), ref.named_parameters()):
+            if "lora_" in n1:
+                p2.copy_(p1)
+    ref.train()
+    ref(**batch).loss.backward()
+    qg = {n: p.grad for n, p in q.named_parameters() if "lora_" in n}
+    rg = {n: p.grad for n, p in ref.named_parameters() if "lora_" in n}
+    assert qg.keys() == rg.keys() and qg
+    for n in qg:
+        rel = (qg[n] - rg[n]).norm() / (rg[n].norm() + 1e-12)
+        assert rel < 1e-3, f"{n}: relative gradient error {rel:.2e}"
+
+
+def _short(cfg, **train):
+    return cfg.model_copy(update={"train": cfg.train.model_copy(update=train)})
+
+
+def test_qlora_training_loss_falls_scores_dev_and_saves_a_reloadable_best_adapter(tiny_cfg, sample_data, tmp_path):
+    from peft import PeftModel
+
+    cfg = _short(tiny_cfg, epochs=3, eval_steps=9, logging_steps=3, eval_subset=8, early_stopping_patience=None)
+    r = train_model(cfg, cfg.path, sample_data.train, sample_data.dev, tmp_path, MetricSpec())
+    assert r.losses[-1] < r.losses[0] * 0.7
+    assert len(r.dev_history) == 3 and all(h["eval_dev_final"] >= 0 for h in r.dev_history)
+    assert r.best_dev_final == max(h["eval_dev_final"] for h in r.dev_history)
+    base = load_model(cfg.path, cfg, quantization="none")
+    model = PeftModel.from_pretrained(base, str(r.adapter_dir))
+    assert any("lora_A" in n for n, _ in model.named_parameters())
+    saved = json.loads((tmp_path / "train_result.json").read_text())
+    assert saved["global_step"] == 27
+
+
+def test_resume_after_kill_reaches_the_same_total_steps(tiny_cfg, sample_data, tmp_path):
+    cfg = _short(tiny_cfg, max_steps=12, eval_steps=4, logging_steps=2, eval_subset=4, early_stopping_patience=None,
+                 save_total_limit=5)
+    with pytest.raises(KeyboardInterrupt):
+        train_model(cfg, cfg.path, sample_data.train, sample_data.dev, tmp_path, MetricSpec(), stop_after_steps=4)
+    ckpt = tmp_path / "checkpoints" / "checkpoint-4"
+    assert (ckpt / "optimizer.pt").exists() and (ckpt / "scheduler.pt").exists()
+    state = json.loads((ckpt / "trainer_state.json").read_text())
+    assert state["global_step"] == 4
+    train_model(cfg, cfg.path, sample_data.train, sample_data.dev, tmp_path, MetricSpec(), resume=True)
+    saved = json.loads((tmp_path / "train_result.json").read_text())
+    assert saved["global_step"] == 12
+    final_state = json.loads((tmp_path / "checkpoints" / "checkpoint-12" / "trainer_state.json").read_text())
+    logged_steps = [h["step"] for h in final_state["log_history"] if "loss" in h]
+    assert logged_steps == [2, 4, 6, 8, 10, 12]  # history carried over from before the kill, no step repeated
