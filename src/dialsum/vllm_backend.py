@@ -1,0 +1,85 @@
+"""vLLM generation backend: bf16 (GPU) / fp32 (CPU) base + LoRA adapter via LoRARequest, batched.
+
+Prompts go in as token ids rendered by dialsum.prompts, so vLLM sees exactly the prompt training used and the
+`hf` backend sees. The class must be created from importable code (vLLM on CPU spawns workers), and it points
+vLLM's caches and temp files at the run folder.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from dialsum.config import DecodingSpec, GenerateSpec, ModelConfig, vllm_lora_rank
+
+
+def _vllm_dtype(cfg: ModelConfig, cuda: bool) -> str:
+    if cfg.precision == "fp32":
+        return "float32"
+    if cfg.precision == "fp16":
+        return "float16"
+    if cfg.precision == "bf16":
+        return "bfloat16"
+    return "bfloat16" if cuda else "float32"
+
+
+class VLLMEngine:
+    def __init__(self, cfg: ModelConfig, base_path: str, adapter_dir: Path | None, gen: GenerateSpec, work_dir: Path):
+        import torch
+
+        cache = Path(work_dir).resolve() / "vllm-cache"
+        cache.mkdir(parents=True, exist_ok=True)
+        os.environ.setdefault("VLLM_CACHE_ROOT", str(cache))
+        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache / "inductor"))
+        cuda = torch.cuda.is_available()
+        if not cuda:
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, int(gen.cpu_kv_cache_gb))))
+        from vllm import LLM
+        from vllm.lora.request import LoRARequest
+
+        from dialsum.modeling import load_tokenizer
+
+        self.cfg = cfg
+        self.tokenizer = load_tokenizer(base_path, cfg)
+        kwargs = dict(model=base_path, tokenizer=base_path, dtype=_vllm_dtype(cfg, cuda), seed=cfg.train.seed,
+                      max_model_len=gen.max_model_len or (cfg.max_input_tokens + cfg.max_new_tokens),
+                      tensor_parallel_size=gen.tensor_parallel_size, trust_remote_code=cfg.trust_remote_code,
+                      revision=cfg.revision, enable_lora=adapter_dir is not None)
+        if adapter_dir is not None:
+            kwargs.update(max_lora_rank=vllm_lora_rank(cfg.lora.r), max_loras=1)
+        if cuda:
+            kwargs["gpu_memory_utilization"] = gen.gpu_memory_utilization
+        self.llm = LLM(**kwargs)
+        self.lora = LoRARequest(f"{cfg.name}-{Path(adapter_dir).name}", 1, str(adapter_dir)) if adapter_dir else None
+
+    def run(self, prompts: list[list[int]], spec: DecodingSpec, progress) -> list[list[tuple[str, float | None]]]:
+        max_tokens = spec.max_new_tokens or self.cfg.max_new_tokens
+        inputs = [{"prompt_token_ids": p} for p in prompts]
+        if spec.strategy == "beam":
+            from vllm.sampling_params import BeamSearchParams
+
+            outs = self.llm.beam_search(inputs, BeamSearchParams(beam_width=spec.num_beams, max_tokens=max_tokens,
+                                                                 length_penalty=spec.length_penalty),
+                                        lora_request=self.lora)
+            results = []
+            for p, o in zip(prompts, outs):
+                seqs = []
+                for s in o.sequences[: spec.n]:
+                    toks = s.tokens[len(p):] if s.tokens[: len(p)] == p else s.tokens
+                    seqs.append((self.tokenizer.decode(toks, skip_special_tokens=True).strip(), float(s.cum_logprob)))
+                results.append(seqs)
+        else:
+            from vllm import SamplingParams
+
+            greedy = spec.strategy == "greedy"
+            sp = SamplingParams(n=spec.n, temperature=0.0 if greedy else spec.temperature,
+                                top_p=1.0 if greedy else spec.top_p, top_k=(spec.top_k or -1) if not greedy else -1,
+                                seed=None if greedy else spec.seed, max_tokens=max_tokens,
+                                repetition_penalty=spec.repetition_penalty, logprobs=0)
+            outs = self.llm.generate(inputs, sp, lora_request=self.lora, use_tqdm=False)
+            results = [[(c.text.strip(), c.cumulative_logprob) for c in o.outputs] for o in outs]
+        if progress is not None:
+            progress.update(len(prompts))
+        return results
+
+    def close(self) -> None:
+        del self.llm
