@@ -37,3 +37,20 @@ def test_ablate_keeps_only_rules_that_help_on_one_half_and_do_not_hurt_the_other
     g = {x.rule: x for x in gains}
     assert g["strip_prompt_echo"].delta == pytest.approx(0.5) and g["strip_prompt_echo"].enabled
     assert g["drop_repeated_sentences"].delta == 0 and not g["drop_repeated_sentences"].enabled
+
+
+def test_ablate_cli_on_real_dev_predictions():
+    from conftest import run_cli, shared_file
+
+    pred = shared_file("ko/dev_200_kobart_predictions.csv")
+    refs = shared_file("ko/dev_200.csv")
+    r = run_cli("postprocess", "--ablate", "--pred", str(pred), "--refs", str(refs))
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].split()[:4] == ["rule", "on", "off", "delta"]
+    assert {ln.split()[0] for ln in lines[1:-1]} == set(RULES)
+    for ln in lines[1:-1]:
+        name, on, off, delta, a, b, enabled = ln.split()
+        assert float(delta) == pytest.approx(float(on) - float(off), abs=2e-4)
+        assert (enabled == "yes") == (max(float(a), float(b)) > 0 and min(float(a), float(b)) >= 0)
+    assert lines[-1].startswith("enabled rules:")
