@@ -111,3 +111,25 @@ def test_resume_after_kill_reaches_the_same_total_steps(tiny_cfg, sample_data, t
     final_state = json.loads((tmp_path / "checkpoints" / "checkpoint-12" / "trainer_state.json").read_text())
     logged_steps = [h["step"] for h in final_state["log_history"] if "loss" in h]
     assert logged_steps == [2, 4, 6, 8, 10, 12]  # history carried over from before the kill, no step repeated
+
+
+def test_dialsum_train_cli_with_the_default_config(tmp_path):
+    """The acceptance path: `dialsum train --config configs/default.yaml` (4-bit QLoRA on CPU)."""
+    from peft import PeftModel
+
+    from conftest import run_cli
+
+    r = run_cli("train", "--config", "configs/default.yaml", "--model", "tiny", "--output-dir", str(tmp_path))
+    assert r.returncode == 0, r.stderr[-2000:]
+    (run_dir,) = list(tmp_path.iterdir())
+    result = json.loads((run_dir / "models" / "tiny" / "train_result.json").read_text())
+    assert result["losses"][-1] < result["losses"][0] * 0.7
+    assert len(result["dev_history"]) >= 2 and all("eval_dev_final" in h for h in result["dev_history"])
+    assert result["best_dev_final"] == max(h["eval_dev_final"] for h in result["dev_history"])
+    base_dir = run_dir / "models" / "tiny" / "base"
+    from transformers import AutoModelForCausalLM
+
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir), result["adapter_dir"])
+    assert any("lora_B" in n for n, _ in model.named_parameters())
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["train:tiny"]["adapter"] == result["adapter_dir"]

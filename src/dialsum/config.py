@@ -42,7 +42,7 @@ class TrainSpec(Strict):
     eval_subset: int = Field(64, ge=1, description="dev rows greedy-decoded and scored at each evaluation")
     early_stopping_patience: int | None = 3
     gradient_checkpointing: bool = True
-    augment: Literal["none", "mixed", "phase2"] = "none"
+    augment: Literal["none", "mixed"] = "none"  # mixed: every row once per instruction template (x5)
     optim: str = "auto"  # paged_adamw_8bit on GPU, adamw_torch on CPU
     seed: int = 42
 
