@@ -48,6 +48,10 @@ class VLLMEngine:
             kwargs.update(max_lora_rank=vllm_lora_rank(cfg.lora.r), max_loras=1)
         if cuda:
             kwargs["gpu_memory_utilization"] = gen.gpu_memory_utilization
+        else:
+            # vLLM-CPU cannot rewind a seeded request's generator after a partial (chunked) prefill
+            # ("CPU Generator does not use offset"): prefill every prompt whole.
+            kwargs.update(enable_chunked_prefill=False, max_num_batched_tokens=kwargs["max_model_len"])
         self.llm = LLM(**kwargs)
         self.lora = LoRARequest(f"{cfg.name}-{Path(adapter_dir).name}", 1, str(adapter_dir)) if adapter_dir else None
 
