@@ -184,7 +184,7 @@ def pairwise_matrix(feats: list, semantics: str):
     if semantics == "pltrdy":
         for i in range(k):
             for j in range(k):
-                out[i, j] = _pl_pair(feats[i], feats[j]) if i != j else _pl_pair(feats[i], feats[i])
+                out[i, j] = _pl_pair(feats[i], feats[j])
         return out
     from rapidfuzz import process
 
