@@ -45,11 +45,12 @@ def ref_pltrdy(hyp: str, ref: str, tok=MECAB):
 REFERENCE = {"rouge-score": ref_rouge_score, "pltrdy": ref_pltrdy}
 
 
-def reference_corpus(preds, refs, semantics):
+def reference_corpus(preds, refs, semantics, pair=None):
     """Independent corpus score: library per (pred, ref), mean over refs, mean over samples."""
+    pair = pair or REFERENCE[semantics]
     per = []
     for p, rs in zip(preds, refs):
-        s = [REFERENCE[semantics](p, r) for r in rs]
+        s = [pair(p, r) for r in rs]
         per.append([sum(x[m] for x in s) / len(s) for m in range(3)])
     return [sum(x[m] for x in per) / len(per) for m in range(3)]
 
@@ -128,18 +129,10 @@ def test_english_multi_reference_with_rouge_scores_own_tokenizer():
     assert latin_tokenize("Hello, World! 안녕 42") == tuple(rs_default_tokenize("Hello, World! 안녕 42", None))
     scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"])
     got = score_corpus(preds, refs, "rouge-score", tokenizer="latin")
-    per = []
-    for p, rs in zip(preds, refs):
-        s = [ref_rouge_score(p, r, scorer) for r in rs]
-        per.append([sum(x[m] for x in s) / len(s) for m in range(3)])
-    want = [sum(x[m] for x in per) / len(per) for m in range(3)]
+    want = reference_corpus(preds, refs, "rouge-score", lambda p, r: ref_rouge_score(p, r, scorer))
     assert [got.rouge1, got.rouge2, got.rougeL] == pytest.approx(want, abs=TOL)
     got_pl = score_corpus(preds, refs, "pltrdy", tokenizer="latin")
-    per = []
-    for p, rs in zip(preds, refs):
-        s = [ref_pltrdy(p, r, latin_tokenize) for r in rs]
-        per.append([sum(x[m] for x in s) / len(s) for m in range(3)])
-    want_pl = [sum(x[m] for x in per) / len(per) for m in range(3)]
+    want_pl = reference_corpus(preds, refs, "pltrdy", lambda p, r: ref_pltrdy(p, r, latin_tokenize))
     assert [got_pl.rouge1, got_pl.rouge2, got_pl.rougeL] == pytest.approx(want_pl, abs=TOL)
     assert 0.3 < got_pl.rouge1 < 0.9
 
