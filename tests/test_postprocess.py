@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from dialsum.postprocess import ablate, apply_rules, RULES
+from dialsum.postprocess import RULES, LengthCap, ablate, apply_rules, cap_length, length_cap_grid
 
 
 @pytest.mark.parametrize("rule,given,expected", [
@@ -32,8 +32,8 @@ def test_ablate_keeps_only_rules_that_help_on_one_half_and_do_not_hurt_the_other
     def exact(p, r):  # share of exact matches: a metric where each rule's effect is obvious
         return sum(a == b[0] for a, b in zip(p, r)) / len(p)
 
-    enabled, gains = ablate(preds, refs, ["strip_prompt_echo", "final_punctuation", "drop_repeated_sentences"], exact)
-    assert enabled == ["strip_prompt_echo"]
+    enabled, cap, gains = ablate(preds, refs, ["strip_prompt_echo", "final_punctuation", "drop_repeated_sentences"], exact)
+    assert enabled == ["strip_prompt_echo"] and cap is None
     g = {x.rule: x for x in gains}
     assert g["strip_prompt_echo"].delta == pytest.approx(0.5) and g["strip_prompt_echo"].enabled
     assert g["drop_repeated_sentences"].delta == 0 and not g["drop_repeated_sentences"].enabled
@@ -48,9 +48,36 @@ def test_ablate_cli_on_real_dev_predictions():
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert lines[0].split()[:4] == ["rule", "on", "off", "delta"]
-    assert {ln.split()[0] for ln in lines[1:-1]} == set(RULES)
+    assert {ln.split()[0] for ln in lines[1:-2]} == set(RULES)
+    assert lines[-2].startswith("length_cap(")
     for ln in lines[1:-1]:
         name, on, off, delta, a, b, enabled = ln.split()
         assert float(delta) == pytest.approx(float(on) - float(off), abs=2e-4)
         assert (enabled == "yes") == (max(float(a), float(b)) > 0 and min(float(a), float(b)) >= 0)
     assert lines[-1].startswith("enabled rules:")
+
+
+def test_cap_length_keeps_whole_sentences_under_both_caps():
+    t = "가 나 다. 라 마. 바 사 아 자."
+    assert cap_length(t, LengthCap(max_sentences=2)) == "가 나 다. 라 마."
+    assert cap_length(t, LengthCap(max_morphemes=5)) == "가 나 다. 라 마."
+    assert cap_length(t, LengthCap(max_morphemes=4)) == "가 나 다."
+    assert cap_length(t, LengthCap(max_morphemes=1)) == "가 나 다."  # the first sentence always stays
+    assert apply_rules(t, [], LengthCap(max_sentences=1)) == "가 나 다."
+
+
+def test_length_cap_is_tuned_on_dev_and_kept_only_when_it_helps_both_halves():
+    refs = [["민수는 병원에 간다."], ["지현은 학교에 온다."], ["준호는 집에 간다."], ["수아는 밥을 먹는다."]]
+    preds = [r[0] + " 그리고 덧붙인 말이다. 또 다른 말이다." for r in refs]
+
+    def exact(p, r):
+        return sum(a == b[0] for a, b in zip(p, r)) / len(p)
+
+    grid = length_cap_grid(refs, lambda x: len(x.split()))
+    assert LengthCap(max_sentences=1) in grid and LengthCap(max_morphemes=3) in grid
+    enabled, cap, gains = ablate(preds, refs, [], exact, grid)
+    assert enabled == [] and cap == LengthCap(max_sentences=1)
+    assert gains[-1].rule == "length_cap(sentences<=1)" and gains[-1].delta == 1.0
+    # already short predictions: no cap helps, none is kept
+    _, cap, gains = ablate([r[0] for r in refs], refs, [], exact, grid)
+    assert cap is None and not gains[-1].enabled

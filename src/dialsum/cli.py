@@ -157,10 +157,20 @@ def cmd_ensemble(args) -> int:
 def cmd_postprocess(args) -> int:
     from dialsum.candidates import read_predictions
     from dialsum.io_utils import atomic_write_text, csv_text
-    from dialsum.postprocess import RULES, ablate, apply_rules
+    from dialsum.postprocess import RULES, LengthCap, ablate, apply_rules, length_cap_grid
+    from dialsum.tokenize import get_tokenizer
 
     preds = read_predictions(Path(args.pred))
     rules = args.rules.split(",") if args.rules else list(RULES)
+    unknown = [r for r in rules if r not in RULES]
+    if unknown:
+        raise DialsumError(f"--rules: unknown rule(s) {unknown} (known: {', '.join(RULES)})")
+    morphemes = get_tokenizer("mecab")
+
+    def count(text: str) -> int:
+        return len(morphemes(text))
+
+    cap = LengthCap(args.max_sentences, args.max_morphemes) if (args.max_sentences or args.max_morphemes) else None
     if args.ablate:
         from dialsum.metric import score_corpus
 
@@ -170,14 +180,18 @@ def cmd_postprocess(args) -> int:
         names = [f for f in refs if f in preds]
         if not names:
             raise DialsumError(f"{args.pred}: no fname in common with {args.refs}")
-        rules, gains = ablate([preds[f] for f in names], [refs[f] for f in names], rules,
-                              lambda p, r: score_corpus(list(p), [list(x) for x in r], args.semantics).final)
-        print(f"{'rule':<26}{'on':>10}{'off':>10}{'delta':>10}{'half A':>10}{'half B':>10}  enabled")
+        ref_lists = [refs[f] for f in names]
+        caps = [] if cap or args.length_cap == "off" else length_cap_grid(ref_lists, count)
+        rules, tuned, gains = ablate([preds[f] for f in names], ref_lists, rules,
+                                     lambda p, r: score_corpus(list(p), [list(x) for x in r], args.semantics).final,
+                                     caps, count)
+        cap = cap or tuned
+        print(f"{'rule':<34}{'on':>10}{'off':>10}{'delta':>10}{'half A':>10}{'half B':>10}  enabled")
         for g in gains:
-            print(f"{g.rule:<26}{g.on:10.4f}{g.off:10.4f}{g.delta:+10.4f}{g.delta_a:+10.4f}{g.delta_b:+10.4f}  {'yes' if g.enabled else 'no'}")
-        print(f"enabled rules: {','.join(rules) or 'none'}")
+            print(f"{g.rule:<34}{g.on:10.4f}{g.off:10.4f}{g.delta:+10.4f}{g.delta_a:+10.4f}{g.delta_b:+10.4f}  {'yes' if g.enabled else 'no'}")
+        print(f"enabled rules: {','.join(rules) or 'none'}; {cap or 'no length cap'}")
     if args.out:
-        rows = [[f, apply_rules(t, rules)] for f, t in preds.items()]
+        rows = [[f, apply_rules(t, rules, cap, count)] for f, t in preds.items()]
         atomic_write_text(Path(args.out), csv_text(["fname", "summary"], rows))
         print(f"{args.out}: {len(rows)} rows")
     return 0
@@ -285,6 +299,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--rules", help="comma-separated rule names, in order (default: all)")
     sp.add_argument("--ablate", action="store_true", help="print each rule's dev gain and keep only helpful rules")
     sp.add_argument("--refs", help="references CSV for --ablate")
+    sp.add_argument("--length-cap", choices=["tune", "off"], default="tune",
+                    help="with --ablate: tune a length cap (sentences / morphemes) on dev (default: %(default)s)")
+    sp.add_argument("--max-sentences", type=int, help="fixed cap: keep at most this many sentences")
+    sp.add_argument("--max-morphemes", type=int, help="fixed cap: whole sentences up to this many Mecab morphemes")
     sp.add_argument("--semantics", choices=["pltrdy", "rouge-score"], default="pltrdy")
     sp.set_defaults(func=cmd_postprocess)
 

@@ -147,7 +147,9 @@ class PostprocessSpec(Strict):
                                                       "drop_repeated_sentences", "drop_garbage_runs",
                                                       "normalise_whitespace", "final_punctuation"])
     ablate: bool = True
-    max_morphemes: int | None = None
+    tune_length_cap: bool = True  # try 1-3 sentences and reference-length percentiles on dev; keep one only if it helps
+    max_sentences: int | None = Field(None, ge=1, description="fixed cap, applied as is (no tuning)")
+    max_morphemes: int | None = Field(None, ge=1, description="fixed cap in Mecab morphemes, whole sentences kept")
 
 
 class RunConfig(Strict):

@@ -64,7 +64,8 @@ def run_pipeline(cfg: RunConfig, data_dir: Path | None = None, run_id: str | Non
     from dialsum.generate import generate_candidates
     from dialsum.metric import score_corpus
     from dialsum.modeling import check_feasible, check_source
-    from dialsum.postprocess import ablate, apply_rules
+    from dialsum.postprocess import LengthCap, ablate, apply_rules, length_cap_grid
+    from dialsum.tokenize import get_tokenizer
     from dialsum.report import write_report
     from dialsum.submit import write_submission
     from dialsum.train import train_model
@@ -126,14 +127,23 @@ def run_pipeline(cfg: RunConfig, data_dir: Path | None = None, run_id: str | Non
     def final_of(preds, refs):
         return score_corpus(list(preds), [list(r) for r in refs], sem, tok).final
 
-    if cfg.postprocess.ablate:
-        rules, gains = ablate(ens_dev, dev_refs, cfg.postprocess.rules, final_of)
+    pp = cfg.postprocess
+    morphemes = get_tokenizer(tok)
+
+    def count(text: str) -> int:
+        return len(morphemes(text))
+
+    fixed = LengthCap(pp.max_sentences, pp.max_morphemes) if (pp.max_sentences or pp.max_morphemes) else None
+    if pp.ablate:
+        caps = [] if fixed or not pp.tune_length_cap else length_cap_grid(dev_refs, count)
+        rules, cap, gains = ablate(ens_dev, dev_refs, pp.rules, final_of, caps, count)
+        cap = fixed or cap
     else:
-        rules, gains = list(cfg.postprocess.rules), []
-    post_dev = [apply_rules(t, rules) for t in ens_dev]
-    rows.append(dev_row("postprocess", f"{len(rules)} rule(s): {', '.join(rules) or 'none'}",
-                        score_corpus(post_dev, dev_refs, sem, tok)))
-    test_final = {d.fname: apply_rules(picks["test"][d.fname].text, rules) for d in data.test}
+        rules, cap, gains = list(pp.rules), fixed, []
+    post_dev = [apply_rules(t, rules, cap, count) for t in ens_dev]
+    detail = f"{len(rules)} rule(s): {', '.join(rules) or 'none'}; {cap or 'no length cap'}"
+    rows.append(dev_row("postprocess", detail, score_corpus(post_dev, dev_refs, sem, tok)))
+    test_final = {d.fname: apply_rules(picks["test"][d.fname].text, rules, cap, count) for d in data.test}
     for d in data.test:  # a submission needs text for every row, even if every candidate was empty
         if not test_final[d.fname].strip():
             test_final[d.fname] = "#Person1#과 #Person2#가 대화를 나눕니다."

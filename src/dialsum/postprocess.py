@@ -85,19 +85,51 @@ RULES: dict[str, Callable[[str], str]] = {
 }
 
 
-def cap_sentences(t: str, k: int) -> str:
-    return " ".join(split_sentences(t)[:k])
+@dataclass(frozen=True)
+class LengthCap:
+    """Keep whole sentences while under both caps (the first sentence always stays). ROUGE F1 punishes long output."""
+    max_sentences: int | None = None
+    max_morphemes: int | None = None
+
+    def __str__(self) -> str:
+        parts = [f"sentences<={self.max_sentences}"] if self.max_sentences else []
+        parts += [f"morphemes<={self.max_morphemes}"] if self.max_morphemes else []
+        return "length_cap(" + (", ".join(parts) or "none") + ")"
 
 
-def apply_rules(text: str, rules: Sequence[str], max_sentences: int | None = None) -> str:
-    """Apply the named rules in order; an empty result falls back to the input (a submission needs text)."""
+def cap_length(t: str, cap: LengthCap, count: Callable[[str], int] = lambda x: len(x.split())) -> str:
+    kept: list[str] = []
+    used = 0
+    for s in split_sentences(t):
+        n = count(s)
+        if kept and ((cap.max_sentences and len(kept) >= cap.max_sentences) or
+                     (cap.max_morphemes and used + n > cap.max_morphemes)):
+            break
+        kept.append(s)
+        used += n
+    return " ".join(kept) if kept else t
+
+
+def length_cap_grid(refs: Sequence[Sequence[str]], count: Callable[[str], int]) -> list[LengthCap]:
+    """Caps worth trying on dev: 1-3 sentences, and the 50/75/90/100th percentile of reference lengths."""
+    lengths = sorted(count(r) for rs in refs for r in rs)
+    grid = [LengthCap(max_sentences=k) for k in (1, 2, 3)]
+    if lengths:
+        qs = sorted({lengths[min(len(lengths) - 1, int(q * (len(lengths) - 1)))] for q in (0.5, 0.75, 0.9, 1.0)})
+        grid += [LengthCap(max_morphemes=q) for q in qs if q > 0]
+    return grid
+
+
+def apply_rules(text: str, rules: Sequence[str], cap: LengthCap | None = None,
+                count: Callable[[str], int] = lambda x: len(x.split())) -> str:
+    """Apply the named rules in order, then the length cap; an empty result falls back to the input."""
     out = text
     for name in rules:
         if name not in RULES:
             raise ValueError(f"unknown post-processing rule {name!r} (known: {', '.join(RULES)})")
         out = RULES[name](out)
-    if max_sentences:
-        out = cap_sentences(out, max_sentences)
+    if cap is not None:
+        out = cap_length(out, cap, count)
     return out if out.strip() else text
 
 
@@ -115,24 +147,43 @@ class RuleGain:
         return self.on - self.off
 
 
-def ablate(preds: Sequence[str], refs: Sequence[Sequence[str]], rules: Sequence[str],
-           score: Callable[[Sequence[str], Sequence[Sequence[str]]], float]) -> tuple[list[str], list[RuleGain]]:
-    """Greedy forward selection in the given order, judged on two dev halves (even / odd rows)."""
-    halves = [list(range(0, len(preds), 2)), list(range(1, len(preds), 2))]
+def _helps(da: float, db: float) -> bool:
+    """Raises the score on one dev half and lowers it on neither."""
+    return max(da, db) > 1e-9 and min(da, db) >= -1e-9
 
-    def score_on(idx, active):
-        return score([apply_rules(preds[i], active) for i in idx], [refs[i] for i in idx])
+
+def ablate(preds: Sequence[str], refs: Sequence[Sequence[str]], rules: Sequence[str],
+           score: Callable[[Sequence[str], Sequence[Sequence[str]]], float],
+           caps: Sequence[LengthCap] = (), count: Callable[[str], int] = lambda x: len(x.split()),
+           ) -> tuple[list[str], LengthCap | None, list[RuleGain]]:
+    """Greedy forward selection of rules in the given order, then the best length cap from `caps`, each judged on
+    two dev halves (even / odd rows): kept only if it helps on one half and does not hurt the other."""
+    halves = [list(range(0, len(preds), 2)), list(range(1, len(preds), 2))]
+    allidx = list(range(len(preds)))
+
+    def score_on(idx, active, cap=None):
+        if not idx:
+            return 0.0
+        return score([apply_rules(preds[i], active, cap, count) for i in idx], [refs[i] for i in idx])
 
     enabled: list[str] = []
     gains = []
-    allidx = list(range(len(preds)))
     for rule in rules:
         off = score_on(allidx, enabled)
         on = score_on(allidx, enabled + [rule])
-        da = score_on(halves[0], enabled + [rule]) - score_on(halves[0], enabled) if halves[0] else 0.0
-        db = score_on(halves[1], enabled + [rule]) - score_on(halves[1], enabled) if halves[1] else 0.0
-        keep = max(da, db) > 1e-9 and min(da, db) >= -1e-9
+        da = score_on(halves[0], enabled + [rule]) - score_on(halves[0], enabled)
+        db = score_on(halves[1], enabled + [rule]) - score_on(halves[1], enabled)
+        keep = _helps(da, db)
         if keep:
             enabled.append(rule)
         gains.append(RuleGain(rule, on, off, da, db, keep))
-    return enabled, gains
+    chosen = None
+    if caps:
+        off = score_on(allidx, enabled)
+        best = max(caps, key=lambda c: score_on(allidx, enabled, c))  # first of equals: the grid's order
+        da = score_on(halves[0], enabled, best) - score_on(halves[0], enabled)
+        db = score_on(halves[1], enabled, best) - score_on(halves[1], enabled)
+        keep = _helps(da, db)
+        chosen = best if keep else None
+        gains.append(RuleGain(str(best), score_on(allidx, enabled, best), off, da, db, keep))
+    return enabled, chosen, gains
