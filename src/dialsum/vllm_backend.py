@@ -30,6 +30,13 @@ class VLLMEngine:
         cache.mkdir(parents=True, exist_ok=True)
         os.environ.setdefault("VLLM_CACHE_ROOT", str(cache))
         os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache / "inductor"))
+        tmp = cache / "tmp"
+        if len(str(tmp)) < 60:  # vLLM puts `<tmp>/<uuid>` IPC sockets there; AF_UNIX paths stop at ~107 bytes
+            tmp.mkdir(exist_ok=True)
+            os.environ["TMPDIR"] = str(tmp)
+            import tempfile
+
+            tempfile.tempdir = None  # recompute gettempdir() from TMPDIR
         cuda = torch.cuda.is_available()
         if not cuda:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, int(gen.cpu_kv_cache_gb))))
