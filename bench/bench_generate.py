@@ -7,6 +7,7 @@ Run: .venv/bin/python bench/bench_generate.py
 """
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -28,6 +29,7 @@ def bench_backend(name, make, prompts, specs):
 
 
 def main():
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # keep the table readable
     from dialsum.config import DecodingSpec, GenerateSpec, ModelConfig, TinyModelSpec
     from dialsum.data import load_competition
     from transformers import AutoModelForCausalLM
