@@ -125,7 +125,7 @@ class DataSpec(Strict):
 class GenerateSpec(Strict):
     backend: Literal["auto", "vllm", "hf"] = "hf"
     batch_size: int = Field(16, ge=1)
-    splits: list[Literal["dev", "test"]] = ["dev", "test"]
+    splits: list[Literal["dev", "test"]] = ["dev", "test"]  # `dialsum run` needs both (dev report, test submission)
     gpu_memory_utilization: float = 0.9
     tensor_parallel_size: int = 1
     max_model_len: int | None = None
@@ -138,7 +138,6 @@ class MetricSpec(Strict):
 
 
 class EnsembleSpec(Strict):
-    enabled: bool = True
     weights: dict[str, float] = Field(default_factory=dict, description="source (model or model/decoding) -> weight")
 
 

@@ -70,6 +70,10 @@ def run_pipeline(cfg: RunConfig, data_dir: Path | None = None, run_id: str | Non
     from dialsum.submit import write_submission
     from dialsum.train import train_model
 
+    from dialsum.errors import DialsumError
+
+    if set(cfg.generate.splits) != {"dev", "test"}:
+        raise DialsumError(f"generate.splits is {cfg.generate.splits}: `dialsum run` needs dev (report) and test (submission)")
     data_dir = Path(data_dir or cfg.data.dir)
     data = load_competition(data_dir)
     run_id = run_id or run_id_for(cfg, data_dir)
