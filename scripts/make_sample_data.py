@@ -250,7 +250,7 @@ def write(path: Path, rows: list[dict[str, str]], fields: list[str]) -> None:
 def main(out: Path = Path(__file__).resolve().parents[1] / "data" / "sample") -> None:
     rng = random.Random(20261126)
     out.mkdir(parents=True, exist_ok=True)
-    train, dev, test = make_rows(72, "train", rng), make_rows(24, "dev", rng), make_rows(24, "test", rng)
+    train, dev, test = make_rows(72, "train", rng), make_rows(48, "dev", rng), make_rows(24, "test", rng)
     write(out / "train.csv", train, ["fname", "dialogue", "summary", "topic"])
     write(out / "dev.csv", dev, ["fname", "dialogue", "summary", "topic"])
     write(out / "test.csv", test, ["fname", "dialogue"])

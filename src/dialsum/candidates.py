@@ -64,36 +64,40 @@ def read_store(store: Path, split: str | None = None) -> list[Candidate]:
 
 
 class Journal:
-    """Append-only record of finished chunks of a part; tolerant of a torn last line after a kill."""
+    """Append-only record of finished chunks of a part, one JSON line per chunk.
+
+    A chunk is done only when its whole line is there: a kill mid-write leaves a torn last line, which is dropped,
+    so a resumed run regenerates that chunk whole (with the same seeds) and equals an uninterrupted run.
+    """
 
     def __init__(self, path: Path):
         self.path = Path(path).with_suffix(".partial.jsonl")
 
-    def load(self) -> list[Candidate]:
+    def load(self) -> dict[int, list[Candidate]]:
+        """chunk index -> its candidates, for every complete chunk."""
         if not self.path.exists():
-            return []
-        good, seen = [], set()
+            return {}
+        chunks: dict[int, list[Candidate]] = {}
         for line in self.path.read_text(encoding="utf-8").splitlines():
             try:
-                c = Candidate(**json.loads(line))
-            except (json.JSONDecodeError, TypeError):
-                continue  # torn line from a kill
-            key = (c.split, c.fname, c.sample_idx)
-            if key not in seen:
-                seen.add(key)
-                good.append(c)
-        return good
+                rec = json.loads(line)
+                cands = [Candidate(**c) for c in rec["candidates"]]
+                if len(cands) != rec["count"]:
+                    continue
+                chunks[int(rec["chunk"])] = cands
+            except (json.JSONDecodeError, TypeError, KeyError, ValueError):
+                continue  # a torn line from a kill, or a foreign one: that chunk is redone
+        return chunks
 
-    def append(self, cands: list[Candidate]) -> None:
+    def append(self, chunk: int, cands: list[Candidate]) -> None:
         import os
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
         torn = self.path.exists() and self.path.stat().st_size > 0 and not self.path.read_bytes().endswith(b"\n")
+        line = json.dumps({"chunk": chunk, "count": len(cands), "candidates": [asdict(c) for c in cands]},
+                          ensure_ascii=False)
         with open(self.path, "a", encoding="utf-8") as f:
-            if torn:  # a kill mid-line: end that line so the next record starts clean
-                f.write("\n")
-            for c in cands:
-                f.write(json.dumps(asdict(c), ensure_ascii=False) + "\n")
+            f.write(("\n" if torn else "") + line + "\n")  # a kill mid-line: end that line so this one starts clean
             f.flush()
             os.fsync(f.fileno())
 

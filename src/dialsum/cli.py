@@ -1,16 +1,20 @@
 """Command line: `dialsum <stage>` for each stage, `dialsum run` for all of them.
 
-Heavy libraries (torch, transformers, peft) are imported inside the commands that need them, so `score`,
-`ensemble`, `postprocess` and `submit` start in well under a second.
+Every command that touches a run folder goes through dialsum.pipeline, so `run` and the subcommands share stage
+functions, keys and folder layout. Heavy libraries (torch, transformers, peft) are only imported inside stage
+child processes, so `score`, `ensemble`, `postprocess` and `submit` start in well under a second.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import sys
 from pathlib import Path
 
 from dialsum.errors import DialsumError
+from dialsum.engine import STAGE_KINDS
 
 DEFAULT_CONFIG = "configs/default.yaml"
 
@@ -29,9 +33,17 @@ def _config(args):
 def cmd_run(args) -> int:
     from dialsum.pipeline import run_pipeline
 
-    out = run_pipeline(_config(args), args.data_dir, args.run_id, args.backend)
+    out = run_pipeline(_config(args), args.data_dir, args.run_id, args.backend, args.only_model, args.from_stage,
+                       args.force)
+    if out["submission"] is None:
+        print(f"run: {out['run_dir']} (model stages only: {', '.join(args.only_model)})")
+        return 0
+    print(f"  {'stage':<12} {'dev-select':>10} {'dev-report':>10}  detail")
     for r in out["rows"]:
-        print(f"  dev {r['stage']:<12} {r['final']:8.4f}  {r['detail']}")
+        sel = f"{r['select']['final']:10.4f}" if r.get("select") else f"{'-':>10}"
+        rep = f"{r['report']['final']:10.4f}" if r.get("report") else f"{'-':>10}"
+        print(f"  {r['stage']:<12} {sel} {rep}  {r['detail']}")
+    print(f"run: {out['run_dir']}")
     print(f"report: {out['report']}")
     print(f"submission: {out['submission']}")
     return 0
@@ -48,68 +60,63 @@ def cmd_build_tiny_model(args) -> int:
     return 0
 
 
-def _selected_models(cfg, names):
-    if not names:
-        return cfg.models
-    chosen = [m for m in cfg.models if m.name in names]
-    unknown = set(names) - {m.name for m in chosen}
-    if unknown:
-        raise DialsumError(f"unknown model(s) {sorted(unknown)}; configured: {[m.name for m in cfg.models]}")
-    return chosen
-
-
 def cmd_train(args) -> int:
+    from dialsum.pipeline import engine_for, forced_set, open_run, preflight, run_stages, select_models, train_stage
+
     cfg = _config(args)
-    models = _selected_models(cfg, args.model)
+    models = select_models(cfg, args.model)
     if args.dry_run:
         from dialsum.plan import describe_plan
 
         for m in models:
-            print(describe_plan(m))
+            print(describe_plan(m, cfg.generate))
         return 0
-    from dialsum.data import load_competition
-    from dialsum.modeling import check_feasible, check_source
-    from dialsum.pipeline import Manifest, base_model_path, run_id_for
-    from dialsum.train import train_model
-
-    data_dir = Path(args.data_dir or cfg.data.dir)
-    data = load_competition(data_dir)
-    run_id = args.run_id or run_id_for(cfg, data_dir)
-    run_dir = Path(cfg.output_dir) / run_id
-    manifest = Manifest(run_dir / "manifest.json")
+    preflight(models)
+    ctx = open_run(cfg, args.data_dir, args.run_id)
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1  # torchrun/accelerate: every rank trains in-process
+    eng = engine_for(ctx, in_process=distributed)
+    stages = []
     for m in models:
-        if m.path is not None:
-            check_source(m.path)
-        check_feasible(m)
-    for m in models:
-        base = base_model_path(m, run_dir, data)
-        r = train_model(m, base, data.train, data.dev, run_dir / "models" / m.name, cfg.metric, resume=args.resume)
-        manifest.mark(f"train:{m.name}", {"adapter": str(r.adapter_dir), "best_dev_final": r.best_dev_final})
-        print(f"{m.name}: best dev final {r.best_dev_final} -> {r.adapter_dir}")
+        tr = train_stage(ctx, m)
+        stages += [ctx.stages[d] for d in tr.deps] + [tr]
+    results = run_stages(eng, stages, forced_set(stages, ["train"] if args.force else [], None))
+    if int(os.environ.get("RANK", "0")) == 0:
+        for m in models:
+            r = results[f"train:{m.name}"]
+            print(f"{m.name}: best dev-select final {r['best_dev_select']} -> {r['adapter']}")
+        print(f"run: {ctx.run_dir}")
     return 0
 
 
 def cmd_generate(args) -> int:
-    from dialsum.data import load_competition
-    from dialsum.generate import generate_candidates
-    from dialsum.pipeline import Manifest, base_model_path, run_id_for
+    from dialsum.pipeline import engine_for, generate_stage, open_run, preflight, select_models, train_stage
 
     cfg = _config(args)
-    data_dir = Path(args.data_dir or cfg.data.dir)
-    data = load_competition(data_dir)
-    run_id = args.run_id or run_id_for(cfg, data_dir)
-    run_dir = Path(cfg.output_dir) / run_id
-    manifest = Manifest(run_dir / "manifest.json")
-    store = Path(args.out) if args.out else run_dir / "candidates" / (args.backend or cfg.generate.backend)
-    for m in _selected_models(cfg, args.model):
-        base = base_model_path(m, run_dir, data)
-        trained = manifest.done(f"train:{m.name}")
-        adapter = Path(trained["adapter"]) if trained else None
-        if adapter is None:
-            print(f"{m.name}: no trained adapter in {run_dir}; generating with the base model", file=sys.stderr)
-        splits = {s: data.split(s) for s in cfg.generate.splits}
-        for p in generate_candidates(m, base, adapter, splits, store, cfg.generate, args.backend, run_dir):
-            print(p)
+    models = select_models(cfg, args.model)
+    if args.adapter and len(models) != 1:
+        raise DialsumError("--adapter needs exactly one model (--model NAME, or a config with one model)")
+    preflight(models)
+    ctx = open_run(cfg, args.data_dir, args.run_id, args.backend)
+    eng = engine_for(ctx)
+    for m in models:
+        if args.adapter:
+            stage = generate_stage(ctx, m, Path(args.adapter))
+        else:
+            tr = train_stage(ctx, m)
+            if eng.done(tr) is None:
+                raise DialsumError(f"model {m.name}: not trained yet for this config (stage {tr.name}, key {tr.key}); "
+                                   f"run `dialsum train --config {args.config}` first, or pass --adapter PATH")
+            for d in tr.deps:
+                eng.run(ctx.stages[d])
+            eng.run(tr)
+            stage = generate_stage(ctx, m)
+        result = eng.run(stage, force=args.force)
+        for part in result["parts"]:
+            if args.out:
+                Path(args.out).mkdir(parents=True, exist_ok=True)
+                shutil.copy2(part, Path(args.out) / Path(part).name)
+            print(part)
+    print(f"run: {ctx.run_dir}")
     return 0
 
 
@@ -127,16 +134,18 @@ def _parse_weights(text: str | None) -> dict[str, float]:
 
 
 def cmd_ensemble(args) -> int:
+    from dialsum.io_utils import atomic_write_text, csv_text
+
+    sources = [Path(p) for p in args.candidates]
+    if len(sources) == 1 and (sources[0] / "manifest.json").is_file():
+        return _ensemble_run_dir(args, sources[0])
     from dialsum.candidates import read_predictions, read_store
     from dialsum.ensemble import ensemble
-    from dialsum.io_utils import atomic_write_text, csv_text
 
     groups: dict[str, list[tuple[str, str]]] = {}
     order: list[str] = []
-    sources = [Path(p) for p in args.candidates]
     if len(sources) == 1 and sources[0].is_dir():
-        store = sources[0] / "candidates" if (sources[0] / "candidates").is_dir() else sources[0]
-        for c in read_store(store, args.split):
+        for c in read_store(sources[0], None if args.split == "all" else args.split):
             if c.fname not in groups:
                 order.append(c.fname)
             groups.setdefault(c.fname, []).append((c.text, c.source))
@@ -154,44 +163,67 @@ def cmd_ensemble(args) -> int:
     return 0
 
 
+def _ensemble_run_dir(args, run_dir: Path) -> int:
+    """`dialsum ensemble --candidates runs/<id>`: the run's own ensemble stage (fitted on its dev-select), cached."""
+    from dialsum.io_utils import atomic_write_text, csv_text
+    from dialsum.pipeline import engine_for, ensemble_stage_of_run, reopen_run
+    from dialsum.stages import read_split_table
+
+    ctx = reopen_run(run_dir)
+    eng = engine_for(ctx)
+    result = eng.run(ensemble_stage_of_run(ctx))
+    table = read_split_table(Path(result["picks"]))
+    splits = ["dev", "test"] if args.split == "all" else [args.split]
+    rows = [[f, text, src] for sp in splits for f, (text, src) in table.get(sp, {}).items()]
+    atomic_write_text(Path(args.out), csv_text(["fname", "summary", "source"], rows))
+    e = result["ensemble"]
+    print(f"ensemble over {result['n_sources']} sources: dev-select {e['select']['final']:.4f}, dev-report "
+          f"{e['report']['final']:.4f}; chosen: {result['chosen']}")
+    print(f"{args.out}: {len(rows)} selections ({'+'.join(splits)}); fit on {run_dir / 'dev_select.csv'}")
+    return 0
+
+
 def cmd_postprocess(args) -> int:
     from dialsum.candidates import read_predictions
-    from dialsum.io_utils import atomic_write_text, csv_text
-    from dialsum.postprocess import RULES, LengthCap, ablate, apply_rules, length_cap_grid
-    from dialsum.tokenize import get_tokenizer
+    from dialsum.io_utils import atomic_write_json, atomic_write_text, csv_text
+    from dialsum.postprocess import RULES, FittedPostprocess, LengthCap, PostProcessor
 
     preds = read_predictions(Path(args.pred))
     rules = args.rules.split(",") if args.rules else list(RULES)
     unknown = [r for r in rules if r not in RULES]
     if unknown:
         raise DialsumError(f"--rules: unknown rule(s) {unknown} (known: {', '.join(RULES)})")
-    morphemes = get_tokenizer("mecab")
-
-    def count(text: str) -> int:
-        return len(morphemes(text))
-
     cap = LengthCap(args.max_sentences, args.max_morphemes) if (args.max_sentences or args.max_morphemes) else None
-    if args.ablate:
-        from dialsum.metric import score_corpus
+    refs_path = args.fit_refs or args.refs
+    if args.fitted:
+        try:
+            fitted = FittedPostprocess.from_dict(json.loads(Path(args.fitted).read_text(encoding="utf-8")))
+        except (OSError, ValueError, TypeError, KeyError) as e:
+            raise DialsumError(f"{args.fitted}: not a fitted post-processor ({e})") from None
+    elif refs_path:
+        from dialsum.stages import metric_scorer
 
-        if not args.refs:
-            raise DialsumError("--ablate needs --refs (a CSV with fname and summary[1..K])")
-        refs = read_references(Path(args.refs))
+        refs = read_references(Path(refs_path))
         names = [f for f in refs if f in preds]
         if not names:
-            raise DialsumError(f"{args.pred}: no fname in common with {args.refs}")
-        ref_lists = [refs[f] for f in names]
-        caps = [] if cap or args.length_cap == "off" else length_cap_grid(ref_lists, count)
-        rules, tuned, gains = ablate([preds[f] for f in names], ref_lists, rules,
-                                     lambda p, r: score_corpus(list(p), [list(x) for x in r], args.semantics).final,
-                                     caps, count)
-        cap = cap or tuned
+            raise DialsumError(f"{args.pred}: no fname in common with {refs_path}")
+        proc = PostProcessor(tuple(rules), True, args.length_cap == "tune", cap, "mecab")
+        fitted = proc.fit([preds[f] for f in names], [refs[f] for f in names],
+                          metric_scorer({"semantics": args.semantics, "tokenizer": "mecab"}))
         print(f"{'rule':<34}{'on':>10}{'off':>10}{'delta':>10}{'half A':>10}{'half B':>10}  enabled")
-        for g in gains:
-            print(f"{g.rule:<34}{g.on:10.4f}{g.off:10.4f}{g.delta:+10.4f}{g.delta_a:+10.4f}{g.delta_b:+10.4f}  {'yes' if g.enabled else 'no'}")
-        print(f"enabled rules: {','.join(rules) or 'none'}; {cap or 'no length cap'}")
+        for g in fitted.gains:
+            print(f"{g.rule:<34}{g.on:10.4f}{g.off:10.4f}{g.delta:+10.4f}{g.delta_a:+10.4f}{g.delta_b:+10.4f}  "
+                  f"{'yes' if g.enabled else 'no'}")
+        print(f"enabled rules: {','.join(fitted.rules) or 'none'}; {fitted.cap or 'no length cap'} "
+              f"(fitted on {len(names)} rows of {refs_path})")
+    elif args.ablate:
+        raise DialsumError("--ablate needs --refs (a CSV with fname and summary[1..K])")
+    else:
+        fitted = FittedPostprocess(tuple(rules), cap)
+    if args.save_fit:
+        atomic_write_json(Path(args.save_fit), fitted.to_dict())
     if args.out:
-        rows = [[f, apply_rules(t, rules, cap, count)] for f, t in preds.items()]
+        rows = [[f, fitted.apply(t)] for f, t in preds.items()]
         atomic_write_text(Path(args.out), csv_text(["fname", "summary"], rows))
         print(f"{args.out}: {len(rows)} rows")
     return 0
@@ -223,7 +255,7 @@ def cmd_score(args) -> int:
     refs = read_references(Path(args.refs))
     missing = [f for f in refs if f not in preds]
     extra = [f for f in preds if f not in refs]
-    if missing or extra:
+    if missing or (extra and not args.subset):
         raise DialsumError(f"{args.pred}: fnames differ from {args.refs}: missing {missing[:5]} extra {extra[:5]}"
                            f" ({len(missing)} missing, {len(extra)} extra)")
     names = list(refs)
@@ -261,6 +293,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("run", help="all stages: train, generate, ensemble, postprocess, submit, report")
     with_config(sp)
     sp.add_argument("--backend", choices=["auto", "vllm", "hf"], help="override generate.backend")
+    sp.add_argument("--only-model", action="append", metavar="NAME",
+                    help="train and generate only this model (repeatable), then stop before the ensemble")
+    sp.add_argument("--from-stage", choices=STAGE_KINDS, help="recompute this stage kind and every later one")
+    sp.add_argument("--force", action="append", default=[], metavar="STAGE",
+                    help="recompute this stage (e.g. train:tiny, or a kind: generate) and what depends on it")
     sp.set_defaults(func=cmd_run)
 
     sp = sub.add_parser("build-tiny-model", help="build the tiny local Llama + tokenizer (CPU stand-in for an LLM)")
@@ -272,7 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("train", help="QLoRA fine-tuning of the configured models (best adapter by dev score)")
     with_config(sp)
     sp.add_argument("--model", action="append", help="train only this model (repeatable)")
-    sp.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    sp.add_argument("--resume", action="store_true",
+                    help="continue from the last checkpoint (always done: a stage resumes in place; kept for scripts)")
+    sp.add_argument("--force", action="store_true", help="train from scratch even if this model's key is done")
     sp.add_argument("--dry-run", action="store_true", help="print each model's plan and GPU memory estimate")
     sp.set_defaults(func=cmd_train)
 
@@ -280,13 +319,17 @@ def build_parser() -> argparse.ArgumentParser:
     with_config(sp)
     sp.add_argument("--model", action="append", help="only this model (repeatable)")
     sp.add_argument("--backend", choices=["auto", "vllm", "hf"], help="override generate.backend")
-    sp.add_argument("--out", help="candidate store folder (default: runs/<run-id>/candidates/<backend>)")
+    sp.add_argument("--adapter", help="a LoRA adapter folder from anywhere (then no training is needed)")
+    sp.add_argument("--out", help="also copy the candidate parts into this folder")
+    sp.add_argument("--force", action="store_true", help="regenerate even if this key is done")
     sp.set_defaults(func=cmd_generate)
 
     sp = sub.add_parser("ensemble", help="ROUGE-consensus (MBR) selection over candidates")
-    sp.add_argument("--candidates", nargs="+", required=True, help="submission-style CSVs, or one run folder")
+    sp.add_argument("--candidates", nargs="+", required=True,
+                    help="submission-style CSVs, or one run folder (runs/<id>: the run's own ensemble stage)")
     sp.add_argument("--out", required=True)
-    sp.add_argument("--split", default="test", help="split to select from a run's store (default: %(default)s)")
+    sp.add_argument("--split", choices=["dev", "test", "all"], default="all",
+                    help="split(s) to write when selecting from a run folder or store (default: %(default)s)")
     sp.add_argument("--semantics", choices=["pltrdy", "rouge-score"], default="pltrdy")
     sp.add_argument("--tokenizer", choices=["mecab", "latin", "whitespace"], default="mecab")
     sp.add_argument("--weights", help="source=weight,... (source = file stem, model or model/decoding)")
@@ -298,7 +341,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", help="write the processed CSV here")
     sp.add_argument("--rules", help="comma-separated rule names, in order (default: all)")
     sp.add_argument("--ablate", action="store_true", help="print each rule's dev gain and keep only helpful rules")
-    sp.add_argument("--refs", help="references CSV for --ablate")
+    sp.add_argument("--refs", help="references CSV for --ablate (same as --fit-refs)")
+    sp.add_argument("--fit-refs", help="fit rules and length cap on the rows of --pred present here "
+                                       "(e.g. runs/<id>/dev_select.csv), then apply to every row")
+    sp.add_argument("--fitted", help="apply a saved fit (JSON from --save-fit or a run's postprocess stage)")
+    sp.add_argument("--save-fit", help="write the fitted choices as JSON")
     sp.add_argument("--length-cap", choices=["tune", "off"], default="tune",
                     help="with --ablate: tune a length cap (sentences / morphemes) on dev (default: %(default)s)")
     sp.add_argument("--max-sentences", type=int, help="fixed cap: keep at most this many sentences")
@@ -319,6 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--semantics", choices=["pltrdy", "rouge-score"], default="pltrdy")
     sp.add_argument("--tokenizer", choices=["mecab", "latin", "whitespace"], default="mecab")
     sp.add_argument("--json", action="store_true", help="print one JSON object")
+    sp.add_argument("--subset", action="store_true", help="score only the fnames in --refs (pred may hold more)")
     sp.set_defaults(func=cmd_score)
     return p
 

@@ -88,6 +88,15 @@ class DecodingSpec(Strict):
         return self
 
 
+class ArchSpec(Strict):
+    """Architecture numbers for the `--dry-run` memory plan (from the model card; a cached config.json wins)."""
+    vocab_size: int = Field(ge=1)
+    hidden_size: int = Field(ge=1)
+    num_layers: int = Field(ge=1)
+    num_kv_heads: int | None = None
+    head_dim: int | None = None
+
+
 class ModelConfig(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
     path: str | None = None  # hub id or local folder; None with `tiny` = build locally into the run folder
@@ -104,6 +113,7 @@ class ModelConfig(Strict):
     quantization: Literal["4bit", "8bit", "none"] = "4bit"
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     params_billion: float | None = Field(None, description="for --dry-run memory estimates")
+    arch: ArchSpec | None = None
     lora: LoraSpec = LoraSpec()
     train: TrainSpec = TrainSpec()
     decodings: list[DecodingSpec] = Field(default_factory=lambda: [DecodingSpec(name="greedy")])
@@ -151,6 +161,12 @@ class PostprocessSpec(Strict):
     max_morphemes: int | None = Field(None, ge=1, description="fixed cap in Mecab morphemes, whole sentences kept")
 
 
+class DevSplitSpec(Strict):
+    """dev -> dev-select (everything that chooses) + dev-report (only scored); stratified by topic, seeded."""
+    select_ratio: float = Field(0.5, gt=0, lt=1)
+    seed: int | None = Field(None, description="default: the run's seed")
+
+
 class RunConfig(Strict):
     name: str = Field("run", pattern=r"^[A-Za-z0-9._-]+$")
     seed: int = 42
@@ -162,6 +178,7 @@ class RunConfig(Strict):
     metric: MetricSpec = MetricSpec()
     ensemble: EnsembleSpec = EnsembleSpec()
     postprocess: PostprocessSpec = PostprocessSpec()
+    dev_split: DevSplitSpec = DevSplitSpec()
 
     @field_validator("models")
     @classmethod

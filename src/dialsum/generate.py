@@ -43,10 +43,12 @@ class HFEngine:
         self.cfg = cfg
         self.batch_size = batch_size
 
-    def run(self, prompts: list[list[int]], spec: DecodingSpec, progress) -> list[list[tuple[str, float | None]]]:
+    def run(self, prompts: list[list[int]], spec: DecodingSpec, progress,
+            seed_offset: int = 0) -> list[list[tuple[str, float | None]]]:
         from dialsum.hf_generate import generate_hf
 
-        return generate_hf(self.model, self.tokenizer, prompts, spec, self.cfg.max_new_tokens, self.batch_size, progress)
+        return generate_hf(self.model, self.tokenizer, prompts, spec, self.cfg.max_new_tokens, self.batch_size,
+                           progress, seed_offset)
 
     def close(self) -> None:
         del self.model
@@ -66,37 +68,46 @@ def make_engine(backend: str, cfg: ModelConfig, base_path: str, adapter_dir: Pat
 
 def generate_candidates(cfg: ModelConfig, base_path: str, adapter_dir: Path | None,
                         rows_by_split: dict[str, list[Dialogue]], store: Path, gen: GenerateSpec,
-                        backend: str | None = None, work_dir: Path | None = None, chunk: int = 64) -> list[Path]:
-    """Write one part per decoding into `store`; parts already complete are skipped."""
+                        backend: str | None = None, work_dir: Path | None = None, chunk: int = 64,
+                        adapter_label: str | None = None) -> list[Path]:
+    """Write one part per decoding into `store`; parts already complete are skipped.
+
+    The dialogues are cut into fixed chunks (same boundaries on every run); each finished chunk is journaled whole,
+    and sampling seeds depend on (decoding seed, chunk, batch) only, so a run resumed after a kill regenerates
+    exactly the missing chunks and ends with the same candidates as an uninterrupted one.
+    """
     store = Path(store)
     todo = [d for d in cfg.decodings if not part_path(store, cfg.name, d.name).exists()]
     paths = [part_path(store, cfg.name, d.name) for d in cfg.decodings]
     if not todo:
         return paths
+    items = [(split, d) for split, rows in rows_by_split.items() for d in rows]
+    chunks = [items[i:i + chunk] for i in range(0, len(items), chunk)]
+    label = adapter_label if adapter_label is not None else str(adapter_dir or "")
     engine = None
     try:
         for spec in todo:
             path = part_path(store, cfg.name, spec.name)
             journal = Journal(path)
             done = journal.load()
-            done_keys = {(c.split, c.fname) for c in done}
-            items = [(split, d) for split, rows in rows_by_split.items() for d in rows
-                     if (split, d.fname) not in done_keys]
-            if items and engine is None:
+            missing = [i for i in range(len(chunks)) if i not in done]
+            if missing and engine is None:
                 engine = make_engine(backend or gen.backend, cfg, base_path, adapter_dir, gen,
                                      work_dir or store.parent)
-            if items:
+            if missing:
                 style = style_of(cfg)
-                bar = tqdm(total=len(items), desc=f"generate {cfg.name}/{spec.name}", unit="dlg")
-                for start in range(0, len(items), chunk):
-                    part = items[start:start + chunk]
+                bar = tqdm(total=len(items), initial=len(items) - sum(len(chunks[i]) for i in missing),
+                           desc=f"generate {cfg.name}/{spec.name}", unit="dlg")
+                for ci in missing:
+                    part = chunks[ci]
                     prompts = [encode_prompt(engine.tokenizer, d.dialogue, style, cfg.max_input_tokens) for _, d in part]
-                    outs = engine.run(prompts, spec, bar)
-                    journal.append([
-                        Candidate(d.fname, split, text, cfg.name, str(adapter_dir or ""), spec.name, k, spec.seed, lp)
-                        for (split, d), cands in zip(part, outs) for k, (text, lp) in enumerate(cands)])
+                    outs = engine.run(prompts, spec, bar, seed_offset=ci)
+                    cands = [Candidate(d.fname, split, text, cfg.name, label, spec.name, k, spec.seed, lp)
+                             for (split, d), outs_d in zip(part, outs) for k, (text, lp) in enumerate(outs_d)]
+                    journal.append(ci, cands)
+                    done[ci] = cands
                 bar.close()
-            write_part(path, journal.load())
+            write_part(path, [c for i in range(len(chunks)) for c in done[i]])
             journal.remove()
     finally:
         if engine is not None:

@@ -9,7 +9,7 @@ from dialsum.config import DecodingSpec
 
 
 def generate_hf(model, tokenizer, prompts: list[list[int]], spec: DecodingSpec, max_new_tokens: int,
-                batch_size: int = 16, progress=None) -> list[list[tuple[str, float | None]]]:
+                batch_size: int = 16, progress=None, seed_offset: int = 0) -> list[list[tuple[str, float | None]]]:
     import torch
 
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]), reverse=True)
@@ -20,7 +20,7 @@ def generate_hf(model, tokenizer, prompts: list[list[int]], spec: DecodingSpec, 
     model.eval()
     n_ret = spec.n
     kwargs = dict(max_new_tokens=spec.max_new_tokens or max_new_tokens, pad_token_id=pad,
-                  eos_token_id=tokenizer.eos_token_id, return_dict_in_generate=True, output_scores=True,
+                  eos_token_id=stop_token_ids(model, tokenizer), return_dict_in_generate=True, output_scores=True,
                   repetition_penalty=spec.repetition_penalty)
     if spec.strategy == "greedy":
         kwargs.update(do_sample=False, num_beams=1)
@@ -40,7 +40,7 @@ def generate_hf(model, tokenizer, prompts: list[list[int]], spec: DecodingSpec, 
                 input_ids[row, width - len(prompts[i]):] = torch.tensor(prompts[i])
                 mask[row, width - len(prompts[i]):] = 1
             if spec.strategy == "sample":
-                torch.manual_seed(spec.seed * 100003 + b)
+                torch.manual_seed(spec.seed * 100003 + seed_offset * 1009 + b)
             out = model.generate(input_ids=input_ids.to(device), attention_mask=mask.to(device), **kwargs)
             new = out.sequences[:, width:]
             logprobs = _logprobs(model, out, spec, new)
@@ -54,6 +54,16 @@ def generate_hf(model, tokenizer, prompts: list[list[int]], spec: DecodingSpec, 
     if was_training:
         model.train()
     return results
+
+
+def stop_token_ids(model, tokenizer) -> list[int]:
+    """Every end token the model's generation config names (chat checkpoints end a turn with their own token),
+    plus the tokenizer's EOS: the same stop set vLLM uses."""
+    ids = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids = [] if ids is None else ([ids] if isinstance(ids, int) else list(ids))
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
+        ids.append(tokenizer.eos_token_id)
+    return ids
 
 
 def _logprobs(model, out, spec: DecodingSpec, new) -> list[float | None]:

@@ -56,9 +56,16 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
+def gpu_present() -> bool:
+    """Whether an NVIDIA GPU is visible, without importing torch (the parent process never loads it)."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return False
+    return Path("/proc/driver/nvidia/gpus").is_dir() and any(Path("/proc/driver/nvidia/gpus").iterdir())
+
+
 def check_feasible(cfg: ModelConfig) -> None:
     """Refuse plans that cannot finish here, e.g. a 10B 4-bit model on a CPU-only machine."""
-    if not has_cuda() and cfg.tiny is None and (cfg.params_billion or 0) >= 1:
+    if not gpu_present() and cfg.tiny is None and (cfg.params_billion or 0) >= 1:
         raise DialsumError(f"model {cfg.name}: {cfg.params_billion:g}B parameters need a CUDA GPU "
                            f"(none found); use configs/default.yaml on CPU")
 

@@ -187,3 +187,69 @@ def ablate(preds: Sequence[str], refs: Sequence[Sequence[str]], rules: Sequence[
         chosen = best if keep else None
         gains.append(RuleGain(str(best), score_on(allidx, enabled, best), off, da, db, keep))
     return enabled, chosen, gains
+
+
+# ---------------------------------------------------------------- fit on dev-select, apply anywhere
+@dataclass(frozen=True)
+class FittedPostprocess:
+    """What fitting chose: rules in order and a length cap. `apply` is pure; it round-trips through JSON, so test and
+    dev-report are processed by exactly what dev-select chose, never refitted."""
+    rules: tuple[str, ...]
+    cap: LengthCap | None
+    gains: tuple[RuleGain, ...] = ()
+    tokenizer: str = "mecab"  # counts morphemes for a morpheme cap
+
+    def apply(self, text: str) -> str:
+        count = _counter(self.tokenizer) if self.cap and self.cap.max_morphemes else (lambda x: len(x.split()))
+        return apply_rules(text, self.rules, self.cap, count)
+
+    def apply_all(self, texts: Sequence[str]) -> list[str]:
+        return [self.apply(t) for t in texts]
+
+    def describe(self) -> str:
+        return f"{len(self.rules)} rule(s): {', '.join(self.rules) or 'none'}; {self.cap or 'no length cap'}"
+
+    def to_dict(self) -> dict:
+        cap = None if self.cap is None else {"max_sentences": self.cap.max_sentences,
+                                             "max_morphemes": self.cap.max_morphemes}
+        gains = [{"rule": g.rule, "on": g.on, "off": g.off, "delta_a": g.delta_a, "delta_b": g.delta_b,
+                  "enabled": g.enabled} for g in self.gains]
+        return {"rules": list(self.rules), "cap": cap, "gains": gains, "tokenizer": self.tokenizer}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FittedPostprocess":
+        unknown = [r for r in d.get("rules", []) if r not in RULES]
+        if unknown:
+            raise ValueError(f"unknown post-processing rule(s) {unknown}")
+        cap = LengthCap(**d["cap"]) if d.get("cap") else None
+        return cls(tuple(d.get("rules", [])), cap, tuple(RuleGain(**g) for g in d.get("gains", [])),
+                   d.get("tokenizer", "mecab"))
+
+
+def _counter(tokenizer: str) -> Callable[[str], int]:
+    from dialsum.tokenize import get_tokenizer
+
+    tok = get_tokenizer(tokenizer)
+    return lambda text: len(tok(text))
+
+
+@dataclass(frozen=True)
+class PostProcessor:
+    """The post-processing choices to make on dev-select: which of `rules` to keep (ablation) and which length cap."""
+    rules: tuple[str, ...]
+    ablate: bool = True
+    tune_length_cap: bool = True
+    fixed_cap: LengthCap | None = None
+    tokenizer: str = "mecab"
+
+    def fit(self, texts: Sequence[str], refs: Sequence[Sequence[str]],
+            score: Callable[[Sequence[str], Sequence[Sequence[str]]], float]) -> FittedPostprocess:
+        unknown = [r for r in self.rules if r not in RULES]
+        if unknown:
+            raise ValueError(f"unknown post-processing rule(s) {unknown} (known: {', '.join(RULES)})")
+        if not self.ablate:
+            return FittedPostprocess(tuple(self.rules), self.fixed_cap, (), self.tokenizer)
+        count = _counter(self.tokenizer)
+        caps = [] if self.fixed_cap or not self.tune_length_cap else length_cap_grid(refs, count)
+        rules, cap, gains = ablate(texts, refs, self.rules, score, caps, count)
+        return FittedPostprocess(tuple(rules), self.fixed_cap or cap, tuple(gains), self.tokenizer)

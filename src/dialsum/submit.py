@@ -46,6 +46,8 @@ def write_submission(directory: Path, run_id: str, sample_submission: Path, summ
                 os.link(tmp, dest)  # fails if dest exists: no overwrite, no race
                 return dest
             except FileExistsError:
+                if dest.read_bytes() == tmp.read_bytes():  # the same submission, already written (a resumed run)
+                    return dest
                 continue
         raise DialsumError(f"{directory}: too many submissions named {run_id}")
     finally:

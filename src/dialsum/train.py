@@ -6,14 +6,16 @@ with the leaderboard metric; that score (`eval_dev_final`) picks the best checkp
 """
 from __future__ import annotations
 
-import json
 import math
+import os
 import random
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from dialsum.config import DecodingSpec, MetricSpec, ModelConfig
 from dialsum.data import Dialogue
+from dialsum.io_utils import atomic_write_json
 from dialsum.prompts import AUGMENT_INSTRUCTIONS, IGNORE_INDEX, PromptStyle, encode_example, encode_prompt
 
 
@@ -99,7 +101,8 @@ def train_model(cfg: ModelConfig, base_path: str, train_rows: list[Dialogue], de
     score_dev = dev_scorer(tokenizer, dev_rows, cfg, metric)
     bf16 = cuda and compute_is(cfg, torch.bfloat16)
     fp16 = cuda and compute_is(cfg, torch.float16)
-    steps_per_epoch = math.ceil(len(train_ds) / (t.batch_size * t.grad_accum))
+    world = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun / accelerate launch: each rank sees 1/world of a step
+    steps_per_epoch = math.ceil(len(train_ds) / (t.batch_size * t.grad_accum * world))
     total = t.max_steps if t.max_steps > 0 else math.ceil(steps_per_epoch * t.epochs)
     args = TrainingArguments(
         output_dir=str(ckpt_dir), per_device_train_batch_size=t.batch_size, per_device_eval_batch_size=t.batch_size,
@@ -111,6 +114,7 @@ def train_model(cfg: ModelConfig, base_path: str, train_rows: list[Dialogue], de
         optim=(t.optim if t.optim != "auto" else ("paged_adamw_8bit" if cuda and cfg.quantization != "none" else "adamw_torch")),
         bf16=bf16, fp16=fp16, use_cpu=not cuda, seed=t.seed, report_to=_report_to(), remove_unused_columns=False,
         dataloader_num_workers=0, disable_tqdm=False, gradient_checkpointing=False,
+        ddp_backend=None if cuda else ("gloo" if world > 1 else None), save_only_model=False,
     )
 
     class ScoringTrainer(Trainer):
@@ -136,22 +140,28 @@ def train_model(cfg: ModelConfig, base_path: str, train_rows: list[Dialogue], de
     last = _last_checkpoint(ckpt_dir) if resume else None
     trainer.train(resume_from_checkpoint=str(last) if last else None)
     adapter_dir = out_dir / "adapter"
-    tmp = out_dir / "adapter.tmp"
-    trainer.model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    if adapter_dir.exists():
-        import shutil
-        shutil.rmtree(adapter_dir)
-    tmp.rename(adapter_dir)
     history = trainer.state.log_history
     dev_hist = [{k: v for k, v in h.items() if k in ("step", "eval_dev_final", "eval_loss")}
                 for h in history if "eval_dev_final" in h]
     losses = [h["loss"] for h in history if "loss" in h]
     best = trainer.state.best_metric
     result = TrainResult(adapter_dir, best, dev_hist, losses)
-    (out_dir / "train_result.json").write_text(json.dumps(
-        {"adapter_dir": str(adapter_dir), "best_dev_final": best, "dev_history": dev_hist, "losses": losses,
-         "global_step": trainer.state.global_step}, indent=2))
+    if not trainer.is_world_process_zero():  # one writer: rank 0 saves the adapter and the result
+        trainer.accelerator.wait_for_everyone()
+        return result
+    tmp = out_dir / "adapter.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    trainer.model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    if adapter_dir.exists():
+        shutil.rmtree(adapter_dir)
+    tmp.rename(adapter_dir)
+    atomic_write_json(out_dir / "train_result.json",
+                      {"adapter_dir": str(adapter_dir), "best_dev_final": best, "dev_history": dev_hist,
+                       "losses": losses, "global_step": trainer.state.global_step, "world_size": world,
+                       "epoch": trainer.state.epoch})
+    trainer.accelerator.wait_for_everyone()
     return result
 
 

@@ -62,7 +62,9 @@ class VLLMEngine:
         self.llm = LLM(**kwargs)
         self.lora = LoRARequest(f"{cfg.name}-{Path(adapter_dir).name}", 1, str(adapter_dir)) if adapter_dir else None
 
-    def run(self, prompts: list[list[int]], spec: DecodingSpec, progress) -> list[list[tuple[str, float | None]]]:
+    def run(self, prompts: list[list[int]], spec: DecodingSpec, progress,
+            seed_offset: int = 0) -> list[list[tuple[str, float | None]]]:
+        # per-request seeds make vLLM samples independent of batching; seed_offset is for the hf backend
         max_tokens = spec.max_new_tokens or self.cfg.max_new_tokens
         inputs = [{"prompt_token_ids": p} for p in prompts]
         if spec.strategy == "beam":

@@ -1,0 +1,178 @@
+"""The stage functions: `fn(inputs, context, out_dir) -> result`, one per stage kind.
+
+`inputs` is exactly what the engine keys the output by; `context` only says where things are. Each function
+writes under `out_dir` and returns a small JSON-able dict. `build_tiny`, `train` and `generate` load models and
+run in a child process; the others are cheap and run in the parent, which never imports torch.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from dialsum.data import Dialogue, load_competition
+from dialsum.io_utils import atomic_write_json, atomic_write_text, csv_text
+
+FALLBACK_SUMMARY = "#Person1#과 #Person2#가 대화를 나눕니다."
+
+
+def _dev_rows(data, fnames: list[str]) -> list[Dialogue]:
+    names = set(fnames)
+    return [d for d in data.dev if d.fname in names]
+
+
+# ---------------------------------------------------------------- model stages (child process)
+def build_tiny(inputs: dict, context: dict, out: Path) -> dict:
+    from dialsum.config import TinyModelSpec
+    from dialsum.tiny_model import build_tiny_model
+
+    data = load_competition(Path(context["data_dir"]))
+    path = build_tiny_model(out / "model", data.train, TinyModelSpec(**inputs["tiny"]))
+    return {"path": str(path)}
+
+
+def train(inputs: dict, context: dict, out: Path) -> dict:
+    from dialsum.config import MetricSpec, ModelConfig
+    from dialsum.train import train_model
+
+    cfg = ModelConfig.model_validate(context["model"])
+    data = load_competition(Path(context["data_dir"]))
+    select = _dev_rows(data, inputs["dev_select"])
+    r = train_model(cfg, context["base_path"], data.train, select, out, MetricSpec(**inputs["metric"]), resume=True,
+                    stop_after_steps=context.get("stop_after_steps"))
+    return {"adapter": str(r.adapter_dir), "best_dev_select": r.best_dev_final,
+            "dev_history": r.dev_history, "first_loss": r.losses[0] if r.losses else None,
+            "last_loss": r.losses[-1] if r.losses else None}
+
+
+def generate(inputs: dict, context: dict, out: Path) -> dict:
+    from dialsum.config import GenerateSpec, ModelConfig
+    from dialsum.generate import generate_candidates
+
+    cfg = ModelConfig.model_validate(context["model"])
+    data = load_competition(Path(context["data_dir"]))
+    splits = {s: data.split(s) for s in inputs["splits"]}
+    adapter = Path(context["adapter"]) if context.get("adapter") else None
+    paths = generate_candidates(cfg, context["base_path"], adapter, splits, out / "candidates",
+                                GenerateSpec.model_validate(context["generate"]), None, out,
+                                adapter_label=context.get("adapter_label"))
+    return {"parts": [str(p) for p in paths]}
+
+
+# ---------------------------------------------------------------- choosing stages (parent process)
+def read_candidates(parts: list[str]):
+    from dialsum.candidates import read_part
+
+    return [c for p in parts for c in read_part(Path(p))]
+
+
+def score_of(preds: dict[str, str], rows: list[Dialogue], metric: dict) -> dict:
+    from dialsum.metric import score_corpus
+
+    s = score_corpus([preds.get(d.fname, "") for d in rows], [[d.summary] for d in rows], metric["semantics"],
+                     metric["tokenizer"])
+    return s.as_dict()
+
+
+def ensemble(inputs: dict, context: dict, out: Path) -> dict:
+    """Per-source dev scores, then the consensus pick per dialogue; falls back to the best single source when the
+    ensemble does not beat it on dev-select. Writes picks.csv (fname, split, summary, source) and scores.json."""
+    from dialsum.ensemble import ensemble as mbr
+
+    data = load_competition(Path(context["data_dir"]))
+    metric = inputs["metric"]
+    sel_rows = _dev_rows(data, inputs["dev_select"])
+    rep_rows = _dev_rows(data, inputs["dev_report"])
+    cands = read_candidates(context["parts"])
+    first: dict[str, dict[str, str]] = {}
+    groups: dict[str, dict[str, list[tuple[str, str]]]] = {"dev": {}, "test": {}}
+    for c in cands:
+        if c.sample_idx == 0:
+            first.setdefault(c.source, {}).setdefault(c.fname, c.text)
+        groups.setdefault(c.split, {}).setdefault(c.fname, []).append((c.text, c.source))
+    sources = {src: {"select": score_of(p, sel_rows, metric), "report": score_of(p, rep_rows, metric)}
+               for src, p in first.items()}
+    weights = inputs["ensemble"].get("weights") or {}
+    picks = {split: mbr(g, metric["semantics"], metric["tokenizer"], weights) for split, g in groups.items()}
+    ens_dev = {f: p.text for f, p in picks["dev"].items()}
+    ens = {"select": score_of(ens_dev, sel_rows, metric), "report": score_of(ens_dev, rep_rows, metric)}
+    best_src = max(sources, key=lambda s: (sources[s]["select"]["final"], -list(sources).index(s)))
+    chosen = "ensemble"
+    if ens["select"]["final"] < sources[best_src]["select"]["final"]:
+        chosen = best_src
+    rows = []
+    for split in ("dev", "test"):
+        for d in data.split(split):
+            if chosen == "ensemble":
+                p = picks[split].get(d.fname)
+                text, src = (p.text, p.source) if p else ("", "")
+            else:
+                text, src = first[chosen].get(d.fname, ""), chosen
+            rows.append([d.fname, split, text, src])
+    atomic_write_text(out / "picks.csv", csv_text(["fname", "split", "summary", "source"], rows))
+    result = {"picks": str(out / "picks.csv"), "sources": sources, "ensemble": ens, "chosen": chosen,
+              "best_source": best_src, "n_sources": len(sources)}
+    atomic_write_json(out / "scores.json", result)
+    return result
+
+
+def read_split_table(path: Path) -> dict[str, dict[str, tuple[str, str]]]:
+    """picks.csv / final.csv as split -> fname -> (summary, source)."""
+    from dialsum.data import read_table
+
+    _, rows = read_table(path)
+    out: dict[str, dict[str, tuple[str, str]]] = {}
+    for r in rows:
+        out.setdefault(r["split"], {})[r["fname"]] = (r["summary"], r.get("source", ""))
+    return out
+
+
+def metric_scorer(metric: dict):
+    from dialsum.metric import score_corpus
+
+    return lambda preds, refs: score_corpus(list(preds), [list(r) for r in refs], metric["semantics"],
+                                            metric["tokenizer"]).final
+
+
+def postprocess(inputs: dict, context: dict, out: Path) -> dict:
+    """Fit the post-processor on dev-select picks, apply it to every row; an empty result gets a fixed sentence
+    (logged and counted). Writes final.csv and fitted.json."""
+    from dialsum.postprocess import LengthCap, PostProcessor
+
+    data = load_competition(Path(context["data_dir"]))
+    metric, pp = inputs["metric"], inputs["postprocess"]
+    picks = read_split_table(Path(context["picks"]))
+    sel_rows = _dev_rows(data, inputs["dev_select"])
+    rep_rows = _dev_rows(data, inputs["dev_report"])
+    fixed = (LengthCap(pp["max_sentences"], pp["max_morphemes"])
+             if (pp.get("max_sentences") or pp.get("max_morphemes")) else None)
+    proc = PostProcessor(tuple(pp["rules"]), pp["ablate"], pp["tune_length_cap"], fixed, metric["tokenizer"])
+    fitted = proc.fit([picks["dev"][d.fname][0] for d in sel_rows], [[d.summary] for d in sel_rows],
+                      metric_scorer(metric))
+    rows, final, empty = [], {}, {"dev": [], "test": []}
+    for split in ("dev", "test"):
+        for d in data.split(split):
+            text = fitted.apply(picks[split][d.fname][0])
+            if not text.strip():
+                empty[split].append(d.fname)
+                text = FALLBACK_SUMMARY
+            final.setdefault(split, {})[d.fname] = text
+            rows.append([d.fname, split, text])
+    for split, names in empty.items():
+        if names:
+            print(f"[dialsum] postprocess: {len(names)} empty {split} output(s) replaced by {FALLBACK_SUMMARY!r}: "
+                  f"{names[:5]}", file=sys.stderr)
+    atomic_write_text(out / "final.csv", csv_text(["fname", "split", "summary"], rows))
+    atomic_write_json(out / "fitted.json", fitted.to_dict())
+    return {"final": str(out / "final.csv"), "fitted": fitted.to_dict(), "describe": fitted.describe(),
+            "select": score_of(final["dev"], sel_rows, metric), "report": score_of(final["dev"], rep_rows, metric),
+            "empty_replaced": {k: len(v) for k, v in empty.items()}}
+
+
+def submit(inputs: dict, context: dict, out: Path) -> dict:
+    from dialsum.submit import write_submission
+
+    data_dir = Path(context["data_dir"])
+    final = read_split_table(Path(context["final"]))
+    path = write_submission(Path(inputs["submissions_dir"]), inputs["run_id"], data_dir / "sample_submission.csv",
+                            {f: t for f, (t, _) in final["test"].items()})
+    return {"path": str(path)}
