@@ -29,8 +29,8 @@ def naive_pick(texts):
             if i != j:
                 s = scorer.score(r, h)
                 us.append((s["rouge1"].fmeasure + s["rouge2"].fmeasure + s["rougeL"].fmeasure) / 3)
-        u = round(sum(us) / len(us), 12)
-        if u > best_u:
+        u = sum(us) / len(us)
+        if u > best_u + 1e-9:
             best, best_u = i, u
     return best
 
@@ -93,3 +93,35 @@ def test_ensemble_cli_on_submission_files(tmp_path):
         rows = list(csv.DictReader(f))
     assert len(rows) == 499 and all(x["summary"] for x in rows)
     assert {x["source"] for x in rows} <= {p.stem for p in files}
+
+
+def definition_pick(texts, weights, sem):
+    """The MBR definition applied to every copy: u_i = sum_{j != i} w_j U(i, j) / sum_{j != i} w_j, first max wins
+    (utilities within 1e-9 tie)."""
+    from dialsum.metric import pair_scores
+
+    feats = [features(MECAB(t), sem) for t in texts]
+    best, best_u = -1, float("-inf")
+    for i in range(len(texts)):
+        num = sum(weights[j] * sum(pair_scores(feats[i], feats[j])) / 3 for j in range(len(texts)) if j != i)
+        u = num / sum(weights[j] for j in range(len(texts)) if j != i)
+        if u > best_u + 1e-9:
+            best, best_u = i, u
+    return best, best_u
+
+
+@pytest.mark.parametrize("sem", ["pltrdy", "rouge-score"])
+def test_weighted_duplicates_follow_the_definition_for_every_copy(sem):
+    """Weights [5,1,3,3,1,5] over [a,b,c,b,a,c]: the copies of one text leave out different own weights."""
+    a, b, c = "민수는 내일 병원에 간다.", "민수는 내일 학교에 간다.", "지현은 오늘 병원에 왔다."
+    texts, weights = [a, b, c, b, a, c], [5, 1, 3, 3, 1, 5]
+    feats = [features(MECAB(t), sem) for t in texts]
+    got = mbr_select(texts, weights, feats, sem)
+    want = definition_pick(texts, weights, sem)
+    assert got[0] == want[0] and got[1] == pytest.approx(want[1], abs=1e-12)
+    # and it does not depend on where the heavier copy sits
+    for perm in ([1, 0, 2, 3, 4, 5], [4, 3, 5, 0, 1, 2], [5, 4, 3, 2, 1, 0]):
+        t2, w2 = [texts[i] for i in perm], [weights[i] for i in perm]
+        got2 = mbr_select(t2, w2, [features(MECAB(t), sem) for t in t2], sem)
+        assert got2[0] == definition_pick(t2, w2, sem)[0]
+        assert got2[1] == pytest.approx(want[1], abs=1e-12)

@@ -1,7 +1,7 @@
-"""Candidate generation (transformers backend) and the resumable candidate store."""
+"""Candidate generation (transformers backend) and the resumable, chunk-journaled candidate store."""
 from __future__ import annotations
 
-import pytest
+import json
 
 from dialsum.candidates import Journal, part_path, read_part
 from dialsum.config import DecodingSpec, GenerateSpec
@@ -27,22 +27,42 @@ def test_counts_provenance_and_seeded_reproducibility(tiny_cfg, sample_data, tmp
     assert [c.text for c in read_part(again[2])] == [c.text for c in got["s"]]
 
 
-def test_kill_mid_part_then_rerun_completes_without_duplicates(tiny_cfg, sample_data, tmp_path):
-    cfg = _cfg(tiny_cfg, [DecodingSpec(name="greedy")])
-    rows = {"dev": sample_data.dev[:6]}
-    store = tmp_path / "store"
-    full = generate_candidates(cfg, cfg.path, None, rows, tmp_path / "ref", GenerateSpec())
-    want = {(c.fname, c.text) for c in read_part(full[0])}
-    # simulate a kill: two chunks journaled, a torn third line, no final part
-    path = part_path(store, cfg.name, "greedy")
-    j = Journal(path)
-    first = [c for c in read_part(full[0])][:2]
-    j.append(first)
+def _kill_after_first_chunk(store, name, decoding, full_cands, chunk_rows, n):
+    """What a kill leaves: chunk 0 journaled whole, chunk 1 torn mid-line (some of its samples written)."""
+    j = Journal(part_path(store, name, decoding))
+    j.append(0, full_cands[: chunk_rows * n])
+    rec = {"chunk": 1, "count": chunk_rows * n,
+           "candidates": [c.__dict__ for c in full_cands[chunk_rows * n: chunk_rows * n + n + 1]]}
     with open(j.path, "a", encoding="utf-8") as f:
-        f.write('{"fname": "dev_2", "spl')
-    assert not path.exists()
-    generate_candidates(cfg, cfg.path, None, rows, store, GenerateSpec(), chunk=2)
+        f.write(json.dumps(rec, ensure_ascii=False)[:-40])  # torn: the kill came mid-write
+    return j
+
+
+def test_sampling_resume_after_a_kill_mid_chunk_equals_an_uninterrupted_run(tiny_cfg, sample_data, tmp_path):
+    """n > 1: a dialogue whose samples were half written is regenerated whole, with the same seeds."""
+    cfg = _cfg(tiny_cfg, [DecodingSpec(name="s", strategy="sample", n=3, temperature=0.9, seed=5)])
+    rows = {"dev": sample_data.dev[:6], "test": sample_data.test[:2]}
+    (ref,) = generate_candidates(cfg, cfg.path, None, rows, tmp_path / "ref", GenerateSpec(batch_size=2), chunk=3)
+    want = read_part(ref)
+    assert len(want) == 8 * 3
+    store = tmp_path / "store"
+    j = _kill_after_first_chunk(store, cfg.name, "s", want, 3, 3)
+    assert set(j.load()) == {0}  # the torn chunk does not count as done
+    (path,) = generate_candidates(cfg, cfg.path, None, rows, store, GenerateSpec(batch_size=2), chunk=3)
     got = read_part(path)
-    assert len(got) == 6 and len({c.fname for c in got}) == 6
-    assert {(c.fname, c.text) for c in got} == want
+    assert [(c.fname, c.sample_idx, c.text) for c in got] == [(c.fname, c.sample_idx, c.text) for c in want]
     assert not j.path.exists()
+
+
+def test_a_chunk_line_with_missing_candidates_is_redone(tiny_cfg, sample_data, tmp_path):
+    cfg = _cfg(tiny_cfg, [DecodingSpec(name="greedy")])
+    rows = {"dev": sample_data.dev[:4]}
+    (ref,) = generate_candidates(cfg, cfg.path, None, rows, tmp_path / "ref", GenerateSpec(), chunk=2)
+    want = read_part(ref)
+    j = Journal(part_path(tmp_path / "s", cfg.name, "greedy"))
+    j.append(0, want[:2])
+    with open(j.path, "a", encoding="utf-8") as f:  # a foreign/short record: count says 2, one candidate
+        f.write(json.dumps({"chunk": 1, "count": 2, "candidates": [want[2].__dict__]}, ensure_ascii=False) + "\n")
+    assert set(j.load()) == {0}
+    (path,) = generate_candidates(cfg, cfg.path, None, rows, tmp_path / "s", GenerateSpec(), chunk=2)
+    assert [(c.fname, c.text) for c in read_part(path)] == [(c.fname, c.text) for c in want]

@@ -136,12 +136,13 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
         pass
 
 
-def _tee(src, sinks) -> None:
+def _tee(src, sinks, last: list) -> None:
     fd = src.fileno()
     while True:
         chunk = os.read(fd, 65536)
         if not chunk:
             break
+        last[:] = [chunk[-1:]]
         for s in sinks:
             try:
                 s.write(chunk)
@@ -158,7 +159,8 @@ def run_child(out: Path, log_path: Path, name: str) -> None:
         logf.write(f"\n==== {name} {time.strftime('%Y-%m-%d %H:%M:%S')} ====\n".encode())
         proc = subprocess.Popen([sys.executable, "-m", "dialsum.worker", str(out)], stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent)
-        t = threading.Thread(target=_tee, args=(proc.stdout, [sys.stderr.buffer, logf]), daemon=True)
+        last: list = []
+        t = threading.Thread(target=_tee, args=(proc.stdout, [sys.stderr.buffer, logf], last), daemon=True)
         t.start()
         try:
             rc = proc.wait()
@@ -167,6 +169,9 @@ def run_child(out: Path, log_path: Path, name: str) -> None:
             proc.wait()
             raise
         t.join(timeout=5)
+    if last and last[0] not in (b"\n", b""):  # a progress bar left mid-line: end it so messages start clean
+        sys.stderr.write("\n")
+        sys.stderr.flush()
     if rc != 0:
         why = f"killed by signal {-rc}" if rc < 0 else f"exit {rc}"
         reason = _last_error_line(log_path)

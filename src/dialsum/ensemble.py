@@ -1,8 +1,8 @@
 """ROUGE-consensus (minimum-Bayes-risk) selection: per dialogue, the candidate that agrees most with the others.
 
 utility(i) = weighted mean over the *other* candidates j of mean(R1, R2, RL F1)(hyp=i, ref=j). Identical texts are
-merged with their multiplicity (and summed weights), which changes no choice; utilities are rounded to 12 decimals
-so that float summation order cannot break a tie, and ties go to the earliest candidate in input order.
+merged with their multiplicity (and summed weights), which changes no choice; utilities within 1e-9 of each other are
+a tie (float summation order cannot split one), and ties go to the earliest candidate in input order.
 """
 from __future__ import annotations
 
@@ -22,34 +22,42 @@ class Pick:
     utility: float
 
 
+TIE_TOLERANCE = 1e-9  # utilities this close are equal; the earliest candidate wins
+
+
 def mbr_select(texts: Sequence[str], weights: Sequence[float], feats: Sequence, semantics: str) -> tuple[int, float]:
-    """Index (into texts) of the consensus choice and its utility. Pure; feats[i] are features of texts[i]."""
+    """Index (into texts) of the consensus choice and its utility. Pure; feats[i] are features of texts[i].
+
+    utility(i) = sum_{j != i} w_j * U(i, j) / sum_{j != i} w_j, for every candidate i (copies included: a copy's own
+    weight is what it leaves out, so copies with different weights can differ). Identical texts share one row of the
+    pairwise matrix, which changes no number.
+    """
     n = len(texts)
     if n == 1:
         return 0, 1.0
-    first: dict[str, int] = {}
-    mult: dict[str, float] = {}
+    slot: dict[str, int] = {}
+    mult: list[float] = []
+    reps: list[int] = []
     for i, t in enumerate(texts):
-        first.setdefault(t, i)
-        mult[t] = mult.get(t, 0.0) + weights[i]
-    uniq = list(first)
-    if len(uniq) == 1:
+        a = slot.setdefault(t, len(slot))
+        if a == len(mult):
+            mult.append(0.0)
+            reps.append(i)
+        mult[a] += weights[i]
+    if len(slot) == 1:
         return 0, 1.0
-    m = pairwise_matrix([feats[first[t]] for t in uniq], semantics).mean(axis=2)
-    w = [mult[t] for t in uniq]
-    total = sum(w)
-    best, best_u = 0, -1.0
-    for a, t in enumerate(uniq):
-        own = weights[first[t]]  # one copy of itself is not an "other" candidate
+    m = pairwise_matrix([feats[i] for i in reps], semantics).mean(axis=2)
+    total = sum(mult)
+    weighted = m @ mult  # sum over unique texts b of W_b * U(a, b), own row included
+    best, best_u = -1, float("-inf")
+    for i, t in enumerate(texts):
+        a = slot[t]
+        own = weights[i]
         denom = total - own
-        if denom <= 0:
-            u = 0.0
-        else:
-            u = sum(w[b] * m[a, b] for b in range(len(uniq)) if b != a) + (w[a] - own) * m[a, a]
-            u = round(u / denom, 12)
-        if u > best_u or (u == best_u and first[t] < first[uniq[best]]):
-            best, best_u = a, u
-    return first[uniq[best]], best_u
+        u = 0.0 if denom <= 0 else float((weighted[a] - own * m[a, a]) / denom)
+        if u > best_u + TIE_TOLERANCE:
+            best, best_u = i, u
+    return best, best_u
 
 
 def ensemble(groups: dict[str, list[tuple[str, str]]], semantics: str, tokenizer: str = "mecab",

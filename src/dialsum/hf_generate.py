@@ -19,8 +19,9 @@ def generate_hf(model, tokenizer, prompts: list[list[int]], spec: DecodingSpec, 
     was_training = model.training
     model.eval()
     n_ret = spec.n
+    stops = stop_token_ids(model, tokenizer)
     kwargs = dict(max_new_tokens=spec.max_new_tokens or max_new_tokens, pad_token_id=pad,
-                  eos_token_id=stop_token_ids(model, tokenizer), return_dict_in_generate=True, output_scores=True,
+                  eos_token_id=stops, return_dict_in_generate=True, output_scores=True,
                   repetition_penalty=spec.repetition_penalty)
     if spec.strategy == "greedy":
         kwargs.update(do_sample=False, num_beams=1)
@@ -44,7 +45,7 @@ def generate_hf(model, tokenizer, prompts: list[list[int]], spec: DecodingSpec, 
             out = model.generate(input_ids=input_ids.to(device), attention_mask=mask.to(device), **kwargs)
             new = out.sequences[:, width:]
             logprobs = _logprobs(model, out, spec, new)
-            texts = tokenizer.batch_decode(new, skip_special_tokens=True)
+            texts = [tokenizer.decode(_until_stop(row, stops), skip_special_tokens=True) for row in new.tolist()]
             for row, i in enumerate(idx):
                 for k in range(n_ret):
                     j = row * n_ret + k
@@ -54,6 +55,14 @@ def generate_hf(model, tokenizer, prompts: list[list[int]], spec: DecodingSpec, 
     if was_training:
         model.train()
     return results
+
+
+def _until_stop(ids: list[int], stops: list[int]) -> list[int]:
+    """The generated ids before the first stop token: a stop token is not part of the summary (vLLM drops it too)."""
+    for k, t in enumerate(ids):
+        if t in stops:
+            return ids[:k]
+    return ids
 
 
 def stop_token_ids(model, tokenizer) -> list[int]:

@@ -28,7 +28,7 @@ from dialsum.io_utils import atomic_write_json, atomic_write_text, csv_text
 DATA_FILES = {"train": "train.csv", "dev": "dev.csv", "test": "test.csv", "sample": "sample_submission.csv"}
 
 # Bump a stage's version when its code changes what it writes (joblib's lesson: never hash function source).
-VERSIONS = {"build": 1, "train": 2, "generate": 2, "ensemble": 2, "postprocess": 2, "submit": 1, "report": 2}
+VERSIONS = {"build": 1, "train": 3, "generate": 2, "ensemble": 2, "postprocess": 2, "submit": 1, "report": 2}
 
 # Fields of a model config that cannot change a trained adapter / generated text.
 NOT_FOR_TRAINING = {"name", "decodings", "params_billion"}
@@ -58,7 +58,9 @@ def data_hashes(data_dir: Path) -> dict[str, str]:
 
 
 def default_run_id(cfg: RunConfig, hashes: dict[str, str]) -> str:
-    return f"{cfg.name}-{hash_json({'config': cfg.model_dump(mode='json'), 'data': hashes})[:8]}"
+    """`<name>-<hash>` of the config and the data's content; where folders are does not change it."""
+    blob = cfg.model_dump(mode="json", exclude={"output_dir", "submissions_dir", "data"})
+    return f"{cfg.name}-{hash_json({'config': blob, 'data': hashes})[:8]}"
 
 
 def open_run(cfg: RunConfig, data_dir: Path | None = None, run_id: str | None = None,

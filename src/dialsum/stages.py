@@ -37,8 +37,7 @@ def train(inputs: dict, context: dict, out: Path) -> dict:
     cfg = ModelConfig.model_validate(context["model"])
     data = load_competition(Path(context["data_dir"]))
     select = _dev_rows(data, inputs["dev_select"])
-    r = train_model(cfg, context["base_path"], data.train, select, out, MetricSpec(**inputs["metric"]), resume=True,
-                    stop_after_steps=context.get("stop_after_steps"))
+    r = train_model(cfg, context["base_path"], data.train, select, out, MetricSpec(**inputs["metric"]), resume=True)
     return {"adapter": str(r.adapter_dir), "best_dev_select": r.best_dev_final,
             "dev_history": r.dev_history, "first_loss": r.losses[0] if r.losses else None,
             "last_loss": r.losses[-1] if r.losses else None}

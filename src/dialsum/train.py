@@ -83,6 +83,9 @@ def train_model(cfg: ModelConfig, base_path: str, train_rows: list[Dialogue], de
 
     from dialsum.modeling import has_cuda, load_model, load_tokenizer
 
+    from transformers import set_seed
+
+    set_seed(cfg.train.seed)  # before LoRA init, so the adapter's starting point is the config's, not the process's
     out_dir = Path(out_dir)
     ckpt_dir = out_dir / "checkpoints"
     tokenizer = load_tokenizer(base_path, cfg)
@@ -124,12 +127,19 @@ def train_model(cfg: ModelConfig, base_path: str, train_rows: list[Dialogue], de
             output.metrics.update({f"{prefix}_{k}": v for k, v in score_dev(self.model).items()})
             return output
 
+    kill_after = int(os.environ.get("DIALSUM_KILL_AFTER_STEPS", "0")) or None
+
     class StopAfter(TrainerCallback):
-        """Test hook: end the process abruptly after N steps, like a kill (checkpoints stay)."""
+        """Test hooks: end the run abruptly after N steps (checkpoints stay): `stop_after_steps` raises
+        KeyboardInterrupt in-process; DIALSUM_KILL_AFTER_STEPS sends this process SIGKILL, like the OOM killer."""
 
         def on_save(self, args, state, control, **kw):
             if stop_after_steps is not None and state.global_step >= stop_after_steps:
                 raise KeyboardInterrupt(f"stopped after {state.global_step} steps")
+            if kill_after is not None and state.global_step >= kill_after:
+                import signal
+
+                os.kill(os.getpid(), signal.SIGKILL)
 
     callbacks = [StopAfter()]
     if t.early_stopping_patience:
