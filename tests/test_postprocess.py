@@ -81,3 +81,37 @@ def test_length_cap_is_tuned_on_dev_and_kept_only_when_it_helps_both_halves():
     # already short predictions: no cap helps, none is kept
     _, cap, gains = ablate([r[0] for r in refs], refs, [], exact, grid)
     assert cap is None and not gains[-1].enabled
+
+
+def test_postprocess_stage_fits_on_dev_select_only_and_counts_empty_outputs(tmp_path, sample_data, capsys):
+    """The stage: rules fitted on dev-select picks only; an empty output becomes a fixed sentence, logged and counted."""
+    import csv
+
+    from conftest import SAMPLE
+    from dialsum.devsplit import split_dev
+    from dialsum.stages import FALLBACK_SUMMARY, postprocess
+
+    split = split_dev(sample_data.dev, 0.5, 1)
+    rows = [[d.fname, "dev", "요약: " + d.summary, "s"] for d in sample_data.dev]
+    rows += [[d.fname, "test", "요약: 대화.", "s"] for d in sample_data.test]
+    report_only = split.report[0]
+    rows[[r[0] for r in rows].index(report_only)][2] = ""  # empty on a dev-report row
+    rows[-1][2] = "   "
+    picks = tmp_path / "picks.csv"
+    with open(picks, "w", encoding="utf-8", newline="") as f:
+        csv.writer(f).writerows([["fname", "split", "summary", "source"], *rows])
+    inputs = {"metric": {"semantics": "pltrdy", "tokenizer": "mecab"},
+              "postprocess": {"rules": ["strip_prompt_echo", "final_punctuation"], "ablate": True,
+                              "tune_length_cap": False, "max_sentences": None, "max_morphemes": None},
+              "dev_select": list(split.select), "dev_report": list(split.report)}
+    out = tmp_path / "pp"
+    out.mkdir()
+    res = postprocess(inputs, {"data_dir": str(SAMPLE), "picks": str(picks)}, out)
+    assert res["fitted"]["rules"] == ["strip_prompt_echo"]  # '요약: ' echo stripped: a gain; punctuation changes nothing
+    assert res["empty_replaced"] == {"dev": 1, "test": 1}
+    err = capsys.readouterr().err
+    assert "1 empty dev output(s) replaced" in err and "1 empty test output(s) replaced" in err
+    with open(out / "final.csv", encoding="utf-8") as f:
+        final = {(r["split"], r["fname"]): r["summary"] for r in csv.DictReader(f)}
+    assert final[("dev", report_only)] == FALLBACK_SUMMARY == final[("test", sample_data.test[-1].fname)]
+    assert final[("dev", split.select[0])] == next(d.summary for d in sample_data.dev if d.fname == split.select[0])

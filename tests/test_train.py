@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -114,22 +115,57 @@ def test_resume_after_kill_reaches_the_same_total_steps(tiny_cfg, sample_data, t
 
 
 def test_dialsum_train_cli_with_the_default_config(tmp_path):
-    """The acceptance path: `dialsum train --config configs/default.yaml` (4-bit QLoRA on CPU)."""
+    """The acceptance path: `dialsum train --config configs/default.yaml` (4-bit QLoRA on CPU, in a child process)."""
+    import re
+
     from peft import PeftModel
+    from transformers import AutoModelForCausalLM
 
     from conftest import run_cli
 
     r = run_cli("train", "--config", "configs/default.yaml", "--model", "tiny", "--output-dir", str(tmp_path))
     assert r.returncode == 0, r.stderr[-2000:]
-    (run_dir,) = list(tmp_path.iterdir())
-    result = json.loads((run_dir / "models" / "tiny" / "train_result.json").read_text())
+    run_dir = Path(re.search(r"^run: (.+)$", r.stdout, flags=re.M).group(1))
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    stage = manifest["stages"]["train:tiny"]
+    result = json.loads((Path(stage["dir"]) / "train_result.json").read_text())
     assert result["losses"][-1] < result["losses"][0] * 0.7
     assert len(result["dev_history"]) >= 2 and all("eval_dev_final" in h for h in result["dev_history"])
     assert result["best_dev_final"] == max(h["eval_dev_final"] for h in result["dev_history"])
-    base_dir = run_dir / "models" / "tiny" / "base"
-    from transformers import AutoModelForCausalLM
-
+    assert stage["result"]["adapter"] == result["adapter_dir"]
+    base_dir = manifest["stages"]["build:tiny"]["result"]["path"]
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir), result["adapter_dir"])
     assert any("lora_B" in n for n, _ in model.named_parameters())
-    manifest = json.loads((run_dir / "manifest.json").read_text())
-    assert manifest["train:tiny"]["adapter"] == result["adapter_dir"]
+    assert manifest["stages"]["train:tiny"]["status"] == "ran"
+
+
+def test_torchrun_two_processes_train_the_configured_epochs_into_one_intact_adapter(tmp_path):
+    """Data-parallel on CPU (gloo): the step count divides by the world size and only rank 0 writes the adapter."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from conftest import ROOT
+
+    torchrun = Path(sys.executable).with_name("torchrun")
+    r = subprocess.run([str(torchrun), "--nproc_per_node", "2", "--master_port", "29517", "-m", "dialsum", "train",
+                        "--config", "configs/default.yaml", "--model", "tiny", "--output-dir", str(tmp_path)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=900,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    run_dir = Path(re.search(r"^run: (.+)$", r.stdout, flags=re.M).group(1))
+    stage = json.loads((run_dir / "manifest.json").read_text())["stages"]["train:tiny"]
+    out = Path(stage["dir"])
+    result = json.loads((out / "train_result.json").read_text())
+    assert result["world_size"] == 2
+    assert result["epoch"] == pytest.approx(6.0)  # tiny.yaml: epochs 6
+    # 72 rows, batch 8 per rank, 2 ranks: 5 steps per epoch (not the 9 a single process takes)
+    assert result["global_step"] == 30
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith("adapter")) == ["adapter"]
+    base_dir = json.loads((run_dir / "manifest.json").read_text())["stages"]["build:tiny"]["result"]["path"]
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir), str(out / "adapter"))
+    assert any("lora_B" in n for n, _ in model.named_parameters())

@@ -16,14 +16,38 @@ def adapter(tiny_cfg, sample_data, tmp_path_factory):
     return train_model(cfg, cfg.path, sample_data.train, sample_data.dev, tmp_path_factory.mktemp("ad"), MetricSpec()).adapter_dir
 
 
+def chat_model_with_its_own_end_token(tiny_cfg, dst, rows):
+    """A chat-format copy of the tiny model whose generation_config names a second end token (as chat checkpoints
+    name their end-of-turn token): one the model emits mid-summary, so stopping on it visibly changes the output."""
+    import shutil
+    from collections import Counter
+
+    from transformers import GenerationConfig
+
+    from dialsum.generate import HFEngine
+
+    shutil.copytree(tiny_cfg.path, dst)
+    cfg = tiny_cfg.model_copy(update={"path": str(dst), "prompt_format": "chat", "max_new_tokens": 32})
+    hf = HFEngine(cfg, str(dst), None, 8)
+    prompts = _prompts(cfg, hf.tokenizer, rows)
+    plain = [x[0][0] for x in hf.run(prompts, DecodingSpec(name="greedy"), None)]
+    ids = Counter(t for text in plain for t in hf.tokenizer(text, add_special_tokens=False)["input_ids"][2:-2])
+    end = ids.most_common(1)[0][0]
+    gc = GenerationConfig.from_pretrained(dst)
+    gc.eos_token_id = [hf.tokenizer.eos_token_id, end]
+    gc.save_pretrained(dst)
+    return cfg, plain
+
+
 @pytest.fixture(scope="module")
-def engines(tiny_cfg, adapter, tmp_path_factory):
+def engines(tiny_cfg, adapter, sample_data, tmp_path_factory):
     from dialsum.generate import HFEngine
     from dialsum.vllm_backend import VLLMEngine
 
-    cfg = tiny_cfg.model_copy(update={"max_new_tokens": 32})
     work = tmp_path_factory.mktemp("vllm")
+    cfg, plain = chat_model_with_its_own_end_token(tiny_cfg, work / "chat-model", sample_data.dev[:8])
     v = VLLMEngine(cfg, cfg.path, adapter, GenerateSpec(), work)
+    v.plain_base_outputs = plain  # the base's greedy output before the second end token was configured
     return cfg, v, HFEngine(cfg, cfg.path, adapter, 8), HFEngine(cfg, cfg.path, None, 8)
 
 
@@ -44,6 +68,24 @@ def test_vllm_greedy_equals_hf_greedy_with_and_without_lora(engines, sample_data
         v.lora = lora
     assert [x[0][0] for x in base] == [x[0][0] for x in hf_base.run(prompts, g, None)]
     assert [x[0][0] for x in base] != [x[0][0] for x in with_lora]  # the adapter really is applied
+
+
+def test_hf_and_vllm_stop_at_the_same_place_on_a_chat_models_own_end_token(engines, sample_data):
+    """transformers must stop on every end token the model's generation_config names (not only the tokenizer's EOS),
+    as vLLM does; the end token itself is not part of the summary in either."""
+    cfg, v, _, hf_base = engines
+    prompts = _prompts(cfg, v.tokenizer, sample_data.dev[:8])
+    g = DecodingSpec(name="greedy")
+    lora, v.lora = v.lora, None
+    try:
+        vl = [x[0][0] for x in v.run(prompts, g, None)]
+    finally:
+        v.lora = lora
+    hf = [x[0][0] for x in hf_base.run(prompts, g, None)]
+    assert hf == vl
+    shorter = [a for a, b in zip(hf, v.plain_base_outputs) if len(a) < len(b)]
+    assert len(shorter) >= 4  # the configured end token really cut most outputs short
+    assert all(b.startswith(a) for a, b in zip(hf, v.plain_base_outputs))
 
 
 def test_counts_and_seeded_reproducibility(engines, sample_data):
@@ -75,8 +117,8 @@ class _Borrowed:
     def __init__(self, engine):
         self.engine, self.tokenizer = engine, engine.tokenizer
 
-    def run(self, *a):
-        return self.engine.run(*a)
+    def run(self, *a, **kw):
+        return self.engine.run(*a, **kw)
 
     def close(self):
         pass
