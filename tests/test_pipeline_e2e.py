@@ -192,6 +192,26 @@ def test_a_child_killed_mid_training_is_one_line_and_the_same_command_resumes(tm
     assert steps[0] < 18 < steps[-1]  # history from before the kill carried over: resumed, not restarted
 
 
+def test_run_flags_only_model_from_stage_and_force(e2e):
+    tmp, first = e2e
+    r = run_in(tmp, "configs/default.yaml", "--only-model", "tiny")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "model stages only: tiny" in r.stdout and "submission:" not in r.stdout
+    r = run_in(tmp, "configs/default.yaml", "--from-stage", "ensemble")
+    assert r.returncode == 0, r.stderr[-2000:]
+    st = statuses(run_dir_of(r.stdout))
+    assert {k for k, v in st.items() if v == "ran"} == {"ensemble", "postprocess", "submit"}
+    r = run_in(tmp, "configs/default.yaml", "--force", "postprocess")
+    assert r.returncode == 0, r.stderr[-2000:]
+    st = statuses(run_dir_of(r.stdout))
+    assert {k for k, v in st.items() if v == "ran"} == {"postprocess", "submit"}
+    # recomputed, the same bytes: the existing submission is the answer, no second file
+    assert re.search(r"^submission: (.+)$", r.stdout, flags=re.M).group(1) == \
+        re.search(r"^submission: (.+)$", first.stdout, flags=re.M).group(1)
+    r = run_in(tmp, "configs/default.yaml", "--force", "nonesuch")
+    assert r.returncode == 2 and "--force nonesuch" in r.stderr
+
+
 @pytest.mark.parametrize("stage", [None] + STAGES)
 def test_help(stage):
     r = run_cli(*([stage] if stage else []), "--help")
