@@ -66,15 +66,7 @@ def pltrdy_sentences(text: str) -> list[str]:
 
 def features(tokens: Sequence[str], semantics: str):
     """Precompute what scoring needs from one tokenised text under one semantics."""
-    tokens = tuple(tokens)
-    if semantics == "rouge-score":
-        return RougeScoreFeatures(tokens, "".join(map(_code, tokens)), Counter(_ngrams(tokens, 1)),
-                                  Counter(_ngrams(tokens, 2)))
-    if semantics == "pltrdy":
-        sents = tuple(tuple(s.split(" ")) for s in pltrdy_sentences(" ".join(tokens)))
-        words = [w for s in sents for w in s]
-        return PltrdyFeatures(sents, frozenset(_ngrams(words, 1)), frozenset(_ngrams(words, 2)), len(set(words)))
-    raise ValueError(f"unknown semantics {semantics!r} (choose {' or '.join(SEMANTICS)})")
+    return get_semantics(semantics).features(tokens)
 
 
 # ---------------------------------------------------------------- rouge-score semantics
@@ -168,53 +160,189 @@ def pair_scores(hyp, ref) -> tuple[float, float, float]:
     return _pl_pair(hyp, ref)
 
 
-# ---------------------------------------------------------------- all pairs
-def pairwise_matrix(feats: list, semantics: str):
-    """float64 array M[i, j, k]: metric k (R1, R2, RL) of candidate i as hypothesis against candidate j.
+# ---------------------------------------------------------------- one class per semantics
+class RougeScoreSemantics:
+    """rouge-score: clipped n-gram counts, whole-summary LCS. Symmetric F1, so pairwise is computed in bulk."""
+    name = "rouge-score"
 
-    Same numbers as `pair_scores` for every pair. Under rouge-score semantics the matrix is symmetric and is
-    computed in bulk: n-gram overlaps as minima of count matrices, LCS lengths by rapidfuzz's `cdist`.
+    def features(self, tokens: Sequence[str]) -> RougeScoreFeatures:
+        tokens = tuple(tokens)
+        return RougeScoreFeatures(tokens, "".join(map(_code, tokens)), Counter(_ngrams(tokens, 1)),
+                                  Counter(_ngrams(tokens, 2)))
+
+    def pair(self, h: RougeScoreFeatures, r: RougeScoreFeatures) -> tuple[float, float, float]:
+        return _rs_pair(h, r)
+
+    def pairwise(self, feats: list):
+        """[k, k, 3] with M[i, j] = (R1, R2, RL) F1 of i against j: n-gram overlaps as minima of count matrices,
+        LCS lengths by rapidfuzz's `cdist` (C)."""
+        import numpy as np
+        from rapidfuzz import process
+
+        k = len(feats)
+        out = np.zeros((k, k, 3))
+        if k == 0:
+            return out
+        lengths = np.array([len(f.tokens) for f in feats], dtype=np.float64)
+        for m, attr in enumerate(("unigrams", "bigrams")):
+            counts = _count_matrix([getattr(f, attr) for f in feats])
+            inter = np.minimum(counts[:, None, :], counts[None, :, :]).sum(-1).astype(np.float64)
+            totals = counts.sum(1).astype(np.float64)
+            p = inter / np.maximum(totals, 1)[:, None]
+            r = inter / np.maximum(totals, 1)[None, :]
+            out[:, :, m] = _f_rs_array(p, r)
+        lcs = process.cdist([f.code for f in feats], [f.code for f in feats], scorer=LCSseq.similarity,
+                            dtype=np.int64).astype(np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            p = lcs / lengths[:, None]
+            r = lcs / lengths[None, :]
+        rl = _f_rs_array(np.nan_to_num(p), np.nan_to_num(r))
+        empty = lengths == 0
+        rl[empty, :] = 0.0
+        rl[:, empty] = 0.0
+        out[:, :, 2] = rl
+        return out
+
+
+class PltrdySemantics:
+    """pltrdy `rouge` 1.0.1: n-gram sets, sentences split on '.', summary-level union LCS (asymmetric).
+
+    Pairwise: R1/R2 for all pairs at once from binary n-gram matrices (one matrix product); ROUGE-L's union sizes for
+    all ordered pairs in one call of a compiled kernel (dialsum.lcs_kernel), which stops a pair as soon as the union
+    holds every word the two texts share. Without numba, the same loop runs in Python. Same numbers as `pair` to the
+    last bit.
     """
+    name = "pltrdy"
+
+    def __init__(self, compiled: bool = True) -> None:
+        self._lcs_cache: dict[tuple, frozenset] = {}
+        self._ids: dict[str, int] = {}
+        self.kernel = None
+        if compiled:
+            try:
+                from dialsum.lcs_kernel import union_lcs_sizes
+
+                self.kernel = union_lcs_sizes
+            except ImportError:  # numba missing: the pure-Python loop below gives the same numbers, slower
+                pass
+
+    def features(self, tokens: Sequence[str]) -> PltrdyFeatures:
+        sents = tuple(tuple(s.split(" ")) for s in pltrdy_sentences(" ".join(tokens)))
+        words = [w for s in sents for w in s]
+        return PltrdyFeatures(sents, frozenset(_ngrams(words, 1)), frozenset(_ngrams(words, 2)), len(set(words)))
+
+    def pair(self, h: PltrdyFeatures, r: PltrdyFeatures) -> tuple[float, float, float]:
+        return _pl_pair(h, r)
+
+    def _union_sizes(self, feats: list):
+        """[k, k] union-LCS sizes from the compiled kernel, or None where numba is not installed."""
+        if self.kernel is None:
+            return None
+        import numpy as np
+
+        ids = self._ids
+        toks, starts, lens, first, nsent = [], [], [], [], []
+        for f in feats:
+            first.append(len(lens))
+            nsent.append(len(f.sentences))
+            for sent in f.sentences:
+                starts.append(len(toks))
+                lens.append(len(sent))
+                toks.extend(ids.setdefault(w, len(ids)) for w in sent)
+        return self.kernel(np.array(toks or [0], dtype=np.int32), np.array(starts, dtype=np.int64),
+                           np.array(lens, dtype=np.int64), np.array(first, dtype=np.int64),
+                           np.array(nsent, dtype=np.int64), len(ids) + 1).astype(np.float64)
+
+    def _lcs(self, ref_s: tuple, hyp_s: tuple) -> frozenset:
+        key = (ref_s, hyp_s)
+        got = self._lcs_cache.get(key)
+        if got is None:
+            if len(self._lcs_cache) > 1 << 20:
+                self._lcs_cache.clear()
+            got = self._lcs_cache[key] = frozenset(lcs_words(ref_s, hyp_s))
+        return got
+
+    def _rouge_l(self, h: PltrdyFeatures, r: PltrdyFeatures, h_types: list[frozenset], r_types: list[frozenset],
+                 common: frozenset) -> float:
+        union: set[str] = set()
+        if common:
+            for ref_s, rt in zip(r.sentences, r_types):
+                for hyp_s, ht in zip(h.sentences, h_types):
+                    if rt.isdisjoint(ht):
+                        continue  # no shared word, empty LCS
+                    union |= self._lcs(ref_s, hyp_s)
+                if len(union) == len(common):
+                    break  # the union cannot hold more than the shared words
+        return _f_pl(len(union) / h.n_word_types, len(union) / r.n_word_types)
+
+    def pairwise(self, feats: list):
+        import numpy as np
+
+        k = len(feats)
+        out = np.zeros((k, k, 3))
+        if k == 0:
+            return out
+        alive = np.array([bool(f.sentences) for f in feats])
+        for m, attr in enumerate(("unigrams", "bigrams")):
+            sets = [getattr(f, attr) for f in feats]
+            binary = _count_matrix([dict.fromkeys(x, 1) for x in sets]).astype(np.float64)
+            inter = binary @ binary.T
+            sizes = np.array([len(x) for x in sets], dtype=np.float64)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                p = np.where(sizes[:, None] > 0, inter / sizes[:, None], 0.0)
+                r = np.where(sizes[None, :] > 0, inter / sizes[None, :], 0.0)
+            out[:, :, m] = 2.0 * ((p * r) / (p + r + 1e-8))
+        union = self._union_sizes(feats)
+        if union is None:  # no compiler: the same loop in Python
+            types = [[frozenset(s) for s in f.sentences] for f in feats]
+            words = [frozenset(w for s in f.sentences for w in s) for f in feats]
+            for i in range(k):
+                if not alive[i]:
+                    continue
+                for j in range(k):
+                    if alive[j]:
+                        out[i, j, 2] = self._rouge_l(feats[i], feats[j], types[i], types[j], words[i] & words[j])
+        else:
+            n_types = np.array([max(f.n_word_types, 1) for f in feats], dtype=np.float64)
+            p = union / n_types[:, None]
+            r = union / n_types[None, :]
+            out[:, :, 2] = 2.0 * ((p * r) / (p + r + 1e-8))
+        out[~alive, :, :] = 0.0
+        out[:, ~alive, :] = 0.0
+        return out
+
+
+def _count_matrix(counters: list) -> "np.ndarray":
+    """Rows of n-gram counts over a shared vocabulary (int64 [k, V])."""
     import numpy as np
 
-    k = len(feats)
-    out = np.zeros((k, k, 3))
-    if k == 0:
-        return out
-    if semantics == "pltrdy":
-        for i in range(k):
-            for j in range(k):
-                out[i, j] = _pl_pair(feats[i], feats[j])
-        return out
-    from rapidfuzz import process
+    vocab: dict = {}
+    rows, cols, vals = [], [], []
+    for i, c in enumerate(counters):
+        for g, n in c.items():
+            rows.append(i)
+            cols.append(vocab.setdefault(g, len(vocab)))
+            vals.append(n)
+    counts = np.zeros((len(counters), max(len(vocab), 1)), dtype=np.int64)
+    counts[rows, cols] = vals
+    return counts
 
-    lengths = np.array([len(f.tokens) for f in feats], dtype=np.float64)
-    for m, attr in enumerate(("unigrams", "bigrams")):
-        vocab: dict = {}
-        rows, cols, vals = [], [], []
-        for i, f in enumerate(feats):
-            for g, c in getattr(f, attr).items():
-                rows.append(i)
-                cols.append(vocab.setdefault(g, len(vocab)))
-                vals.append(c)
-        counts = np.zeros((k, max(len(vocab), 1)), dtype=np.int64)
-        counts[rows, cols] = vals
-        inter = np.minimum(counts[:, None, :], counts[None, :, :]).sum(-1).astype(np.float64)
-        totals = counts.sum(1).astype(np.float64)
-        p = inter / np.maximum(totals, 1)[:, None]
-        r = inter / np.maximum(totals, 1)[None, :]
-        out[:, :, m] = _f_rs_array(p, r)
-    lcs = process.cdist([f.code for f in feats], [f.code for f in feats], scorer=LCSseq.similarity,
-                        dtype=np.int64).astype(np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        p = lcs / lengths[:, None]
-        r = lcs / lengths[None, :]
-    rl = _f_rs_array(np.nan_to_num(p), np.nan_to_num(r))
-    empty = lengths == 0
-    rl[empty, :] = 0.0
-    rl[:, empty] = 0.0
-    out[:, :, 2] = rl
-    return out
+
+SEMANTICS_REGISTRY: dict[str, object] = {"pltrdy": PltrdySemantics(), "rouge-score": RougeScoreSemantics()}
+
+
+def get_semantics(name: str):
+    """The metric for one semantics: `features(tokens)`, `pair(h, r)`, `pairwise(feats) -> [k, k, 3]`."""
+    try:
+        return SEMANTICS_REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown semantics {name!r} (choose {' or '.join(SEMANTICS)})") from None
+
+
+def pairwise_matrix(feats: list, semantics: str):
+    """float64 array M[i, j, k]: metric k (R1, R2, RL) of candidate i as hypothesis against candidate j; the same
+    numbers as `pair_scores` for every pair."""
+    return get_semantics(semantics).pairwise(feats)
 
 
 def _f_rs_array(p, r):
