@@ -20,19 +20,18 @@ class _Tok:
 
 
 def naive_pick(texts):
-    """Reference: rouge-score per pair, mean F of R1/R2/RL against every other candidate, first max wins."""
+    """Reference: rouge-score per pair, mean F of R1/R2/RL against every other candidate; the earliest within 1e-9
+    of the maximum wins."""
     scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], tokenizer=_Tok())
-    best, best_u = 0, -1.0
+    utils = []
     for i, h in enumerate(texts):
         us = []
         for j, r in enumerate(texts):
             if i != j:
                 s = scorer.score(r, h)
                 us.append((s["rouge1"].fmeasure + s["rouge2"].fmeasure + s["rougeL"].fmeasure) / 3)
-        u = sum(us) / len(us)
-        if u > best_u + 1e-9:
-            best, best_u = i, u
-    return best
+        utils.append(sum(us) / len(us))
+    return next(i for i, u in enumerate(utils) if u >= max(utils) - 1e-9)
 
 
 def load_peers(n_files):
@@ -101,13 +100,12 @@ def definition_pick(texts, weights, sem):
     from dialsum.metric import pair_scores
 
     feats = [features(MECAB(t), sem) for t in texts]
-    best, best_u = -1, float("-inf")
+    us = []
     for i in range(len(texts)):
         num = sum(weights[j] * sum(pair_scores(feats[i], feats[j])) / 3 for j in range(len(texts)) if j != i)
-        u = num / sum(weights[j] for j in range(len(texts)) if j != i)
-        if u > best_u + 1e-9:
-            best, best_u = i, u
-    return best, best_u
+        us.append(num / sum(weights[j] for j in range(len(texts)) if j != i))
+    best = next(i for i, u in enumerate(us) if u >= max(us) - 1e-9)
+    return best, us[best]
 
 
 @pytest.mark.parametrize("sem", ["pltrdy", "rouge-score"])

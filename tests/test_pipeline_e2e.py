@@ -87,6 +87,20 @@ def test_report_scores_every_stage_on_dev_select_and_dev_report(e2e):
     assert greedy and float(greedy[0]) > 30
 
 
+def test_ensemble_on_dev_report_is_at_least_the_best_single_source_or_says_why(e2e):
+    tmp, r = e2e
+    run_dir = run_dir_of(r.stdout)
+    scores = json.loads(next((tmp / "runs" / "cache" / "ensemble").glob("*/scores.json")).read_text())
+    best = scores["best_source"]  # chosen on dev-select
+    line = next(ln for ln in (run_dir / "report.md").read_text(encoding="utf-8").splitlines() if ln.startswith("Ensemble:"))
+    assert f"Best single source on dev-select: {best}" in line
+    if scores["method"] == "best single source":
+        assert "fell back" in line
+    else:
+        assert scores["ensemble"]["report"]["final"] >= scores["sources"][best]["report"]["final"]
+    assert scores["fit"]["chosen_by"] in ("k-fold estimate", "fitting rows")
+
+
 def test_the_parent_process_never_loaded_a_model(e2e):
     tmp, r = e2e
     man = json.loads((run_dir_of(r.stdout) / "manifest.json").read_text())

@@ -140,7 +140,7 @@ def cmd_ensemble(args) -> int:
     if len(sources) == 1 and (sources[0] / "manifest.json").is_file():
         return _ensemble_run_dir(args, sources[0])
     from dialsum.candidates import read_predictions, read_store
-    from dialsum.ensemble import ensemble
+    from dialsum.ensemble_fit import select
 
     groups: dict[str, list[tuple[str, str]]] = {}
     order: list[str] = []
@@ -150,17 +150,61 @@ def cmd_ensemble(args) -> int:
                 order.append(c.fname)
             groups.setdefault(c.fname, []).append((c.text, c.source))
     else:
+        names = [p.stem for p in sources]
+        if len(set(names)) != len(names):
+            raise DialsumError(f"--candidates: two files share a name stem ({names}); sources are named by stem")
         tables = [(p.stem, read_predictions(p)) for p in sources]
         order = list(dict.fromkeys(f for _, t in tables for f in t))
         for f in order:
             groups[f] = [(t[f], name) for name, t in tables if f in t]
             if len(groups[f]) < len(tables):
                 print(f"warning: {f}: only {len(groups[f])} of {len(tables)} sources have a candidate", file=sys.stderr)
-    picks = ensemble(groups, args.semantics, args.tokenizer, _parse_weights(args.weights), workers=args.workers)
+    refs = None
+    if args.fit_refs:
+        refs = read_references(Path(args.fit_refs))
+        if not set(refs) & set(groups):
+            raise DialsumError(f"{args.fit_refs}: no fname in common with the candidates")
+    picks, report, dialogues, names, rule = select(groups, args.semantics, args.tokenizer, refs,
+                                                   _parse_weights(args.weights), workers=args.workers)
     rows = [[f, picks[f].text, picks[f].source] for f in order if f in picks]
+    if report is not None:
+        _print_fit(report)
+        if args.report:
+            from dialsum.io_utils import atomic_write_json
+
+            atomic_write_json(Path(args.report), report)
+    if args.scores:
+        write_scores(Path(args.scores), dialogues, names, picks, rule)
     atomic_write_text(Path(args.out), csv_text(["fname", "summary", "source"], rows))
     print(f"{args.out}: {len(rows)} selections")
     return 0
+
+
+def _print_fit(report: dict) -> None:
+    cv = report.get("cross_validation")
+    print(f"{'source':<60}{'quality':>9}{'weight':>8}{'prior':>8}")
+    for src, q in sorted(report["source_quality"].items(), key=lambda kv: -kv[1]):
+        w = report["members"].get(src, 0.0)
+        print(f"{src[:59]:<60}{q:9.3f}{w:8.3f}{report['prior'].get(src, 0.0):+8.3f}")
+    print(f"method: {report['method']}, beta {report['beta']:g}, params {report['params']}; fitting rows: fitted "
+          f"{report['fit_rows_score']:.3f}, best single {report['fit_rows_best_single']['score']:.3f} "
+          f"({report['fit_rows_best_single']['source']}), uniform {report['fit_rows_uniform']:.3f}")
+    if cv:
+        print(f"{cv['folds']}-fold CV on the fitting rows (held-out folds): fitted {cv['fitted']:.3f}, best single "
+              f"{cv['best_single']:.3f}, uniform {cv['uniform']:.3f}, oracle {cv['oracle']:.3f}")
+
+
+def write_scores(path: Path, dialogues, names: list[str], picks: dict, rule) -> None:
+    """Every candidate with its source, its score under the rule used (blank: not a member), and whether chosen."""
+    from dialsum.io_utils import atomic_write_text, csv_text
+
+    rows = []
+    for d in dialogues:
+        sc = rule.scores(d)
+        for i, text in enumerate(d.texts):
+            rows.append([d.fname, names[d.sources[i]], text, f"{sc[i]:.12f}" if sc[i] != float("-inf") else "",
+                         int(picks[d.fname].index == i)])
+    atomic_write_text(path, csv_text(["fname", "source", "text", "utility", "chosen"], rows))
 
 
 def _ensemble_run_dir(args, run_dir: Path) -> int:
@@ -333,6 +377,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--semantics", choices=["pltrdy", "rouge-score"], default="pltrdy")
     sp.add_argument("--tokenizer", choices=["mecab", "latin", "whitespace"], default="mecab")
     sp.add_argument("--weights", help="source=weight,... (source = file stem, model or model/decoding)")
+    sp.add_argument("--fit-refs", help="fit membership, weights and the quality prior on the fnames of this CSV "
+                                       "(fname + summary or summary1..K); nothing else informs a choice")
+    sp.add_argument("--report", help="with --fit-refs: write the fitted choices and the k-fold estimate as JSON")
+    sp.add_argument("--scores", help="write every candidate's utility, source and whether it was chosen (CSV)")
     sp.add_argument("--workers", type=int, default=2, help="processes for tokenisation (default: %(default)s)")
     sp.set_defaults(func=cmd_ensemble)
 

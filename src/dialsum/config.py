@@ -148,7 +148,10 @@ class MetricSpec(Strict):
 
 
 class EnsembleSpec(Strict):
-    weights: dict[str, float] = Field(default_factory=dict, description="source (model or model/decoding) -> weight")
+    fit: bool = Field(True, description="fit members, weights and the quality prior on dev-select (else uniform MBR)")
+    weights: dict[str, float] = Field(default_factory=dict,
+                                      description="fixed source (model or model/decoding) -> weight; disables fit")
+    cv_folds: int = Field(5, ge=0, description="k-fold estimate of the fit on dev-select (0: none)")
 
 
 class PostprocessSpec(Strict):

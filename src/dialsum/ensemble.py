@@ -22,7 +22,7 @@ class Pick:
     utility: float
 
 
-TIE_TOLERANCE = 1e-9  # utilities this close are equal; the earliest candidate wins
+TIE_TOLERANCE = 1e-9  # utilities within this of the maximum tie; the earliest candidate wins
 
 
 def mbr_select(texts: Sequence[str], weights: Sequence[float], feats: Sequence, semantics: str) -> tuple[int, float]:
@@ -49,15 +49,15 @@ def mbr_select(texts: Sequence[str], weights: Sequence[float], feats: Sequence, 
     m = pairwise_matrix([feats[i] for i in reps], semantics).mean(axis=2)
     total = sum(mult)
     weighted = m @ mult  # sum over unique texts b of W_b * U(a, b), own row included
-    best, best_u = -1, float("-inf")
+    us = []
     for i, t in enumerate(texts):
         a = slot[t]
         own = weights[i]
         denom = total - own
-        u = 0.0 if denom <= 0 else float((weighted[a] - own * m[a, a]) / denom)
-        if u > best_u + TIE_TOLERANCE:
-            best, best_u = i, u
-    return best, best_u
+        us.append(0.0 if denom <= 0 else float((weighted[a] - own * m[a, a]) / denom))
+    top = max(us)
+    best = next(i for i, u in enumerate(us) if u >= top - TIE_TOLERANCE)  # the earliest of the tied
+    return best, us[best]
 
 
 def ensemble(groups: dict[str, list[tuple[str, str]]], semantics: str, tokenizer: str = "mecab",

@@ -28,7 +28,7 @@ from dialsum.io_utils import atomic_write_json, atomic_write_text, csv_text
 DATA_FILES = {"train": "train.csv", "dev": "dev.csv", "test": "test.csv", "sample": "sample_submission.csv"}
 
 # Bump a stage's version when its code changes what it writes (joblib's lesson: never hash function source).
-VERSIONS = {"build": 1, "train": 3, "generate": 2, "ensemble": 2, "postprocess": 2, "submit": 1, "report": 2}
+VERSIONS = {"build": 1, "train": 3, "generate": 2, "ensemble": 4, "postprocess": 2, "submit": 1, "report": 2}
 
 # Fields of a model config that cannot change a trained adapter / generated text.
 NOT_FOR_TRAINING = {"name", "decodings", "params_billion"}
@@ -342,14 +342,29 @@ def write_run_report(ctx: RunContext, stages: list[Stage], results: dict[str, di
                          "report": greedy["report"] if greedy else None})
     for src, sc in ens["sources"].items():
         rows.append({"stage": "generate", "detail": f"{src} (first candidate)", **sc})
-    how = ("chosen: consensus" if ens["chosen"] == "ensemble"
-           else f"fell back to best single source {ens['chosen']} (the ensemble did not beat it on dev-select)")
-    rows.append({"stage": "ensemble", "detail": f"MBR over {ens['n_sources']} sources; {how}", **ens["ensemble"]})
+    fit = ens.get("fit")
+    if not fit:
+        how = f"{ens['method']} (not fitted)"
+    elif ens["method"] == "fitted consensus":
+        how = f"fitted consensus on dev-select ({len(fit['members'])} member(s), {fit['params']}; chosen by {fit['chosen_by']})"
+    elif ens["method"] == "best single source":
+        how = f"fell back to the best single source {ens['chosen']} (chosen by {fit['chosen_by']} on dev-select)"
+    else:
+        how = (f"uniform consensus: the fitted one did not beat it on held-out dev-select folds "
+               f"(chosen by {fit['chosen_by']})")
+    rows.append({"stage": "ensemble", "detail": f"uniform MBR over {ens['n_sources']} sources (reference)",
+                 **ens["uniform"]})
+    rows.append({"stage": "ensemble", "detail": how, **ens["ensemble"]})
     rows.append({"stage": "postprocess", "detail": post["describe"], "select": post["select"], "report": post["report"]})
     fitted = post["fitted"]
     extra = [f"Dev split: {len(ctx.split.select)} dev-select rows, {len(ctx.split.report)} dev-report rows "
              f"(`dev_select.csv`, `dev_report.csv`; seeded, stratified by topic).", "",
-             f"Ensemble: {how}. Best single source on dev-select: {ens['best_source']}.", "",
+             f"Ensemble: {how}. Best single source on dev-select: {ens['best_source']} (dev-report "
+             f"{ens['sources'][ens['best_source']]['report']['final']:.4f}); the ensemble on dev-report: "
+             f"{ens['ensemble']['report']['final']:.4f}."
+             + (f" {fit['cross_validation']['folds']}-fold estimate inside dev-select: fitted "
+                f"{fit['cross_validation']['fitted']:.4f}, best single {fit['cross_validation']['best_single']:.4f}, "
+                f"uniform {fit['cross_validation']['uniform']:.4f}." if fit and fit.get("cross_validation") else ""), "",
              "## Post-processing ablation (fitted on dev-select; half A / half B are its two halves)", "",
              "| rule | on | off | delta | half A | half B | enabled |", "|---|---:|---:|---:|---:|---:|---|"]
     extra += [f"| {g['rule']} | {g['on']:.4f} | {g['off']:.4f} | {g['on'] - g['off']:+.4f} | {g['delta_a']:+.4f} | "

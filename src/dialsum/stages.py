@@ -73,43 +73,47 @@ def score_of(preds: dict[str, str], rows: list[Dialogue], metric: dict) -> dict:
 
 
 def ensemble(inputs: dict, context: dict, out: Path) -> dict:
-    """Per-source dev scores, then the consensus pick per dialogue; falls back to the best single source when the
-    ensemble does not beat it on dev-select. Writes picks.csv (fname, split, summary, source) and scores.json."""
-    from dialsum.ensemble import ensemble as mbr
+    """Fit the consensus (members, weights, quality prior) on dev-select, select for every dev and test dialogue.
+
+    The fit falls back to the best single source when nothing beats it on dev-select; the uniform consensus is
+    scored alongside for the report. Writes picks.csv (fname, split, summary, source), scores.json, fit.json and
+    all_scores.csv (every candidate's score under the rule)."""
+    from dialsum.cli import write_scores
+    from dialsum.ensemble_fit import Rule, select
 
     data = load_competition(Path(context["data_dir"]))
-    metric = inputs["metric"]
+    metric, spec = inputs["metric"], inputs["ensemble"]
     sel_rows = _dev_rows(data, inputs["dev_select"])
     rep_rows = _dev_rows(data, inputs["dev_report"])
     cands = read_candidates(context["parts"])
     first: dict[str, dict[str, str]] = {}
-    groups: dict[str, dict[str, list[tuple[str, str]]]] = {"dev": {}, "test": {}}
+    groups: dict[str, list[tuple[str, str]]] = {}
     for c in cands:
         if c.sample_idx == 0:
             first.setdefault(c.source, {}).setdefault(c.fname, c.text)
-        groups.setdefault(c.split, {}).setdefault(c.fname, []).append((c.text, c.source))
+        groups.setdefault(c.fname, []).append((c.text, c.source))
     sources = {src: {"select": score_of(p, sel_rows, metric), "report": score_of(p, rep_rows, metric)}
                for src, p in first.items()}
-    weights = inputs["ensemble"].get("weights") or {}
-    picks = {split: mbr(g, metric["semantics"], metric["tokenizer"], weights) for split, g in groups.items()}
-    ens_dev = {f: p.text for f, p in picks["dev"].items()}
-    ens = {"select": score_of(ens_dev, sel_rows, metric), "report": score_of(ens_dev, rep_rows, metric)}
+    fit_refs = {d.fname: [d.summary] for d in sel_rows} if spec.get("fit", True) and not spec.get("weights") else None
+    picks, report, dialogues, names, rule = select(groups, metric["semantics"], metric["tokenizer"], fit_refs,
+                                                   spec.get("weights") or {}, cv_folds=spec.get("cv_folds", 5))
+    uniform = Rule(tuple(1.0 for _ in names))
+    uni = {d.fname: d.texts[uniform.pick(d)] for d in dialogues}
+    chosen = {f: p.text for f, p in picks.items()}
+    ens = {"select": score_of(chosen, sel_rows, metric), "report": score_of(chosen, rep_rows, metric)}
+    uniform_scores = {"select": score_of(uni, sel_rows, metric), "report": score_of(uni, rep_rows, metric)}
     best_src = max(sources, key=lambda s: (sources[s]["select"]["final"], -list(sources).index(s)))
-    chosen = "ensemble"
-    if ens["select"]["final"] < sources[best_src]["select"]["final"]:
-        chosen = best_src
-    rows = []
-    for split in ("dev", "test"):
-        for d in data.split(split):
-            if chosen == "ensemble":
-                p = picks[split].get(d.fname)
-                text, src = (p.text, p.source) if p else ("", "")
-            else:
-                text, src = first[chosen].get(d.fname, ""), chosen
-            rows.append([d.fname, split, text, src])
+    rows = [[d.fname, split, picks[d.fname].text if d.fname in picks else "",
+             picks[d.fname].source if d.fname in picks else ""]
+            for split in ("dev", "test") for d in data.split(split)]
     atomic_write_text(out / "picks.csv", csv_text(["fname", "split", "summary", "source"], rows))
-    result = {"picks": str(out / "picks.csv"), "sources": sources, "ensemble": ens, "chosen": chosen,
-              "best_source": best_src, "n_sources": len(sources)}
+    write_scores(out / "all_scores.csv", dialogues, names, picks, rule)
+    if report is not None:
+        atomic_write_json(out / "fit.json", report)
+    method = report["method"] if report else ("weighted consensus" if spec.get("weights") else "uniform consensus")
+    result = {"picks": str(out / "picks.csv"), "sources": sources, "ensemble": ens, "uniform": uniform_scores,
+              "method": method, "fit": report, "best_source": best_src, "n_sources": len(sources),
+              "chosen": report["fit_rows_best_single"]["source"] if method == "best single source" else "ensemble"}
     atomic_write_json(out / "scores.json", result)
     return result
 
