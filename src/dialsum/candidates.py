@@ -106,7 +106,7 @@ class Journal:
 
 
 def read_predictions(path: Path) -> dict[str, str]:
-    """A submission-style CSV (`fname` or `id`, `summary`) as fname -> summary; NaN/blank become ''."""
+    """A submission-style CSV (`fname` or `id`, `summary`) as fname -> summary, texts verbatim; NaN becomes ''."""
     path = Path(path)
     header, rows = read_table(path)
     key = "fname" if "fname" in header else ("id" if "id" in header else None)
@@ -121,7 +121,7 @@ def read_predictions(path: Path) -> dict[str, str]:
         if f in out:
             raise DialsumError(f"{path}: row {i}: duplicate {key} {f!r}")
         s = r["summary"]
-        out[f] = "" if s.strip().lower() == "nan" else " ".join(s.split())
+        out[f] = "" if s.strip().lower() == "nan" else s  # verbatim: whitespace is post-processing's call
     return out
 
 

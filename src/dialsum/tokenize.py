@@ -25,7 +25,8 @@ class MecabTokenizer:
         self.tokenize = lru_cache(maxsize=1 << 18)(self._tokenize)
 
     def _tokenize(self, text: str) -> tuple[str, ...]:
-        if not text or not text.strip():
+        text = " ".join(text.split())  # newlines/tabs are word boundaries like spaces, as for the metric's users
+        if not text:
             return ()
         lat = self._lattice
         lat.set_sentence(text)
