@@ -165,7 +165,8 @@ def cmd_ensemble(args) -> int:
         if not set(refs) & set(groups):
             raise DialsumError(f"{args.fit_refs}: no fname in common with the candidates")
     picks, report, dialogues, names, rule = select(groups, args.semantics, args.tokenizer, refs,
-                                                   _parse_weights(args.weights), workers=args.workers)
+                                                   _parse_weights(args.weights), utility=args.utility,
+                                                   workers=args.workers)
     rows = [[f, picks[f].text, picks[f].source] for f in order if f in picks]
     if report is not None:
         _print_fit(report)
@@ -323,6 +324,32 @@ def cmd_submit(args) -> int:
     return 0
 
 
+def cmd_tune(args) -> int:
+    from dialsum.config import load_config, load_tune_config
+    from dialsum.tune import run_worker, study_dir, tune
+
+    tc = load_tune_config(Path(args.config))
+    tc = tc.model_copy(update={k: v for k, v in (("study", args.study), ("space", args.space)) if v})
+    if args.trials < 1 or args.workers < 1:
+        raise DialsumError("--trials and --workers must be at least 1")
+    run_dir = Path(args.run) if args.run else None
+    if args.worker is not None:  # one of the processes `tune --workers W` starts
+        base = load_config(tc.run_config)
+        run_worker(tc, base, study_dir(base, tc.study), args.storage or tc.storage, args.trials, run_dir, args.worker)
+        return 0
+    s = tune(tc, args.trials, args.workers, args.storage or tc.storage, run_dir, Path(args.config))
+    c = s["check"]
+    print(f"study {s['study']} ({s['space']}): {s['trials']}")
+    print(f"  tuned   dev-select {c['tuned']['select']:.4f}  dev-report {c['tuned']['report']:.4f}  {s['best_params']}")
+    print(f"  default dev-select {c['default']['select']:.4f}  dev-report {c['default']['report']:.4f}")
+    if "best_single" in c:
+        b = c["best_single"]
+        print(f"  best single ({b['source']}) dev-select {b['select']:.4f}  dev-report {b['report']:.4f}")
+    print(f"tuned config: {s['tuned_config']}")
+    print(f"summary: {Path(s['tuned_config']).name and study_dir(load_config(tc.run_config), tc.study) / 'summary.md'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dialsum", description="Korean dialogue summarisation with fine-tuned LLMs.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -381,6 +408,8 @@ def build_parser() -> argparse.ArgumentParser:
                                        "(fname + summary or summary1..K); nothing else informs a choice")
     sp.add_argument("--report", help="with --fit-refs: write the fitted choices and the k-fold estimate as JSON")
     sp.add_argument("--scores", help="write every candidate's utility, source and whether it was chosen (CSV)")
+    sp.add_argument("--utility", choices=["mean", "rouge1", "rouge2", "rougeL"], default="mean",
+                    help="consensus utility from the R1/R2/RL F1 matrices (default: %(default)s)")
     sp.add_argument("--workers", type=int, default=2, help="processes for tokenisation (default: %(default)s)")
     sp.set_defaults(func=cmd_ensemble)
 
@@ -407,6 +436,19 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out-dir", default="submissions")
     sp.add_argument("--run-id", required=True, help="file name stem")
     sp.set_defaults(func=cmd_submit)
+
+    sp = sub.add_parser("tune", help="Optuna study: LoRA rank/learning rate (train) or ensemble/post-processing (infer)")
+    sp.add_argument("--config", default="configs/tune.yaml", help="tuning YAML (default: %(default)s)")
+    sp.add_argument("--trials", type=int, default=20, help="trials to add to the study (default: %(default)s)")
+    sp.add_argument("--workers", type=int, default=1, help="worker processes sharing the study (default: %(default)s)")
+    sp.add_argument("--storage", help="storage URL (default: runs/tune/<study>/journal.log); sqlite:///x.db, "
+                                      "postgresql://… for several machines")
+    sp.add_argument("--study", help="study name (default: the YAML's `study`)")
+    sp.add_argument("--space", choices=["train", "infer"], help="override the YAML's `space`")
+    sp.add_argument("--run", help="infer space: the run folder whose candidates to tune over "
+                                  "(default: the run config's default run)")
+    sp.add_argument("--worker", type=int, help=argparse.SUPPRESS)  # index of a worker process
+    sp.set_defaults(func=cmd_tune)
 
     sp = sub.add_parser("score", help="leaderboard metric of a predictions CSV against references")
     sp.add_argument("--pred", required=True)

@@ -35,6 +35,11 @@ from dialsum.io_utils import atomic_write_json
 KINDS = ("build", "train", "generate", "ensemble", "postprocess", "submit", "report")  # in pipeline order
 STAGE_KINDS = KINDS[1:]  # what `run --from-stage` accepts
 META = "meta.json"
+PRUNED_EXIT = 3  # a child's exit code for "stopped by the Optuna pruner"
+
+
+class StagePruned(DialsumError):
+    """The stage's child stopped because its Optuna trial was pruned."""
 SPEC = "stage.json"
 
 
@@ -172,6 +177,8 @@ def run_child(out: Path, log_path: Path, name: str) -> None:
     if last and last[0] not in (b"\n", b""):  # a progress bar left mid-line: end it so messages start clean
         sys.stderr.write("\n")
         sys.stderr.flush()
+    if rc == PRUNED_EXIT:
+        raise StagePruned(f"stage {name} pruned")
     if rc != 0:
         why = f"killed by signal {-rc}" if rc < 0 else f"exit {rc}"
         reason = _last_error_line(log_path)

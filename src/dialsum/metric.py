@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from typing import Sequence
+from typing import ClassVar, Sequence
 
 from rapidfuzz.distance import LCSseq
 
@@ -41,6 +41,7 @@ def _code(tok: str) -> str:
 # ---------------------------------------------------------------- features
 @dataclass(frozen=True)
 class RougeScoreFeatures:
+    semantics: ClassVar[str] = "rouge-score"
     tokens: tuple[str, ...]
     code: str
     unigrams: Counter
@@ -49,6 +50,7 @@ class RougeScoreFeatures:
 
 @dataclass(frozen=True)
 class PltrdyFeatures:
+    semantics: ClassVar[str] = "pltrdy"
     sentences: tuple[tuple[str, ...], ...]  # words per sentence, as pltrdy splits them
     unigrams: frozenset
     bigrams: frozenset
@@ -155,9 +157,7 @@ def _pl_pair(h: PltrdyFeatures, r: PltrdyFeatures) -> tuple[float, float, float]
 
 def pair_scores(hyp, ref) -> tuple[float, float, float]:
     """(ROUGE-1, ROUGE-2, ROUGE-L) F1 of one hypothesis against one reference, both as `features`."""
-    if isinstance(hyp, RougeScoreFeatures):
-        return _rs_pair(hyp, ref)
-    return _pl_pair(hyp, ref)
+    return get_semantics(hyp.semantics).pair(hyp, ref)
 
 
 # ---------------------------------------------------------------- one class per semantics

@@ -64,14 +64,14 @@ def default_run_id(cfg: RunConfig, hashes: dict[str, str]) -> str:
 
 
 def open_run(cfg: RunConfig, data_dir: Path | None = None, run_id: str | None = None,
-             backend: str | None = None) -> RunContext:
+             backend: str | None = None, run_dir: Path | None = None) -> RunContext:
     """Load and check the data, fix the run folder and the dev split, write the run's snapshot files."""
     data_dir = Path(data_dir or cfg.data.dir).resolve()
     data = load_competition(data_dir)
     hashes = data_hashes(data_dir)
-    run_id = run_id or default_run_id(cfg, hashes)
+    run_id = run_id or (Path(run_dir).name if run_dir else default_run_id(cfg, hashes))
     out = Path(cfg.output_dir)
-    run_dir = out / run_id
+    run_dir = Path(run_dir) if run_dir else out / run_id
     split = split_dev(data.dev, cfg.dev_split.select_ratio,
                       cfg.dev_split.seed if cfg.dev_split.seed is not None else cfg.seed)
     if not split.select or not split.report:

@@ -37,7 +37,13 @@ def train(inputs: dict, context: dict, out: Path) -> dict:
     cfg = ModelConfig.model_validate(context["model"])
     data = load_competition(Path(context["data_dir"]))
     select = _dev_rows(data, inputs["dev_select"])
-    r = train_model(cfg, context["base_path"], data.train, select, out, MetricSpec(**inputs["metric"]), resume=True)
+    on_evaluate = None
+    if context.get("optuna"):  # a tuning trial: report each evaluation, stop when the pruner says so
+        from dialsum.tune import trial_reporter
+
+        on_evaluate = trial_reporter(context["optuna"])
+    r = train_model(cfg, context["base_path"], data.train, select, out, MetricSpec(**inputs["metric"]), resume=True,
+                    on_evaluate=on_evaluate)
     return {"adapter": str(r.adapter_dir), "best_dev_select": r.best_dev_final,
             "dev_history": r.dev_history, "first_loss": r.losses[0] if r.losses else None,
             "last_loss": r.losses[-1] if r.losses else None}
@@ -96,7 +102,8 @@ def ensemble(inputs: dict, context: dict, out: Path) -> dict:
                for src, p in first.items()}
     fit_refs = {d.fname: [d.summary] for d in sel_rows} if spec.get("fit", True) and not spec.get("weights") else None
     picks, report, dialogues, names, rule = select(groups, metric["semantics"], metric["tokenizer"], fit_refs,
-                                                   spec.get("weights") or {}, cv_folds=spec.get("cv_folds", 5))
+                                                   spec.get("weights") or {}, cv_folds=spec.get("cv_folds", 5),
+                                                   utility=spec.get("utility", "mean"))
     uniform = Rule(tuple(1.0 for _ in names))
     uni = {d.fname: d.texts[uniform.pick(d)] for d in dialogues}
     chosen = {f: p.text for f, p in picks.items()}
@@ -179,3 +186,20 @@ def submit(inputs: dict, context: dict, out: Path) -> dict:
     path = write_submission(Path(inputs["submissions_dir"]), inputs["run_id"], data_dir / "sample_submission.csv",
                             {f: t for f, (t, _) in final["test"].items()})
     return {"path": str(path)}
+
+
+def devscore(inputs: dict, context: dict, out: Path) -> dict:
+    """Greedy decoding of the given dev rows with a trained adapter, scored with the leaderboard metric."""
+    from dialsum.config import DecodingSpec, ModelConfig
+    from dialsum.generate import HFEngine
+    from dialsum.prompts import encode_prompt
+    from dialsum.train import style_of
+
+    cfg = ModelConfig.model_validate(context["model"])
+    data = load_competition(Path(context["data_dir"]))
+    rows = _dev_rows(data, inputs["rows"])
+    engine = HFEngine(cfg, context["base_path"], Path(context["adapter"]), context.get("batch_size", 16))
+    prompts = [encode_prompt(engine.tokenizer, d.dialogue, style_of(cfg), cfg.max_input_tokens) for d in rows]
+    outs = engine.run(prompts, DecodingSpec(name="greedy"), None)
+    preds = {d.fname: o[0][0] for d, o in zip(rows, outs)}
+    return {"score": score_of(preds, rows, inputs["metric"]), "n": len(rows)}

@@ -75,8 +75,12 @@ def dev_scorer(tokenizer, dev: list[Dialogue], cfg: ModelConfig, metric: MetricS
 
 
 def train_model(cfg: ModelConfig, base_path: str, train_rows: list[Dialogue], dev_rows: list[Dialogue],
-                out_dir: Path, metric: MetricSpec, resume: bool = False, stop_after_steps: int | None = None) -> TrainResult:
-    """Fine-tune `cfg` on train_rows; the best adapter (by dev score) goes to out_dir/adapter."""
+                out_dir: Path, metric: MetricSpec, resume: bool = False, stop_after_steps: int | None = None,
+                on_evaluate=None) -> TrainResult:
+    """Fine-tune `cfg` on train_rows; the best adapter (by dev score) goes to out_dir/adapter.
+
+    `on_evaluate(step, dev_final)` is called after each evaluation (an Optuna trial reports there and raises
+    `optuna.TrialPruned` to stop a hopeless trial)."""
     import torch
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments
@@ -141,7 +145,12 @@ def train_model(cfg: ModelConfig, base_path: str, train_rows: list[Dialogue], de
 
                 os.kill(os.getpid(), signal.SIGKILL)
 
-    callbacks = [StopAfter()]
+    class Report(TrainerCallback):
+        def on_evaluate(self, args, state, control, metrics=None, **kw):
+            if on_evaluate is not None and metrics and "eval_dev_final" in metrics:
+                on_evaluate(state.global_step, metrics["eval_dev_final"])
+
+    callbacks = [StopAfter(), Report()]
     if t.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=t.early_stopping_patience))
     trainer = ScoringTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,

@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from dialsum.engine import execute
+from dialsum.engine import PRUNED_EXIT, execute
 from dialsum.errors import DialsumError
 
 
@@ -18,6 +18,11 @@ def main(argv: list[str]) -> int:
     except DialsumError as e:
         print(f"dialsum: error: {e}", file=sys.stderr, flush=True)
         return 2
+    except Exception as e:  # noqa: BLE001 - a pruned Optuna trial is an expected end, not a failure
+        if type(e).__name__ == "TrialPruned":
+            print(f"dialsum: pruned: {e}", file=sys.stderr, flush=True)
+            return PRUNED_EXIT
+        raise
     return 0
 
 

@@ -1,0 +1,121 @@
+"""`dialsum tune` for real on CPU with the tiny model: journal storage shared by 2 worker processes, resume adds
+trials, a failing trial does not stop the study, a hopeless trial is pruned, the tuned YAML runs, the infer space."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from conftest import run_cli
+from test_pipeline_e2e import write_config
+
+
+def tune_yaml(tmp: Path, name: str, **extra) -> Path:
+    run_cfg = write_config(tmp / "run.yaml", lambda c: {**c, "output_dir": str(tmp / "runs"),
+                                                        "submissions_dir": str(tmp / "subs")})
+    raw = {"study": name, "run_config": str(run_cfg), "model": "tiny", "space": "train",
+           "sampler": {"name": "tpe", "seed": 1},
+           "train": {"lora_r": [8, 16], "learning_rate": [1e-3, 5e-3], "alpha_multiple": [2.0],
+                     "dropout": [0.0, 0.05], "epochs": [2, 3]}, **extra}
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    return path
+
+
+def trials_of(tmp: Path, name: str):
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    journal = tmp / "runs" / "tune" / name / "journal.log"
+    assert journal.is_file()
+    return optuna.load_study(study_name=name, storage=JournalStorage(JournalFileBackend(str(journal)))).trials
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("tune")
+    cfg = tune_yaml(tmp, "lora", pruner={"name": "none"})
+    r = run_cli("tune", "--config", str(cfg), "--trials", "4", "--workers", "2")
+    assert r.returncode == 0, r.stderr[-3000:]
+    return tmp, cfg, r
+
+
+def test_two_workers_on_a_journal_write_the_tuned_yaml_and_plots(study):
+    tmp, cfg, r = study
+    trials = trials_of(tmp, "lora")
+    assert len(trials) == 4 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    assert all(0 < t.value <= 100 for t in trials)
+    tuned = tmp / "tuned" / "lora.yaml"
+    assert f"tuned config: {tuned}" in r.stdout
+    best = max(trials, key=lambda t: t.value)
+    tiny = next(m for m in yaml.safe_load(tuned.read_text())["models"] if "name" not in m)
+    assert tiny["lora"]["r"] == best.params["lora_r"]
+    assert tiny["train"]["learning_rate"] == pytest.approx(best.params["learning_rate"])
+    folder = tmp / "runs" / "tune" / "lora"
+    for png in ("history.png", "slice.png"):
+        assert (folder / png).stat().st_size > 2000
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["check"]["tuned"]["select"] == pytest.approx(best.value)
+    assert set(summary["check"]["default"]) == {"select", "report"}
+    assert "| tuned (best trial) |" in (folder / "summary.md").read_text()
+    # each trial ran its own training in a child process: one train log per trial folder
+    assert len(list((folder / "trials").glob("*/logs/train-tiny.log"))) == 4
+
+
+def test_the_same_command_resumes_the_study_and_adds_trials(study):
+    tmp, cfg, _ = study
+    r = run_cli("tune", "--config", str(cfg), "--trials", "2", "--workers", "1")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert len(trials_of(tmp, "lora")) == 6
+
+
+@pytest.fixture(scope="module")
+def tuned_run(study):
+    tmp, _, _ = study
+    r = run_cli("run", "--config", str(tmp / "tuned" / "lora.yaml"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    return tmp, r
+
+
+def test_the_tuned_yaml_runs_with_dialsum_run(tuned_run):
+    tmp, r = tuned_run
+    assert re.search(r"^submission: .+\.csv$", r.stdout, flags=re.M)
+    man = json.loads((Path(re.search(r"^run: (.+)$", r.stdout, flags=re.M).group(1)) / "manifest.json").read_text())
+    assert man["stages"]["train:tiny"]["status"] == "cached"  # the best trial's training, reused by key
+
+
+def test_a_failing_trial_is_marked_fail_and_a_hopeless_one_is_pruned(tmp_path):
+    good = {"lora_r": 16, "alpha_multiple": 2.0, "dropout": 0.0, "learning_rate": 3e-3, "epochs": 2}
+    cfg = tune_yaml(tmp_path, "robust", pruner={"name": "median", "n_startup_trials": 1, "n_warmup_steps": 0},
+                    enqueue=[good, {**good, "epochs": 0}, {**good, "learning_rate": 1e-9}])
+    r = run_cli("tune", "--config", str(cfg), "--trials", "3", "--workers", "1")
+    assert r.returncode == 0, r.stderr[-3000:]
+    t = trials_of(tmp_path, "robust")
+    assert [x.state for x in t] == [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL,
+                                    optuna.trial.TrialState.PRUNED]
+    assert "epochs" in t[1].user_attrs["fail_reason"]
+    assert t[2].intermediate_values and max(t[2].intermediate_values.values()) < t[0].value
+
+
+def test_infer_space_on_a_finished_run_with_sqlite_storage(tuned_run, tmp_path):
+    """Ensemble weights + post-processing over cached candidates: 120 trials, two workers on one SQLite file."""
+    tmp, run = tuned_run
+    run_dir = re.search(r"^run: (.+)$", run.stdout, flags=re.M).group(1)
+    cfg = tune_yaml(tmp_path, "infer", space="infer")
+    db = f"sqlite:///{tmp_path / 'study.db'}"
+    r = run_cli("tune", "--config", str(cfg), "--trials", "120", "--workers", "2", "--storage", db, "--run", run_dir)
+    assert r.returncode == 0, r.stderr[-3000:]
+    study = optuna.load_study(study_name="infer", storage=db)
+    assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials) == 120
+    s = json.loads((tmp_path / "runs" / "tune" / "infer" / "summary.json").read_text())  # the tune YAML's runs/
+    assert set(s["check"]) == {"tuned", "default", "best_single"}
+    assert s["check"]["tuned"]["select"] == pytest.approx(study.best_value)
+    tuned = yaml.safe_load((tmp_path / "tuned" / "infer.yaml").read_text())
+    assert tuned["ensemble"]["fit"] is False and set(tuned["ensemble"]["weights"]) == {
+        k[2:] for k in study.best_params if k.startswith("w:")}
+    r = run_cli("tune", "--config", str(cfg), "--trials", "1", "--storage", "nonsense", "--run", run_dir)
+    assert r.returncode == 2 and "--storage 'nonsense'" in r.stderr and "Traceback" not in r.stderr
