@@ -231,12 +231,18 @@ SCENARIOS = [doctor, restaurant, travel, shopping, interview, directions, apartm
              meeting, lost_item, three_friends]
 
 
-def make_rows(n: int, prefix: str, rng: random.Random) -> list[dict[str, str]]:
+def make_rows(n: int, prefix: str, rng: random.Random, seen: set[str]) -> list[dict[str, str]]:
+    """n rows whose dialogues appear nowhere else (`seen` spans all splits: no train/dev/test leak)."""
     rows = []
-    for i in range(n):
+    i = 0
+    while len(rows) < n:
         turns, summary, topic = SCENARIOS[(i + rng.randint(0, len(SCENARIOS) - 1)) % len(SCENARIOS)](rng)
         dialogue = "\n".join(f"#Person{who}#: {text}" for who, text in turns)
-        rows.append({"fname": f"{prefix}_{i}", "dialogue": dialogue, "summary": summary, "topic": topic})
+        i += 1
+        if dialogue in seen:
+            continue
+        seen.add(dialogue)
+        rows.append({"fname": f"{prefix}_{len(rows)}", "dialogue": dialogue, "summary": summary, "topic": topic})
     return rows
 
 
@@ -250,7 +256,9 @@ def write(path: Path, rows: list[dict[str, str]], fields: list[str]) -> None:
 def main(out: Path = Path(__file__).resolve().parents[1] / "data" / "sample") -> None:
     rng = random.Random(20261126)
     out.mkdir(parents=True, exist_ok=True)
-    train, dev, test = make_rows(72, "train", rng), make_rows(48, "dev", rng), make_rows(24, "test", rng)
+    seen: set[str] = set()
+    train, dev, test = (make_rows(72, "train", rng, seen), make_rows(48, "dev", rng, seen),
+                        make_rows(24, "test", rng, seen))
     write(out / "train.csv", train, ["fname", "dialogue", "summary", "topic"])
     write(out / "dev.csv", dev, ["fname", "dialogue", "summary", "topic"])
     write(out / "test.csv", test, ["fname", "dialogue"])

@@ -230,3 +230,67 @@ def test_run_flags_only_model_from_stage_and_force(e2e):
 def test_help(stage):
     r = run_cli(*([stage] if stage else []), "--help")
     assert r.returncode == 0 and "usage: dialsum" in r.stdout
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(x) for x in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _wait_for(proc, ready, timeout: float = 600.0) -> bool:
+    import time
+
+    end = time.time() + timeout
+    while time.time() < end and proc.poll() is None:
+        if ready():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_kill_9_across_stages_then_the_same_command_gives_the_same_bytes_and_one_writer(e2e, tmp_path):
+    """kill -9 of the parent mid-training, of the generation child mid-part (plus a torn journal line), of the
+    parent inside the ensemble stage; a second `dialsum run` on the busy folder stops with the lock message; the
+    same command then finishes with a submission byte-identical to an uninterrupted run's."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    _, first = e2e
+    want = Path(re.search(r"^submission: (.+)$", first.stdout, flags=re.M).group(1)).read_bytes()
+    cache = tmp_path / "runs" / "cache"
+    cmd = [sys.executable, "-m", "dialsum", "run", "--config", "configs/default.yaml", "--output-dir",
+           str(tmp_path / "runs"), "--submissions-dir", str(tmp_path / "subs")]
+    points = [
+        ("parent", lambda: any(cache.glob("train/*/checkpoints/checkpoint-*/trainer_state.json"))),
+        ("child", lambda: any(cache.glob("generate/*/candidates/*.partial.jsonl"))),
+        ("parent", lambda: any(cache.glob("ensemble/*/.lock"))),
+    ]
+    hits = []
+    for n, (who, ready) in enumerate(points):
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        if n == 0:  # one writer per run folder: a second run on the busy folder stops at once
+            assert _wait_for(proc, lambda: any((tmp_path / "runs").glob("default-*/.lock")))
+            second = run_cli(*cmd[3:])
+            assert second.returncode == 2 and "in use by pid" in second.stderr
+            assert len(second.stderr.strip().splitlines()) == 1
+        hit = _wait_for(proc, ready)
+        hits.append(hit)
+        if hit and who == "parent":
+            os.kill(proc.pid, signal.SIGKILL)
+        elif hit:
+            for child in _children(proc.pid):
+                os.kill(child, signal.SIGKILL)
+        proc.communicate(timeout=600)
+        for journal in cache.glob("generate/*/candidates/*.partial.jsonl"):
+            with open(journal, "a", encoding="utf-8") as f:  # the kill came in the middle of a journal write
+                f.write('{"chunk": 1, "count": 8, "candidates": [{"fname": "dev_')
+    assert hits[0] and sum(hits) >= 2  # the kills really landed mid-run (a polled window can be missed)
+    r = run_cli(*cmd[3:])
+    assert r.returncode == 0, r.stderr[-3000:]
+    got = Path(re.search(r"^submission: (.+)$", r.stdout, flags=re.M).group(1))
+    assert got.read_bytes() == want
+    assert len(list((tmp_path / "subs").glob("*.csv"))) == 1

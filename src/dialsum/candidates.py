@@ -48,10 +48,16 @@ def read_part(path: Path) -> list[Candidate]:
     header, rows = read_table(path)
     require_columns(path, header, COLUMNS)
     out = []
-    for r in rows:
+    for i, r in enumerate(rows, start=1):
         lp = r["logprob"]
-        out.append(Candidate(r["fname"], r["split"], r["text"], r["model"], r["adapter"], r["decoding"],
-                             int(r["sample_idx"] or 0), int(r["seed"] or 0), float(lp) if lp else None))
+        if not r["fname"].strip() or r["split"] not in ("dev", "test", "train"):
+            raise DialsumError(f"{path}: row {i}: needs a fname and a split of dev/test (got {r['split']!r})")
+        try:
+            out.append(Candidate(r["fname"], r["split"], r["text"], r["model"], r["adapter"], r["decoding"],
+                                 int(r["sample_idx"] or 0), int(r["seed"] or 0), float(lp) if lp else None))
+        except ValueError:
+            raise DialsumError(f"{path}: row {i}: sample_idx, seed and logprob must be numbers "
+                               f"(got {r['sample_idx']!r}, {r['seed']!r}, {lp!r})") from None
     return out
 
 

@@ -468,6 +468,10 @@ def main(argv: list[str] | None = None) -> int:
     except DialsumError as e:
         print(f"dialsum: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # disk full, no permission, ...: the environment's fault, said in one line
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        print(f"dialsum: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("dialsum: interrupted (re-run the same command to resume)", file=sys.stderr)
         return 130

@@ -27,6 +27,14 @@ class LoraSpec(Strict):
     alpha: float = 16
     dropout: float = Field(0.05, ge=0, lt=1)
 
+    @field_validator("r")
+    @classmethod
+    def _served(cls, v):
+        if v not in VLLM_LORA_RANKS:
+            raise ValueError(f"rank {v} is not one vLLM serves (max_lora_rank must be one of "
+                             f"{', '.join(map(str, VLLM_LORA_RANKS))})")
+        return v
+
 
 class TrainSpec(Strict):
     learning_rate: float = Field(2e-4, gt=0)
@@ -262,7 +270,13 @@ def load_config(path: Path, overrides: dict | None = None) -> RunConfig:
     path = Path(path).resolve()
     raw = read_yaml(path)
     base_dir = path.parent
-    raw["models"] = [load_model_dict(m, base_dir) for m in raw.get("models", [])]
+    models = []
+    for i, m in enumerate(raw.get("models", []) or []):
+        try:
+            models.append(load_model_dict(m, base_dir))
+        except DialsumError as e:
+            raise DialsumError(f"{path}: models[{i}]: {e}") from None
+    raw["models"] = models
     for key in ("output_dir", "submissions_dir"):
         if key in raw:
             raw[key] = _resolve(base_dir, str(raw[key]))

@@ -55,6 +55,9 @@ def read_table(path: Path) -> tuple[list[str], list[dict[str, str]]]:
     except csv.Error as e:
         raise DialsumError(f"{path}: malformed CSV near line {reader.line_num}: {e}") from None
     header = [h.strip() for h in rows[0]]
+    dupes = sorted({h for h in header if h and header.count(h) > 1})
+    if dupes:
+        raise DialsumError(f"{path}: duplicate column name(s) {', '.join(dupes)} in the header")
     body = []
     for i, values in enumerate(rows[1:], start=1):
         if not any(v.strip() for v in values):
@@ -140,4 +143,23 @@ def load_competition(directory: Path) -> CompetitionData:
         only_test = sorted(set(test_names) - set(fnames))[:3]
         raise DialsumError(
             f"{sub_path}: fnames differ from test.csv (only in sample_submission: {only_sub or '-'}; only in test: {only_test or '-'})")
+    warn_overlaps(directory, {"train": train, "dev": dev, "test": test})
     return CompetitionData(train, dev, test, fnames, directory)
+
+
+def warn_overlaps(directory: Path, splits: dict[str, list[Dialogue]]) -> None:
+    """Report (one line each) fnames or dialogues that appear in two splits: a leak that inflates dev scores."""
+    import sys
+
+    names = list(splits)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            same_f = {d.fname for d in splits[a]} & {d.fname for d in splits[b]}
+            same_d = {d.dialogue for d in splits[a]} & {d.dialogue for d in splits[b]}
+            if same_f:
+                print(f"warning: {directory}: {len(same_f)} fname(s) in both {a}.csv and {b}.csv, e.g. "
+                      f"{sorted(same_f)[:3]}", file=sys.stderr)
+            if same_d:
+                ex = next(d.fname for d in splits[b] if d.dialogue in same_d)
+                print(f"warning: {directory}: {len(same_d)} identical dialogue(s) in both {a}.csv and {b}.csv, e.g. "
+                      f"{b}.csv {ex}", file=sys.stderr)

@@ -117,6 +117,34 @@ def stage_lock(out: Path, name: str):
         f.close()
 
 
+_HELD: dict[str, object] = {}  # run folders this process holds (the file stays open, so the flock stays)
+
+
+def hold_run_folder(run_dir: Path) -> None:
+    """One writer per run folder: an exclusive flock on run_dir/.lock for this process's lifetime, naming its holder.
+
+    A second `dialsum run/train/generate/tune` on the same folder stops with one line naming the holder; a lock left
+    by a dead process is no lock at all (the kernel drops flocks with their process), so it is simply taken over."""
+    key = str(Path(run_dir).resolve())
+    if key in _HELD or dist_rank()[0] != 0:
+        return
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    f = open(Path(run_dir) / ".lock", "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or "another process"
+        f.close()
+        raise DialsumError(f"{run_dir}: in use by {holder}; wait for it to finish (or stop it), then run the same "
+                           f"command again") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"pid {os.getpid()} on {os.uname().nodename} since {time.strftime('%Y-%m-%d %H:%M:%S')}")
+    f.flush()
+    _HELD[key] = f
+
+
 def execute(out: Path) -> dict:
     """Run the stage described in out/stage.json in this process and mark it done (meta.json written last)."""
     spec = json.loads((out / SPEC).read_text(encoding="utf-8"))

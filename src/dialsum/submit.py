@@ -37,13 +37,13 @@ def write_submission(directory: Path, run_id: str, sample_submission: Path, summ
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tmp = directory / f".{run_id}.{os.getpid()}.tmp"
-    tmp.write_text(text, encoding="utf-8")
     try:
+        tmp.write_text(text, encoding="utf-8")
         validate_submission(tmp, fnames)
         for k in range(1, 1000):
             dest = directory / (f"{run_id}.csv" if k == 1 else f"{run_id}-{k}.csv")
             try:
-                os.link(tmp, dest)  # fails if dest exists: no overwrite, no race
+                _publish(tmp, dest, text)  # fails if dest exists: no overwrite, no race
                 return dest
             except FileExistsError:
                 if dest.read_bytes() == tmp.read_bytes():  # the same submission, already written (a resumed run)
@@ -52,3 +52,27 @@ def write_submission(directory: Path, run_id: str, sample_submission: Path, summ
         raise DialsumError(f"{directory}: too many submissions named {run_id}")
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _publish(tmp: Path, dest: Path, text: str) -> None:
+    """Hard-link the validated temp file into place; where the filesystem has no hard links, create the file
+    exclusively (O_EXCL) and write it, removing it again if that write fails."""
+    import errno
+
+    try:
+        os.link(tmp, dest)
+        return
+    except FileExistsError:
+        raise
+    except OSError as e:
+        if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK, errno.ENOSYS):
+            raise
+    fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        dest.unlink(missing_ok=True)
+        raise

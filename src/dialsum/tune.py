@@ -33,8 +33,10 @@ def study_dir(cfg: RunConfig, study: str) -> Path:
 def make_storage(url: str | None, folder: Path):
     """A journal file by default; `sqlite:///…`, `postgresql://…`, `mysql://…` as RDB storage with heartbeats (a
     killed worker's trial is failed and retried); a path ending in .log as a journal file."""
+    import warnings
+
     import optuna
-    from optuna.storages import JournalStorage, RDBStorage, RetryFailedTrialCallback
+    from optuna.storages import JournalStorage, RDBStorage
     from optuna.storages.journal import JournalFileBackend
 
     if url is None or url.endswith(".log"):
@@ -45,8 +47,12 @@ def make_storage(url: str | None, folder: Path):
         raise DialsumError(f"--storage {url!r}: not a storage URL (use sqlite:///path.db, postgresql://…, or a "
                            f"journal file path ending in .log)")
     try:
-        return RDBStorage(url, heartbeat_interval=30, grace_period=90,
-                          failed_trial_callback=RetryFailedTrialCallback(max_retry=2))
+        with warnings.catch_warnings():  # heartbeats and their retry callback are marked experimental in optuna 5
+            warnings.simplefilter("ignore")
+            from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+            return RDBStorage(url, heartbeat_interval=30, grace_period=90,
+                              heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2))
     except Exception as e:  # noqa: BLE001 - any driver/URL error is the user's to fix, in one line
         raise DialsumError(f"--storage {url!r}: cannot open ({str(e).splitlines()[0][:200]})") from None
     finally:
@@ -192,7 +198,7 @@ class InferProblem:
     def __init__(self, run_dir: Path, tc: TuneConfig):
         from dialsum.pipeline import reopen_run
 
-        self.ctx = reopen_run(run_dir)
+        self.ctx = reopen_run(run_dir, lock=False)  # read-only: workers share it
         man = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))["stages"]
         parts = [p for k, v in man.items() if k.startswith("generate:") for p in v["result"]["parts"]]
         if not parts:
