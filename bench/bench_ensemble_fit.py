@@ -43,6 +43,7 @@ def main():
         cv = cross_validate(dialogues, len(sources), args.folds, tuple(range(args.repeats)))
         t_cv = time.perf_counter() - t0
         whole = fit(dialogues, len(sources))
+        cv.pop("per_row")
         print(json.dumps({"semantics": sem, **{k: round(v, 3) if isinstance(v, float) else v for k, v in cv.items()},
                           "fit_on_all_200": whole.params | {"score": round(whole.fit_score, 3)},
                           "seconds": {"prepare": round(t_prep, 2), "cv": round(t_cv, 2)}}, ensure_ascii=False))

@@ -60,3 +60,22 @@ def copy_sample(tmp_path) -> Path:
     dst = tmp_path / "data"
     shutil.copytree(SAMPLE, dst)
     return dst
+
+
+@pytest.fixture(scope="session")
+def tiny_bart_dir(tmp_path_factory, sample_data) -> Path:
+    """One tiny BART (same byte-level tokenizer), denoising-pretrained briefly, for the whole session."""
+    from dialsum.config import TinyModelSpec
+    from dialsum.tiny_model import build_tiny_model
+
+    out = tmp_path_factory.mktemp("tiny-bart") / "model"
+    build_tiny_model(out, sample_data.train, TinyModelSpec(pretrain_steps=60), family="seq2seq")
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_bart_cfg(tiny_bart_dir):
+    from dialsum.config import load_model_config
+
+    cfg = load_model_config(ROOT / "configs" / "models" / "tiny-bart.yaml")
+    return cfg.model_copy(update={"path": str(tiny_bart_dir), "tiny": None})

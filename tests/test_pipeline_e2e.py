@@ -22,7 +22,8 @@ def write_config(path: Path, edit=None, keep_models: list[str] | None = None) ->
     raw["models"] = [{"base": str(models_dir / m)} if isinstance(m, str) else {**m, "base": str(models_dir / m["base"])}
                      for m in raw["models"]]
     if keep_models:
-        raw["models"] = [m for m in raw["models"] if m.get("name", "tiny") in keep_models]
+        name = lambda m: m.get("name") or yaml.safe_load(Path(m["base"]).read_text(encoding="utf-8"))["name"]  # noqa: E731
+        raw["models"] = [m for m in raw["models"] if name(m) in keep_models]
     raw["data"]["dir"] = str(SAMPLE)
     raw.pop("output_dir")
     raw.pop("submissions_dir")
@@ -76,7 +77,10 @@ def test_report_scores_every_stage_on_dev_select_and_dev_report(e2e):
         rows = re.findall(rf"^\| {stage} \| .*? \| ([0-9.]+) \| ([0-9.]+) \|", report, flags=re.M)
         assert rows, stage
         assert all(0 <= float(x) <= 100 for row in rows for x in row)
-    assert len(re.findall(r"^\| generate \|", report, flags=re.M)) == 6  # 2 models x 3 decodings
+    assert len(re.findall(r"^\| generate \|", report, flags=re.M)) == 9  # 3 models x 3 decodings
+    # both families are ensemble sources: the decoder-only tiny Llamas and the seq2seq tiny BART
+    assert re.search(r"^\| generate \| tiny-bart/greedy", report, flags=re.M)
+    assert re.search(r"^\| generate \| tiny-chat/greedy", report, flags=re.M)
     assert (run_dir / "report.png").stat().st_size > 1000
     split = json.loads((run_dir / "dev_split.json").read_text())
     assert len(split["select"]) == len(split["report"]) == 24 and not set(split["select"]) & set(split["report"])

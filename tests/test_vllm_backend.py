@@ -31,7 +31,7 @@ def chat_model_with_its_own_end_token(tiny_cfg, dst, rows):
     hf = HFEngine(cfg, str(dst), None, 8)
     prompts = _prompts(cfg, hf.tokenizer, rows)
     plain = [x[0][0] for x in hf.run(prompts, DecodingSpec(name="greedy"), None)]
-    ids = Counter(t for text in plain for t in hf.tokenizer(text, add_special_tokens=False)["input_ids"][2:-2])
+    ids = Counter(t for text in plain for t in hf.tokenizer(text, add_special_tokens=False)["input_ids"][1:])
     end = ids.most_common(1)[0][0]
     gc = GenerationConfig.from_pretrained(dst)
     gc.eos_token_id = [hf.tokenizer.eos_token_id, end]

@@ -50,6 +50,8 @@ class TrainSpec(Strict):
     eval_subset: int = Field(64, ge=1, description="dev rows greedy-decoded and scored at each evaluation")
     early_stopping_patience: int | None = 3
     gradient_checkpointing: bool = True
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="label smoothing of the cross-entropy")
+    rdrop_alpha: float = Field(0.0, ge=0, description="R-Drop: weight of the symmetric KL between two dropout passes")
     augment: Literal["none", "mixed"] = "none"  # mixed: every row once per instruction template (x5)
     optim: str = "auto"  # paged_adamw_8bit on GPU, adamw_torch on CPU
     seed: int = 42
@@ -86,6 +88,7 @@ class DecodingSpec(Strict):
     repetition_penalty: float = 1.0
     seed: int = 0
     max_new_tokens: int | None = None
+    no_repeat_ngram_size: int = Field(0, ge=0, description="transformers backend only")
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -107,6 +110,11 @@ class ArchSpec(Strict):
 
 class ModelConfig(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
+    family: Literal["decoder", "seq2seq"] = "decoder"  # decoder-only LLM, or encoder-decoder (KoBART, T5, mBART)
+    finetune: Literal["auto", "full", "lora", "qlora"] = Field(
+        "auto", description="auto: qlora when `quantization` is 4bit/8bit, else lora; full trains every weight")
+    source_prefix: str = Field("", description="seq2seq: text before the dialogue (T5: 'summarize: ')")
+    lang_code: str | None = Field(None, description="mBART: source/target language code, e.g. ko_KR")
     path: str | None = None  # hub id or local folder; None with `tiny` = build locally into the run folder
     tiny: TinyModelSpec | None = None
     revision: str | None = None
@@ -126,8 +134,17 @@ class ModelConfig(Strict):
     train: TrainSpec = TrainSpec()
     decodings: list[DecodingSpec] = Field(default_factory=lambda: [DecodingSpec(name="greedy")])
 
+    @property
+    def method(self) -> str:
+        """full, lora or qlora: what training actually does."""
+        if self.finetune != "auto":
+            return self.finetune
+        return "qlora" if self.quantization != "none" else "lora"
+
     @model_validator(mode="after")
     def _source(self):
+        if self.method == "qlora" and self.quantization == "none":
+            raise ValueError(f"model {self.name}: finetune qlora needs quantization 4bit or 8bit")
         if self.path is None and self.tiny is None:
             raise ValueError(f"model {self.name}: give `path` (hub id or folder) or `tiny`")
         names = [d.name for d in self.decodings]

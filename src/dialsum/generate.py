@@ -14,7 +14,7 @@ from dialsum.config import DecodingSpec, GenerateSpec, ModelConfig
 from dialsum.data import Dialogue
 from dialsum.errors import DialsumError
 from dialsum.prompts import encode_prompt
-from dialsum.train import style_of
+from dialsum.train import encode_input, style_of
 
 
 def resolve_backend(name: str) -> str:
@@ -31,11 +31,14 @@ class HFEngine:
     """transformers model (+ LoRA adapter) kept loaded across the decodings of one model."""
 
     def __init__(self, cfg: ModelConfig, base_path: str, adapter_dir: Path | None, batch_size: int):
-        from dialsum.modeling import load_model, load_tokenizer
+        from dialsum.modeling import fit_embeddings, load_model, load_tokenizer
 
-        self.tokenizer = load_tokenizer(base_path, cfg)
-        model = load_model(base_path, cfg, quantization="none")
-        if adapter_dir is not None:
+        full = adapter_dir is not None and not (Path(adapter_dir) / "adapter_config.json").is_file()
+        path = str(adapter_dir) if full else base_path  # a fully fine-tuned model is the model itself
+        self.tokenizer = load_tokenizer(path, cfg)
+        model = load_model(path, cfg, quantization="none")
+        fit_embeddings(model, self.tokenizer)
+        if adapter_dir is not None and not full:
             from peft import PeftModel
 
             model = PeftModel.from_pretrained(model, str(adapter_dir))
@@ -47,8 +50,10 @@ class HFEngine:
             seed_offset: int = 0) -> list[list[tuple[str, float | None]]]:
         from dialsum.hf_generate import generate_hf
 
+        from dialsum.train import generation_extras
+
         return generate_hf(self.model, self.tokenizer, prompts, spec, self.cfg.max_new_tokens, self.batch_size,
-                           progress, seed_offset)
+                           progress, seed_offset, generation_extras(self.tokenizer, self.cfg))
 
     def close(self) -> None:
         del self.model
@@ -56,7 +61,7 @@ class HFEngine:
 
 def make_engine(backend: str, cfg: ModelConfig, base_path: str, adapter_dir: Path | None, gen: GenerateSpec,
                 work_dir: Path):
-    backend = resolve_backend(backend)
+    backend = "hf" if cfg.family == "seq2seq" else resolve_backend(backend)  # vLLM is the decoder-only path
     if backend == "vllm":
         from dialsum.vllm_backend import VLLMEngine
 
@@ -100,7 +105,7 @@ def generate_candidates(cfg: ModelConfig, base_path: str, adapter_dir: Path | No
                            desc=f"generate {cfg.name}/{spec.name}", unit="dlg")
                 for ci in missing:
                     part = chunks[ci]
-                    prompts = [encode_prompt(engine.tokenizer, d.dialogue, style, cfg.max_input_tokens) for _, d in part]
+                    prompts = [encode_input(engine.tokenizer, d.dialogue, cfg) for _, d in part]
                     outs = engine.run(prompts, spec, bar, seed_offset=ci)
                     cands = [Candidate(d.fname, split, text, cfg.name, label, spec.name, k, spec.seed, lp)
                              for (split, d), outs_d in zip(part, outs) for k, (text, lp) in enumerate(outs_d)]

@@ -9,8 +9,13 @@ from dialsum.config import DecodingSpec
 
 
 def generate_hf(model, tokenizer, prompts: list[list[int]], spec: DecodingSpec, max_new_tokens: int,
-                batch_size: int = 16, progress=None, seed_offset: int = 0) -> list[list[tuple[str, float | None]]]:
+                batch_size: int = 16, progress=None, seed_offset: int = 0,
+                extra: dict | None = None) -> list[list[tuple[str, float | None]]]:
+    """Decoder-only prompts are left-padded (generation continues them); encoder inputs are right-padded (BART's
+    learned positions count from the left) and the decoder's start token is not part of the output."""
     import torch
+
+    from dialsum.special_tokens import decode_summary
 
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]), reverse=True)
     results: list[list[tuple[str, float | None]]] = [[] for _ in prompts]
@@ -22,7 +27,10 @@ def generate_hf(model, tokenizer, prompts: list[list[int]], spec: DecodingSpec, 
     stops = stop_token_ids(model, tokenizer)
     kwargs = dict(max_new_tokens=spec.max_new_tokens or max_new_tokens, pad_token_id=pad,
                   eos_token_id=stops, return_dict_in_generate=True, output_scores=True,
-                  repetition_penalty=spec.repetition_penalty)
+                  repetition_penalty=spec.repetition_penalty, **(extra or {}))
+    if spec.no_repeat_ngram_size:
+        kwargs["no_repeat_ngram_size"] = spec.no_repeat_ngram_size
+    enc_dec = bool(getattr(model.config, "is_encoder_decoder", False))
     if spec.strategy == "greedy":
         kwargs.update(do_sample=False, num_beams=1)
     elif spec.strategy == "beam":
@@ -38,14 +46,15 @@ def generate_hf(model, tokenizer, prompts: list[list[int]], spec: DecodingSpec, 
             input_ids = torch.full((len(idx), width), pad, dtype=torch.long)
             mask = torch.zeros((len(idx), width), dtype=torch.long)
             for row, i in enumerate(idx):
-                input_ids[row, width - len(prompts[i]):] = torch.tensor(prompts[i])
-                mask[row, width - len(prompts[i]):] = 1
+                start = 0 if enc_dec else width - len(prompts[i])
+                input_ids[row, start:start + len(prompts[i])] = torch.tensor(prompts[i])
+                mask[row, start:start + len(prompts[i])] = 1
             if spec.strategy == "sample":
                 torch.manual_seed(spec.seed * 100003 + seed_offset * 1009 + b)
             out = model.generate(input_ids=input_ids.to(device), attention_mask=mask.to(device), **kwargs)
-            new = out.sequences[:, width:]
+            new = out.sequences[:, 1:] if enc_dec else out.sequences[:, width:]
             logprobs = _logprobs(model, out, spec, new)
-            texts = [tokenizer.decode(_until_stop(row, stops), skip_special_tokens=True) for row in new.tolist()]
+            texts = [decode_summary(tokenizer, _until_stop(row, stops)) for row in new.tolist()]
             for row, i in enumerate(idx):
                 for k in range(n_ret):
                     j = row * n_ret + k

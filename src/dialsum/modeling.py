@@ -71,18 +71,39 @@ def check_feasible(cfg: ModelConfig) -> None:
 
 
 def load_tokenizer(path: str, cfg: ModelConfig):
+    """The tokenizer, with the competition's tags as atomic tokens (see special_tokens) and a pad token."""
     from transformers import AutoTokenizer
+
+    from dialsum.special_tokens import ensure_tags
 
     tok = AutoTokenizer.from_pretrained(path, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
+    if cfg.lang_code:
+        tok.src_lang = tok.tgt_lang = cfg.lang_code
+    ensure_tags(tok)
     return tok
+
+
+def model_class(cfg: ModelConfig):
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    return AutoModelForSeq2SeqLM if cfg.family == "seq2seq" else AutoModelForCausalLM
+
+
+def fit_embeddings(model, tokenizer) -> list[int]:
+    """Grow the embeddings to the tokenizer (tags added to a real checkpoint's tokenizer); returns the new ids."""
+    old = model.get_input_embeddings().weight.shape[0]
+    if len(tokenizer) <= old:
+        return []
+    model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+    return list(range(old, len(tokenizer)))
 
 
 def load_model(path: str, cfg: ModelConfig, quantization: str | None = None):
     """The base model as configured (quantization=None: the config's; "none": full precision, for merges/vLLM)."""
     import torch
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+    from transformers import BitsAndBytesConfig
 
     quantization = cfg.quantization if quantization is None else quantization
     dtype = compute_dtype(cfg.precision)
@@ -95,7 +116,7 @@ def load_model(path: str, cfg: ModelConfig, quantization: str | None = None):
         kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
     if has_cuda():
         kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", 0))}
-    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    model = model_class(cfg).from_pretrained(path, **kwargs)
     disable_bnb_cpu_fused_kernel(model)
     if not has_cuda():
         torch.set_num_threads(max(1, torch.get_num_threads()))

@@ -28,7 +28,7 @@ from dialsum.io_utils import atomic_write_json, atomic_write_text, csv_text
 DATA_FILES = {"train": "train.csv", "dev": "dev.csv", "test": "test.csv", "sample": "sample_submission.csv"}
 
 # Bump a stage's version when its code changes what it writes (joblib's lesson: never hash function source).
-VERSIONS = {"build": 1, "train": 3, "generate": 2, "ensemble": 4, "postprocess": 2, "submit": 1, "report": 2}
+VERSIONS = {"build": 1, "train": 3, "generate": 2, "ensemble": 5, "postprocess": 2, "submit": 1, "report": 2}
 
 # Fields of a model config that cannot change a trained adapter / generated text.
 NOT_FOR_TRAINING = {"name", "decodings", "params_billion"}
@@ -149,7 +149,7 @@ def base_of(ctx: RunContext, m: ModelConfig) -> tuple[dict, str, list[str]]:
     if m.path is not None:
         return {"path": m.path, "revision": m.revision}, m.path, []
     build = ctx.add(Stage(f"build:{m.name}", "build", VERSIONS["build"], "dialsum.stages:build_tiny",
-                          {"tiny": m.tiny.model_dump(mode="json"), "train": ctx.hashes["train"]},
+                          {"tiny": m.tiny.model_dump(mode="json"), "family": m.family, "train": ctx.hashes["train"]},
                           {"data_dir": str(ctx.data_dir)}, child=True))
     return {"build": build.key}, str(build.out_dir(ctx.cache) / "model"), [build.name]
 

@@ -66,6 +66,8 @@ def estimate_gpu_gib(cfg: ModelConfig, gen: GenerateSpec | None = None) -> dict[
     weights = p * bits / 8
     h, n_layers, vocab = arch.hidden_size, arch.num_layers, arch.vocab_size
     lora = n_layers * len(cfg.target_modules) * 2 * cfg.lora.r * h * (2 + 2 + 8 + 4)
+    if cfg.method == "full":  # every weight trained: fp32 master + grad + two Adam moments, plus the bf16 copy
+        weights, lora = p * 2, p * 16
     seq = cfg.max_input_tokens + cfg.max_new_tokens
     tokens = cfg.train.batch_size * seq
     acts = tokens * h * 2 * (n_layers + 16) + tokens * 4 * h * 2 * 4
@@ -86,7 +88,8 @@ def describe_plan(cfg: ModelConfig, gen: GenerateSpec | None = None) -> str:
     source = cfg.path or "tiny local model (built on demand)"
     return (f"{cfg.name}: {source} [{cfg.model_type}, {cfg.params_billion or '<0.001'}B params, vocab "
             f"{arch.vocab_size}, hidden {arch.hidden_size}, {arch.num_layers} layers ({where})]\n"
-            f"  format={cfg.prompt_format} quant={cfg.quantization} precision={cfg.precision} "
+            f"  family={cfg.family} finetune={cfg.method} format={cfg.prompt_format} quant={cfg.quantization} "
+            f"precision={cfg.precision} "
             f"LoRA r={cfg.lora.r} alpha={cfg.lora.alpha} dropout={cfg.lora.dropout} on {','.join(cfg.target_modules)}\n"
             f"  lr={t.learning_rate} epochs={t.epochs} batch={t.batch_size}x{t.grad_accum} warmup={t.warmup_ratio} "
             f"augment={t.augment} max_input={cfg.max_input_tokens} max_new={cfg.max_new_tokens}\n"

@@ -26,7 +26,7 @@ def build_tiny(inputs: dict, context: dict, out: Path) -> dict:
     from dialsum.tiny_model import build_tiny_model
 
     data = load_competition(Path(context["data_dir"]))
-    path = build_tiny_model(out / "model", data.train, TinyModelSpec(**inputs["tiny"]))
+    path = build_tiny_model(out / "model", data.train, TinyModelSpec(**inputs["tiny"]), inputs.get("family", "decoder"))
     return {"path": str(path)}
 
 
@@ -192,14 +192,13 @@ def devscore(inputs: dict, context: dict, out: Path) -> dict:
     """Greedy decoding of the given dev rows with a trained adapter, scored with the leaderboard metric."""
     from dialsum.config import DecodingSpec, ModelConfig
     from dialsum.generate import HFEngine
-    from dialsum.prompts import encode_prompt
-    from dialsum.train import style_of
+    from dialsum.train import encode_input
 
     cfg = ModelConfig.model_validate(context["model"])
     data = load_competition(Path(context["data_dir"]))
     rows = _dev_rows(data, inputs["rows"])
     engine = HFEngine(cfg, context["base_path"], Path(context["adapter"]), context.get("batch_size", 16))
-    prompts = [encode_prompt(engine.tokenizer, d.dialogue, style_of(cfg), cfg.max_input_tokens) for d in rows]
+    prompts = [encode_input(engine.tokenizer, d.dialogue, cfg) for d in rows]
     outs = engine.run(prompts, DecodingSpec(name="greedy"), None)
     preds = {d.fname: o[0][0] for d, o in zip(rows, outs)}
     return {"score": score_of(preds, rows, inputs["metric"]), "n": len(rows)}

@@ -12,9 +12,7 @@ from pathlib import Path
 from dialsum.config import TinyModelSpec
 from dialsum.data import Dialogue
 
-SPEAKER_TAGS = [f"#Person{i}#" for i in range(1, 8)]
-MASK_TAGS = ["#PhoneNumber#", "#Address#", "#DateOfBirth#", "#PassportNumber#", "#SSN#", "#CardNumber#",
-             "#CarNumber#", "#Email#"]
+from dialsum.special_tokens import MASK_TAGS, SPEAKER_TAGS
 ROLE_TOKENS = ["<|system|>", "<|user|>", "<|assistant|>"]
 CHAT_TEMPLATE = (
     "{{ bos_token }}{% for m in messages %}"
@@ -44,8 +42,10 @@ def build_tokenizer(texts: list[str], vocab_size: int):
     return fast
 
 
-def build_tiny_model(out_dir: Path, train: list[Dialogue], spec: TinyModelSpec | None = None) -> Path:
-    """Train the tokenizer, build the Llama, pre-train it briefly on the dialogues, save both to out_dir."""
+def build_tiny_model(out_dir: Path, train: list[Dialogue], spec: TinyModelSpec | None = None,
+                     family: str = "decoder") -> Path:
+    """Train the tokenizer, build the Llama (or, for `seq2seq`, a BART), pre-train it briefly on the dialogues, save
+    both to out_dir."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -54,6 +54,8 @@ def build_tiny_model(out_dir: Path, train: list[Dialogue], spec: TinyModelSpec |
     texts = [d.dialogue for d in train] + [d.summary for d in train if d.summary]
     tokenizer = build_tokenizer(texts, spec.vocab_size)
     torch.manual_seed(spec.seed)
+    if family == "seq2seq":
+        return _save(_tiny_bart(tokenizer, texts, spec), tokenizer, out_dir)
     config = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=spec.hidden_size, intermediate_size=spec.intermediate_size,
         num_hidden_layers=spec.num_hidden_layers, num_attention_heads=spec.num_attention_heads,
@@ -65,6 +67,10 @@ def build_tiny_model(out_dir: Path, train: list[Dialogue], spec: TinyModelSpec |
     if spec.pretrain_steps:
         _pretrain(model, tokenizer, texts, spec.pretrain_steps, spec.seed)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return _save(model, tokenizer, out_dir)
+
+
+def _save(model, tokenizer, out_dir: Path) -> Path:
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
@@ -73,6 +79,57 @@ def build_tiny_model(out_dir: Path, train: list[Dialogue], spec: TinyModelSpec |
         shutil.rmtree(out_dir)
     tmp.rename(out_dir)
     return out_dir
+
+
+def _tiny_bart(tokenizer, texts: list[str], spec: TinyModelSpec):
+    """A BART of the tiny spec's width and depth (encoder and decoder each), pre-trained as a denoiser."""
+    from transformers import BartConfig, BartForConditionalGeneration
+
+    config = BartConfig(
+        vocab_size=len(tokenizer), d_model=spec.hidden_size, encoder_layers=spec.num_hidden_layers,
+        decoder_layers=spec.num_hidden_layers, encoder_attention_heads=spec.num_attention_heads,
+        decoder_attention_heads=spec.num_attention_heads, encoder_ffn_dim=spec.intermediate_size,
+        decoder_ffn_dim=spec.intermediate_size, max_position_embeddings=512, dropout=0.1,
+        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        decoder_start_token_id=tokenizer.bos_token_id, forced_eos_token_id=None, tie_word_embeddings=True,
+    )
+    model = BartForConditionalGeneration(config)
+    if spec.pretrain_steps:
+        _pretrain_denoiser(model, tokenizer, texts, spec.pretrain_steps, spec.seed)
+    gc = model.generation_config
+    gc.pad_token_id, gc.bos_token_id, gc.eos_token_id = tokenizer.pad_token_id, tokenizer.bos_token_id, tokenizer.eos_token_id
+    gc.decoder_start_token_id, gc.forced_bos_token_id, gc.forced_eos_token_id = tokenizer.bos_token_id, None, None
+    gc.num_beams, gc.no_repeat_ngram_size, gc.early_stopping = 1, 0, False
+    return model
+
+
+def _pretrain_denoiser(model, tokenizer, texts: list[str], steps: int, seed: int) -> None:
+    """BART-style: reconstruct a text from a copy with 15% of its tokens dropped (first 96 tokens of each text)."""
+    import random
+
+    import torch
+
+    from dialsum.seq2seq import Seq2SeqCollator
+
+    rng = random.Random(seed)
+    ids = [tokenizer(t, add_special_tokens=False)["input_ids"][:96] for t in texts]
+    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    collate = Seq2SeqCollator(tokenizer.pad_token_id)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
+    model.train()
+    for _ in range(steps):
+        rows = []
+        for seq in rng.sample(ids, min(16, len(ids))):
+            src = [bos] + [t for t in seq if rng.random() > 0.15] + [eos]
+            rows.append({"input_ids": src, "attention_mask": [1] * len(src), "labels": seq + [eos]})
+        loss = model(**collate(rows)).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad()
+    model.eval()
 
 
 def _pretrain(model, tokenizer, texts: list[str], steps: int, seed: int) -> None:

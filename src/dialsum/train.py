@@ -31,8 +31,31 @@ def style_of(cfg: ModelConfig) -> PromptStyle:
     return PromptStyle(cfg.prompt_format, cfg.instruction, cfg.system_prompt)
 
 
+def encode_input(tokenizer, dialogue: str, cfg: ModelConfig) -> list[int]:
+    """What the model reads for one dialogue: the prompt (decoder-only) or the encoder ids (seq2seq)."""
+    if cfg.family == "seq2seq":
+        from dialsum.seq2seq import encode_source
+
+        return encode_source(tokenizer, dialogue, cfg.source_prefix, cfg.max_input_tokens)
+    return encode_prompt(tokenizer, dialogue, style_of(cfg), cfg.max_input_tokens)
+
+
+def encode_training_example(tokenizer, d: Dialogue, cfg: ModelConfig, instruction: str | None = None) -> dict:
+    if cfg.family == "seq2seq":
+        from dialsum.seq2seq import encode_seq2seq_example
+
+        return encode_seq2seq_example(tokenizer, d.dialogue, d.summary, cfg.source_prefix, cfg.max_input_tokens,
+                                      cfg.max_new_tokens)
+    return encode_example(tokenizer, d.dialogue, d.summary, style_of(cfg), cfg.max_input_tokens, cfg.max_new_tokens,
+                          instruction)
+
+
 def build_examples(tokenizer, rows: list[Dialogue], cfg: ModelConfig, seed: int) -> list[dict]:
     """Encoded training rows; with augmentation `mixed`, each row once per instruction template (x5)."""
+    if cfg.family == "seq2seq":
+        out = [encode_training_example(tokenizer, r, cfg) for r in rows]
+        random.Random(seed).shuffle(out)
+        return out
     style = style_of(cfg)
     instructions = AUGMENT_INSTRUCTIONS if cfg.train.augment == "mixed" else (cfg.instruction,)
     out = [encode_example(tokenizer, r.dialogue, r.summary, style, cfg.max_input_tokens, cfg.max_new_tokens, ins)
@@ -61,12 +84,12 @@ def dev_scorer(tokenizer, dev: list[Dialogue], cfg: ModelConfig, metric: MetricS
     from dialsum.metric import score_corpus
 
     subset = dev[: cfg.train.eval_subset]
-    style = style_of(cfg)
-    prompts = [encode_prompt(tokenizer, d.dialogue, style, cfg.max_input_tokens) for d in subset]
+    prompts = [encode_input(tokenizer, d.dialogue, cfg) for d in subset]
     greedy = DecodingSpec(name="greedy")
 
     def score(model) -> dict:
-        outs = generate_hf(model, tokenizer, prompts, greedy, cfg.max_new_tokens, batch_size)
+        outs = generate_hf(model, tokenizer, prompts, greedy, cfg.max_new_tokens, batch_size,
+                           extra=generation_extras(tokenizer, cfg))
         preds = [o[0][0] for o in outs]
         s = score_corpus(preds, [[d.summary] for d in subset], metric.semantics, metric.tokenizer)
         return {"dev_final": s.final, "dev_rouge1": s.rouge1, "dev_rouge2": s.rouge2, "dev_rougeL": s.rougeL}
@@ -85,7 +108,7 @@ def train_model(cfg: ModelConfig, base_path: str, train_rows: list[Dialogue], de
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments
 
-    from dialsum.modeling import has_cuda, load_model, load_tokenizer
+    from dialsum.modeling import fit_embeddings, has_cuda, load_model, load_tokenizer
 
     from transformers import set_seed
 
@@ -93,18 +116,23 @@ def train_model(cfg: ModelConfig, base_path: str, train_rows: list[Dialogue], de
     out_dir = Path(out_dir)
     ckpt_dir = out_dir / "checkpoints"
     tokenizer = load_tokenizer(base_path, cfg)
-    model = load_model(base_path, cfg)
+    method = cfg.method
+    model = load_model(base_path, cfg, quantization=None if method == "qlora" else "none")
+    new_ids = fit_embeddings(model, tokenizer)  # the competition's tags, new to this checkpoint's vocabulary
     t = cfg.train
     cuda = has_cuda()
-    if cfg.quantization != "none":
+    if method == "qlora":
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=t.gradient_checkpointing and cuda)
     elif t.gradient_checkpointing and cuda:
         model.gradient_checkpointing_enable()
-    model = get_peft_model(model, LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-                                             target_modules=cfg.target_modules, task_type="CAUSAL_LM"))
+    if method != "full":
+        lcfg = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+                          target_modules=cfg.target_modules,
+                          task_type="SEQ_2_SEQ_LM" if cfg.family == "seq2seq" else "CAUSAL_LM",
+                          trainable_token_indices=new_ids or None)  # train (and save) only the new tags' rows
+        model = get_peft_model(model, lcfg)
     train_ds = build_examples(tokenizer, train_rows, cfg, t.seed)
-    eval_ds = [encode_example(tokenizer, d.dialogue, d.summary, style_of(cfg), cfg.max_input_tokens,
-                              cfg.max_new_tokens) for d in dev_rows[: t.eval_subset]]
+    eval_ds = [encode_training_example(tokenizer, d, cfg) for d in dev_rows[: t.eval_subset]]
     score_dev = dev_scorer(tokenizer, dev_rows, cfg, metric)
     bf16 = cuda and compute_is(cfg, torch.bfloat16)
     fp16 = cuda and compute_is(cfg, torch.float16)
@@ -118,13 +146,19 @@ def train_model(cfg: ModelConfig, base_path: str, train_rows: list[Dialogue], de
         logging_steps=min(t.logging_steps, total), eval_strategy="steps", eval_steps=min(t.eval_steps, total),
         save_strategy="steps", save_steps=min(t.eval_steps, total), save_total_limit=t.save_total_limit,
         load_best_model_at_end=True, metric_for_best_model="dev_final", greater_is_better=True,
-        optim=(t.optim if t.optim != "auto" else ("paged_adamw_8bit" if cuda and cfg.quantization != "none" else "adamw_torch")),
+        optim=(t.optim if t.optim != "auto" else ("paged_adamw_8bit" if cuda and method == "qlora" else "adamw_torch")),
+        label_smoothing_factor=t.label_smoothing,
         bf16=bf16, fp16=fp16, use_cpu=not cuda, seed=t.seed, report_to=_report_to(), remove_unused_columns=False,
         dataloader_num_workers=0, disable_tqdm=False, gradient_checkpointing=False,
         ddp_backend=None if cuda else ("gloo" if world > 1 else None), save_only_model=False,
     )
 
     class ScoringTrainer(Trainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if t.rdrop_alpha <= 0 or not model.training:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            return rdrop_loss(model, inputs, t.rdrop_alpha, cfg.family == "seq2seq", return_outputs)
+
         def evaluation_loop(self, *a, **kw):
             output = super().evaluation_loop(*a, **kw)
             prefix = kw.get("metric_key_prefix", "eval")
@@ -153,8 +187,15 @@ def train_model(cfg: ModelConfig, base_path: str, train_rows: list[Dialogue], de
     callbacks = [StopAfter(), Report()]
     if t.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=t.early_stopping_patience))
+    if cfg.family == "seq2seq":
+        from dialsum.seq2seq import Seq2SeqCollator
+
+        base_cfg = model.get_base_model().config if hasattr(model, "get_base_model") else model.config
+        collator = Seq2SeqCollator(tokenizer.pad_token_id, base_cfg.decoder_start_token_id)
+    else:
+        collator = Collator(tokenizer.pad_token_id)
     trainer = ScoringTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
-                             data_collator=Collator(tokenizer.pad_token_id), processing_class=tokenizer,
+                             data_collator=collator, processing_class=tokenizer,
                              callbacks=callbacks)
     last = _last_checkpoint(ckpt_dir) if resume else None
     trainer.train(resume_from_checkpoint=str(last) if last else None)
@@ -177,11 +218,36 @@ def train_model(cfg: ModelConfig, base_path: str, train_rows: list[Dialogue], de
         shutil.rmtree(adapter_dir)
     tmp.rename(adapter_dir)
     atomic_write_json(out_dir / "train_result.json",
-                      {"adapter_dir": str(adapter_dir), "best_dev_final": best, "dev_history": dev_hist,
+                      {"adapter_dir": str(adapter_dir), "method": method, "best_dev_final": best, "dev_history": dev_hist,
                        "losses": losses, "global_step": trainer.state.global_step, "world_size": world,
                        "epoch": trainer.state.epoch})
     trainer.accelerator.wait_for_everyone()
     return result
+
+
+def generation_extras(tokenizer, cfg: ModelConfig) -> dict:
+    """Model-specific `generate` arguments: mBART starts its output with the target language code."""
+    if cfg.lang_code:
+        return {"forced_bos_token_id": tokenizer.convert_tokens_to_ids(cfg.lang_code)}
+    return {}
+
+
+def rdrop_loss(model, inputs: dict, alpha: float, seq2seq: bool, return_outputs: bool = False):
+    """R-Drop (Liang et al. 2021): two forward passes with different dropout; mean cross-entropy plus alpha times
+    the symmetric KL between their token distributions over the summary positions."""
+    import torch.nn.functional as F
+
+    a, b = model(**inputs), model(**inputs)
+    labels = inputs["labels"]
+    la, lb = a.logits, b.logits
+    if not seq2seq:  # logits at position i predict token i + 1
+        la, lb, labels = la[:, :-1], lb[:, :-1], labels[:, 1:]
+    mask = (labels != IGNORE_INDEX).unsqueeze(-1)
+    pa, pb = F.log_softmax(la.float(), -1), F.log_softmax(lb.float(), -1)
+    kl = (pa.exp() * (pa - pb) + pb.exp() * (pb - pa)) * mask
+    kl = kl.sum() / (2 * mask.sum().clamp(min=1))
+    loss = (a.loss + b.loss) / 2 + alpha * kl
+    return (loss, a) if return_outputs else loss
 
 
 def compute_is(cfg: ModelConfig, dtype) -> bool:

@@ -65,6 +65,10 @@ class VLLMEngine:
     def run(self, prompts: list[list[int]], spec: DecodingSpec, progress,
             seed_offset: int = 0) -> list[list[tuple[str, float | None]]]:
         # per-request seeds make vLLM samples independent of batching; seed_offset is for the hf backend
+        if spec.no_repeat_ngram_size:
+            from dialsum.errors import DialsumError
+
+            raise DialsumError(f"decoding {spec.name}: no_repeat_ngram_size needs the hf backend (vLLM has none)")
         max_tokens = spec.max_new_tokens or self.cfg.max_new_tokens
         inputs = [{"prompt_token_ids": p} for p in prompts]
         if spec.strategy == "beam":

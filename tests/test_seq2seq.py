@@ -1,0 +1,136 @@
+"""Seq2seq models (KoBART, T5, mBART) next to the LLMs: the competition's tags as atomic tokens that survive decoding
+in every tokenizer class the configs use, and the tiny BART trained for real on CPU: loss falls, it beats its
+untrained self, it resumes after a kill."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import ROOT, run_cli
+from dialsum.config import MetricSpec, load_model_config
+from dialsum.special_tokens import TAGS, decode_summary, ensure_tags
+
+MODEL_FILES = sorted((ROOT / "configs" / "models").glob("*.yaml"))
+TOKENIZER_CLASS = {"llama": "LlamaTokenizerFast", "qwen2": "Qwen2TokenizerFast", "gpt_neox": "GPTNeoXTokenizerFast",
+                   "gptj": "GPT2TokenizerFast", "exaone4": "GPT2TokenizerFast", "bart": "PreTrainedTokenizerFast",
+                   "t5": "T5TokenizerFast", "mbart": "MBart50TokenizerFast"}
+ARCH = {"bart": dict(d_model=64, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+                     decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64),
+        "mbart": dict(d_model=64, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+                      decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64),
+        "t5": dict(d_model=64, d_kv=16, d_ff=64, num_layers=1, num_decoder_layers=1, num_heads=2),
+        "gptj": dict(n_layer=1, n_embd=64, n_head=2, rotary_dim=16),
+        "gpt_neox": dict(num_hidden_layers=1, hidden_size=64, intermediate_size=128, num_attention_heads=2)}
+DEFAULT_ARCH = dict(num_hidden_layers=1, hidden_size=64, intermediate_size=128, num_attention_heads=2,
+                    num_key_value_heads=2)
+TEXT = "#Person1#은 #Person2#에게 #PhoneNumber#로 전화하라고 합니다. #Person3#는 #Email#을 남깁니다."
+
+
+def local_tokenizer(cls_name: str, texts: list[str], tags_special: bool):
+    """A tokenizer of the given class built here (no download): byte-level BPE trained on the sample dialogues,
+    optionally with the tags registered as *special* tokens, as some real checkpoints do."""
+    import transformers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE(unk_token=None))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=600, special_tokens=["<pad>", "<s>", "</s>", "<unk>"],
+                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                                       show_progress=False))
+    cls = getattr(transformers, cls_name)
+    kw = dict(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>")
+    if tags_special:
+        kw["additional_special_tokens"] = TAGS[:4]
+    return cls(**kw)
+
+
+@pytest.mark.parametrize("path", MODEL_FILES, ids=lambda p: p.stem)
+@pytest.mark.parametrize("tags_special", [False, True], ids=["plain", "registered-special"])
+def test_tags_are_atomic_and_survive_decoding_in_every_configured_tokenizer_and_model(path, tags_special, sample_data):
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    cfg = load_model_config(path)
+    texts = [d.dialogue for d in sample_data.train]
+    tok = local_tokenizer(TOKENIZER_CLASS[cfg.model_type], texts, tags_special)
+    ensure_tags(tok)
+    for tag in TAGS:
+        ids = tok(tag, add_special_tokens=False)["input_ids"]
+        assert len(ids) == 1 and tok.convert_ids_to_tokens(ids[0]) == tag, (cfg.model_type, tag, ids)
+    ids = tok(TEXT, add_special_tokens=True)["input_ids"] + [tok.eos_token_id]
+    assert decode_summary(tok, ids) == TEXT  # skip_special_tokens=True alone would drop registered-special tags
+    arch = {**ARCH.get(cfg.model_type, DEFAULT_ARCH), "vocab_size": len(tok), "pad_token_id": tok.pad_token_id,
+            "eos_token_id": tok.eos_token_id, "decoder_start_token_id": tok.bos_token_id}
+    mcls = AutoModelForSeq2SeqLM if cfg.family == "seq2seq" else AutoModelForCausalLM
+    model = mcls.from_config(AutoConfig.for_model(cfg.model_type, **arch)).eval()
+    x = torch.tensor([tok(TEXT)["input_ids"]])
+    with torch.no_grad():
+        out = model.generate(input_ids=x, attention_mask=torch.ones_like(x), max_new_tokens=3, do_sample=False,
+                             pad_token_id=tok.pad_token_id)
+    assert out.shape[1] >= 2  # the tags' ids are inside this architecture's vocabulary and it generates
+
+
+def _short(cfg, **train):
+    return cfg.model_copy(update={"train": cfg.train.model_copy(update=train)})
+
+
+def test_tiny_bart_full_fine_tuning_beats_its_untrained_self(tiny_bart_cfg, sample_data, tmp_path):
+    from dialsum.config import DecodingSpec
+    from dialsum.generate import HFEngine
+    from dialsum.metric import score_corpus
+    from dialsum.train import encode_input, train_model
+
+    cfg = _short(tiny_bart_cfg, epochs=4, eval_steps=9, logging_steps=3, eval_subset=8, early_stopping_patience=None)
+    r = train_model(cfg, cfg.path, sample_data.train, sample_data.dev[:24], tmp_path, MetricSpec())
+    assert r.losses[-1] < r.losses[0] * 0.7
+    assert (r.adapter_dir / "config.json").is_file() and not (r.adapter_dir / "adapter_config.json").exists()
+    rows = sample_data.dev[24:]
+    refs = [[d.summary] for d in rows]
+
+    def greedy(adapter):
+        e = HFEngine(cfg, cfg.path, adapter, 16)
+        outs = e.run([encode_input(e.tokenizer, d.dialogue, cfg) for d in rows], DecodingSpec(name="greedy"), None)
+        return score_corpus([o[0][0] for o in outs], refs).final
+
+    untrained, tuned = greedy(None), greedy(r.adapter_dir)
+    assert tuned > untrained + 20, (untrained, tuned)
+
+
+def test_seq2seq_training_resumes_after_a_kill(tiny_bart_cfg, sample_data, tmp_path):
+    from dialsum.train import train_model
+
+    cfg = _short(tiny_bart_cfg, max_steps=12, eval_steps=4, logging_steps=2, eval_subset=4,
+                 early_stopping_patience=None, save_total_limit=5)
+    with pytest.raises(KeyboardInterrupt):
+        train_model(cfg, cfg.path, sample_data.train, sample_data.dev, tmp_path, MetricSpec(), stop_after_steps=4)
+    assert (tmp_path / "checkpoints" / "checkpoint-4" / "optimizer.pt").exists()
+    train_model(cfg, cfg.path, sample_data.train, sample_data.dev, tmp_path, MetricSpec(), resume=True)
+    saved = json.loads((tmp_path / "train_result.json").read_text())
+    assert saved["global_step"] == 12 and saved["method"] == "full"
+    state = json.loads((tmp_path / "checkpoints" / "checkpoint-12" / "trainer_state.json").read_text())
+    assert [h["step"] for h in state["log_history"] if "loss" in h] == [2, 4, 6, 8, 10, 12]
+
+
+@pytest.mark.parametrize("rdrop", [0.0, 0.5])
+def test_label_smoothing_and_r_drop_train(tiny_bart_cfg, sample_data, tmp_path, rdrop):
+    from dialsum.train import train_model
+
+    cfg = _short(tiny_bart_cfg, max_steps=6, eval_steps=6, logging_steps=2, eval_subset=2,
+                 early_stopping_patience=None, label_smoothing=0.1, rdrop_alpha=rdrop)
+    r = train_model(cfg, cfg.path, sample_data.train, sample_data.dev, tmp_path, MetricSpec())
+    assert len(r.losses) == 3 and r.losses[-1] < r.losses[0]
+
+
+def test_dry_run_plans_seq2seq_models_and_an_uncached_hub_id_is_one_line(tmp_path):
+    cfg = tmp_path / "s2s.yaml"
+    models = ROOT / "configs" / "models"
+    cfg.write_text(f"name: s2s\ndata: {{dir: {ROOT / 'data' / 'sample'}}}\nmodels:\n"
+                   + "".join(f"  - {models / n}.yaml\n" for n in ("kobart-digit82", "pko-t5-large", "mbart-50")))
+    r = run_cli("train", "--dry-run", "--config", str(cfg))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("family=seq2seq finetune=full") == 3 and r.stdout.count("est. GPU memory") == 3
+    assert "vocab 250054" in r.stdout  # mBART-50's real vocabulary, not a 32k guess
+    r = run_cli("train", "--config", str(cfg), "--output-dir", str(tmp_path / "runs"), env={"HF_HUB_OFFLINE": "1"})
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "digit82/kobart-summarization" in r.stderr
