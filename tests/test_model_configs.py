@@ -21,7 +21,7 @@ def test_the_plan_models_are_configured():
 
 @pytest.mark.parametrize("path", MODEL_FILES, ids=lambda p: p.stem)
 def test_target_modules_exist_in_a_tiny_random_model_of_that_architecture(path):
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
     cfg = load_model_config(path)
     arch = dict(TINY_ARCH)
@@ -29,7 +29,14 @@ def test_target_modules_exist_in_a_tiny_random_model_of_that_architecture(path):
         arch = {"n_layer": 1, "n_embd": 64, "n_head": 2, "rotary_dim": 16, "vocab_size": 128}
     elif cfg.model_type == "gpt_neox":
         arch.pop("num_key_value_heads")
-    model = AutoModelForCausalLM.from_config(AutoConfig.for_model(cfg.model_type, **arch))
+    elif cfg.model_type in ("bart", "mbart"):
+        arch = {"d_model": 64, "encoder_layers": 1, "decoder_layers": 1, "encoder_attention_heads": 2,
+                "decoder_attention_heads": 2, "encoder_ffn_dim": 64, "decoder_ffn_dim": 64, "vocab_size": 128}
+    elif cfg.model_type == "t5":
+        arch = {"d_model": 64, "d_kv": 16, "d_ff": 64, "num_layers": 1, "num_heads": 2, "vocab_size": 128,
+                "feed_forward_proj": "gated-gelu"}  # pko-t5 is T5 v1.1: gated feed-forward (wi_0, wi_1)
+    auto = AutoModelForSeq2SeqLM if cfg.family == "seq2seq" else AutoModelForCausalLM
+    model = auto.from_config(AutoConfig.for_model(cfg.model_type, **arch))
     leaf_names = {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if not list(m.children())}
     missing = [t for t in cfg.target_modules if t not in leaf_names]
     assert not missing, f"{path.name}: {missing} not in {sorted(leaf_names)}"

@@ -56,7 +56,7 @@ def cmd_build_tiny_model(args) -> int:
 
     rows = load_dialogues(Path(args.train), with_summary=True)
     spec = TinyModelSpec(pretrain_steps=args.pretrain_steps) if args.pretrain_steps is not None else TinyModelSpec()
-    print(build_tiny_model(Path(args.out_dir), rows, spec))
+    print(build_tiny_model(Path(args.out_dir), rows, spec, args.family))
     return 0
 
 
@@ -374,7 +374,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("build-tiny-model", help="build the tiny local Llama + tokenizer (CPU stand-in for an LLM)")
     sp.add_argument("out_dir")
     sp.add_argument("--train", default="data/sample/train.csv", help="training CSV for the tokenizer (default: %(default)s)")
-    sp.add_argument("--pretrain-steps", type=int, help="causal-LM warm-up steps on the dialogues")
+    sp.add_argument("--pretrain-steps", type=int, help="pre-training steps on the dialogues (causal LM / denoising)")
+    sp.add_argument("--family", choices=["decoder", "seq2seq"], default="decoder",
+                    help="a Llama (decoder) or a BART (seq2seq) (default: %(default)s)")
     sp.set_defaults(func=cmd_build_tiny_model)
 
     sp = sub.add_parser("train", help="QLoRA fine-tuning of the configured models (best adapter by dev score)")

@@ -147,7 +147,7 @@ def train_model(cfg: ModelConfig, base_path: str, train_rows: list[Dialogue], de
         save_strategy="steps", save_steps=min(t.eval_steps, total), save_total_limit=t.save_total_limit,
         load_best_model_at_end=True, metric_for_best_model="dev_final", greater_is_better=True,
         optim=(t.optim if t.optim != "auto" else ("paged_adamw_8bit" if cuda and method == "qlora" else "adamw_torch")),
-        label_smoothing_factor=t.label_smoothing,
+        label_smoothing_factor=t.label_smoothing, include_num_input_tokens_seen=True,
         bf16=bf16, fp16=fp16, use_cpu=not cuda, seed=t.seed, report_to=_report_to(), remove_unused_columns=False,
         dataloader_num_workers=0, disable_tqdm=False, gradient_checkpointing=False,
         ddp_backend=None if cuda else ("gloo" if world > 1 else None), save_only_model=False,

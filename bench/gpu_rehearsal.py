@@ -1,0 +1,241 @@
+"""GPU rehearsal without downloads: the product's GPU path on models of real members' exact shapes, random weights.
+
+    .venv/bin/python bench/gpu_rehearsal.py                 # on a GPU machine: ~8 min planned, --budget-s 480
+    .venv/bin/python bench/gpu_rehearsal.py --tiny          # the same script on CPU with the tiny models (a test runs it)
+
+It builds locally (random weights, a tokenizer trained on the sample dialogues) a decoder-only model shaped like
+Llama-3.2-1B and a seq2seq model shaped like KoBART (digit82/kobart-summarization), then runs dialsum's own stage
+engine over the shipped sample data: 4-bit QLoRA training steps on the decoder, vLLM generation with the adapter
+(greedy, sampling n=4, beam 4) — the transformers path on CPU or without vLLM —, full fine-tuning and transformers
+generation for the seq2seq model, the fitted ensemble, post-processing and a submission. What depends on shapes, not
+on trained weights, is what it proves: bitsandbytes' CUDA kernels, vLLM loading a LoRA on a bf16 base, GPU memory
+going back to its baseline after each stage's child process exits, throughput.
+
+Per stage it records wall time, training tokens/s, generation tokens/s, peak GPU memory (nvidia-smi, sampled every
+0.2 s) and the GPU memory in use after the stage (must equal the baseline); JSON + a Markdown table under --out. The
+plan is printed first; the script stops cleanly before a stage that would not fit the --budget-s time budget.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+LLAMA_1B = dict(vocab_size=128256, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
+                num_attention_heads=32, num_key_value_heads=8, head_dim=64, max_position_embeddings=4096,
+                rope_theta=500000.0, tie_word_embeddings=True)
+KOBART = dict(vocab_size=30000, d_model=768, encoder_layers=6, decoder_layers=6, encoder_attention_heads=16,
+              decoder_attention_heads=16, encoder_ffn_dim=3072, decoder_ffn_dim=3072, max_position_embeddings=1026)
+FIELDS = ("stage", "status", "wall_s", "train_tokens_per_s", "gen_tokens_per_s", "peak_gpu_mib", "gpu_mib_after",
+          "baseline_gpu_mib", "back_to_baseline")
+# planned seconds per stage kind on one H100-class GPU (and on 2 CPU cores with --tiny)
+PLAN_S = {"gpu": {"build": 60, "train": 90, "generate": 150, "ensemble": 10, "postprocess": 5, "submit": 2},
+          "tiny": {"build": 25, "train": 25, "generate": 20, "ensemble": 5, "postprocess": 2, "submit": 1}}
+
+
+# ---------------------------------------------------------------- GPU memory (nvidia-smi; the parent never imports torch)
+def gpu_used_mib() -> int | None:
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=10)
+        return int(out.stdout.split()[0]) if out.returncode == 0 and out.stdout.strip() else None
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return None
+
+
+class PeakSampler:
+    def __init__(self):
+        self.peak: int | None = None
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            v = gpu_used_mib()
+            if v is not None:
+                self.peak = v if self.peak is None else max(self.peak, v)
+            self._stop.wait(0.2)
+
+    def __enter__(self):
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._t.join(timeout=5)
+
+
+# ---------------------------------------------------------------- building the models (child processes)
+def build(kind: str, out: Path, tiny: bool) -> None:
+    """Random weights in a real member's exact shape, the sample-data tokenizer; saved with save_pretrained."""
+    import torch
+    from transformers import BartConfig, BartForConditionalGeneration, LlamaConfig, LlamaForCausalLM
+
+    from dialsum.config import TinyModelSpec
+    from dialsum.data import load_competition
+    from dialsum.tiny_model import _save, build_tiny_model, build_tokenizer
+
+    data = load_competition(ROOT / "data" / "sample")
+    if tiny:
+        build_tiny_model(out, data.train, TinyModelSpec(pretrain_steps=30), "seq2seq" if kind == "seq2seq" else "decoder")
+        return
+    texts = [d.dialogue for d in data.train] + [d.summary for d in data.train]
+    tok = build_tokenizer(texts, 4000)
+    torch.manual_seed(0)
+    special = dict(pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    if kind == "decoder":
+        model = LlamaForCausalLM(LlamaConfig(**LLAMA_1B, **special, torch_dtype="bfloat16")).to(torch.bfloat16)
+    else:
+        model = BartForConditionalGeneration(BartConfig(**KOBART, **special, decoder_start_token_id=tok.bos_token_id,
+                                                        forced_eos_token_id=None))
+    model.generation_config.pad_token_id = tok.pad_token_id
+    _save(model, tok, out)
+
+
+# ---------------------------------------------------------------- the run
+def run_config(work: Path, models: dict[str, Path], tiny: bool, backend: str) -> Path:
+    import yaml
+
+    steps = 6 if tiny else 30
+    common = {"max_input_tokens": 384, "max_new_tokens": 48 if tiny else 64, "params_billion": 0.0005 if tiny else 1.24}
+    dec = {"name": "llama1b-shape", "path": str(models["decoder"]), "model_type": "llama", "prompt_format": "instruction",
+           "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+           "quantization": "4bit", "precision": "fp32" if tiny else "bf16", "lora": {"r": 16, "alpha": 32, "dropout": 0.0},
+           "train": {"learning_rate": 2e-4, "max_steps": steps, "batch_size": 4, "eval_steps": steps, "logging_steps": 2,
+                     "eval_subset": 4, "early_stopping_patience": None},
+           "decodings": [{"name": "greedy"}, {"name": "sample4", "strategy": "sample", "n": 4, "temperature": 0.8, "seed": 1},
+                         {"name": "beam4", "strategy": "beam", "num_beams": 4, "n": 1}], **common}
+    s2s = {"name": "kobart-shape", "family": "seq2seq", "path": str(models["seq2seq"]), "model_type": "bart",
+           "finetune": "full", "quantization": "none", "precision": "fp32" if tiny else "bf16",
+           "target_modules": ["q_proj", "v_proj"],
+           "train": {"learning_rate": 5e-5, "max_steps": steps, "batch_size": 8, "eval_steps": steps, "logging_steps": 2,
+                     "eval_subset": 4, "early_stopping_patience": None},
+           "decodings": [{"name": "greedy"}, {"name": "beam4", "strategy": "beam", "num_beams": 4, "n": 1}], **common}
+    if not tiny:
+        s2s["params_billion"] = 0.124
+    cfg = {"name": "rehearsal", "seed": 42, "output_dir": str(work / "runs"), "submissions_dir": str(work / "subs"),
+           "data": {"dir": str(ROOT / "data" / "sample")}, "models": [dec, s2s],
+           "generate": {"backend": backend, "batch_size": 16, "gpu_memory_utilization": 0.6, "max_model_len": 512},
+           "ensemble": {"cv_folds": 3}}
+    path = work / "rehearsal.yaml"
+    path.write_text(yaml.safe_dump(cfg, allow_unicode=True))
+    return path
+
+
+def token_count(model_dir: Path, texts: list[str]) -> int:
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+    return sum(len(e.ids) for e in tok.encode_batch(texts))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--tiny", action="store_true", help="CPU: the tiny models, transformers backend")
+    ap.add_argument("--budget-s", type=float, default=480.0, help="stop before a stage that would not fit (s)")
+    ap.add_argument("--out", default=str(ROOT / "runs" / "rehearsal"), help="work folder; JSON and Markdown land here")
+    ap.add_argument("--backend", choices=["vllm", "hf"], help="default: vllm on a GPU, hf with --tiny")
+    ap.add_argument("--build", nargs=2, metavar=("KIND", "OUT"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.build:
+        build(args.build[0], Path(args.build[1]), args.tiny)
+        return 0
+    start = time.time()
+    work = Path(args.out).resolve()
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    mode = "tiny" if args.tiny else "gpu"
+    backend = args.backend or ("hf" if args.tiny else "vllm")
+    gpu_name = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+                              text=True).stdout.strip() if shutil.which("nvidia-smi") else None
+    plan = [("build:decoder", "build"), ("build:seq2seq", "build"), ("train:llama1b-shape", "train"),
+            ("generate:llama1b-shape", "generate"), ("train:kobart-shape", "train"),
+            ("generate:kobart-shape", "generate"), ("ensemble", "ensemble"), ("postprocess", "postprocess"),
+            ("submit", "submit")]
+    total = sum(PLAN_S[mode][k] for _, k in plan)
+    print(f"rehearsal plan ({mode}, backend {backend}, device {gpu_name or 'CPU'}), budget {args.budget_s:.0f} s, "
+          f"planned {total} s:", flush=True)
+    for name, kind in plan:
+        print(f"  {name:<26} ~{PLAN_S[mode][kind]} s", flush=True)
+    baseline = gpu_used_mib()
+    records, models = [], {}
+
+    def timed(name: str, kind: str, fn) -> dict | None:
+        planned = PLAN_S[mode][kind]
+        if time.time() - start + planned > args.budget_s:
+            records.append({**{f: None for f in FIELDS}, "stage": name, "status": "skipped (budget)"})
+            print(f"[rehearsal] {name}: skipped, {planned} s would exceed the {args.budget_s:.0f} s budget", flush=True)
+            return None
+        t0 = time.time()
+        with PeakSampler() as peak:
+            result = fn()
+        after = gpu_used_mib()
+        rec = {f: None for f in FIELDS} | {"stage": name, "status": "ok", "wall_s": round(time.time() - t0, 2),
+                                            "peak_gpu_mib": peak.peak, "gpu_mib_after": after,
+                                            "baseline_gpu_mib": baseline,
+                                            "back_to_baseline": None if after is None else after <= (baseline or 0) + 64}
+        records.append(rec)
+        print(f"[rehearsal] {name}: {rec['wall_s']} s, peak GPU {peak.peak} MiB, after {after} MiB", flush=True)
+        return result
+
+    for kind in ("decoder", "seq2seq"):
+        out = work / "models" / kind
+        timed(f"build:{kind}", "build", lambda: subprocess.run(
+            [sys.executable, __file__, "--build", kind, str(out), *(["--tiny"] if args.tiny else [])], check=True))
+        models[kind] = out
+    if not all((m / "config.json").is_file() for m in models.values()):
+        return finish(work, records, gpu_name, mode, backend, start)
+
+    from dialsum.config import load_config
+    from dialsum.pipeline import engine_for, full_plan, open_run
+
+    cfg = load_config(run_config(work, models, args.tiny, backend))
+    ctx = open_run(cfg)
+    eng = engine_for(ctx)
+    stages = full_plan(ctx)
+    for st in stages:
+        kind = st.kind
+        if kind == "build":
+            continue
+        res = timed(st.name, kind, lambda st=st: eng.run(st))
+        if res is None:
+            break
+        rec = records[-1]
+        if kind == "train":
+            state = sorted((st.out_dir(ctx.cache) / "checkpoints").glob("checkpoint-*/trainer_state.json"))
+            seen = json.loads(state[-1].read_text()).get("num_input_tokens_seen", 0) if state else 0
+            rec["train_tokens_per_s"] = round(seen / rec["wall_s"], 1) if seen else None
+        if kind == "generate":
+            from dialsum.candidates import read_part
+
+            texts = [c.text for p in res["parts"] for c in read_part(Path(p))]
+            model_dir = models["decoder" if "llama" in st.name else "seq2seq"]
+            rec["gen_tokens_per_s"] = round(token_count(model_dir, texts) / rec["wall_s"], 1)
+    return finish(work, records, gpu_name, mode, backend, start)
+
+
+def finish(work: Path, records: list[dict], gpu_name: str | None, mode: str, backend: str, start: float) -> int:
+    summary = {"device": gpu_name or "CPU", "mode": mode, "backend": backend, "total_s": round(time.time() - start, 1),
+               "stages": records}
+    (work / "rehearsal.json").write_text(json.dumps(summary, indent=2))
+    head = "| stage | status | wall s | train tok/s | gen tok/s | peak GPU MiB | GPU MiB after | baseline | back to baseline |"
+    lines = [f"GPU rehearsal on {summary['device']} ({mode}, {backend}), {summary['total_s']} s in all", "", head,
+             "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    for r in records:
+        lines.append("| " + " | ".join("—" if r[f] is None else str(r[f]) for f in FIELDS) + " |")
+    (work / "rehearsal.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,38 @@
+"""bench/gpu_rehearsal.py --tiny on CPU, so the GPU rehearsal cannot rot between GPU runs: every stage of the plan
+runs through the stage engine and the JSON has every field for every stage."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from conftest import ROOT
+
+FIELDS = {"stage", "status", "wall_s", "train_tokens_per_s", "gen_tokens_per_s", "peak_gpu_mib", "gpu_mib_after",
+          "baseline_gpu_mib", "back_to_baseline"}
+
+
+def test_tiny_rehearsal_runs_every_stage_and_records_every_field(tmp_path):
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_rehearsal.py"), "--tiny", "--out", str(tmp_path / "r"),
+                        "--budget-s", "900"], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.startswith("rehearsal plan (tiny, backend hf")  # the plan comes before any work
+    out = json.loads((tmp_path / "r" / "rehearsal.json").read_text())
+    stages = [s["stage"] for s in out["stages"]]
+    assert stages == ["build:decoder", "build:seq2seq", "train:llama1b-shape", "generate:llama1b-shape",
+                      "train:kobart-shape", "generate:kobart-shape", "ensemble", "postprocess", "submit"]
+    for s in out["stages"]:
+        assert set(s) == FIELDS and s["status"] == "ok" and s["wall_s"] > 0, s
+    by = {s["stage"]: s for s in out["stages"]}
+    assert by["train:llama1b-shape"]["train_tokens_per_s"] > 0 and by["train:kobart-shape"]["train_tokens_per_s"] > 0
+    assert by["generate:llama1b-shape"]["gen_tokens_per_s"] > 0 and by["generate:kobart-shape"]["gen_tokens_per_s"] > 0
+    assert "| stage | status | wall s |" in (tmp_path / "r" / "rehearsal.md").read_text()
+    assert list((tmp_path / "r" / "subs").glob("rehearsal-*.csv"))
+
+
+def test_the_budget_stops_cleanly_before_a_stage_that_would_not_fit(tmp_path):
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_rehearsal.py"), "--tiny", "--out", str(tmp_path / "r"),
+                        "--budget-s", "10"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads((tmp_path / "r" / "rehearsal.json").read_text())
+    assert all(s["status"] == "skipped (budget)" for s in out["stages"]) and len(out["stages"]) == 2
