@@ -175,7 +175,9 @@ def cmd_ensemble(args) -> int:
 
             atomic_write_json(Path(args.report), report)
     if args.scores:
-        write_scores(Path(args.scores), dialogues, names, picks, rule)
+        from dialsum.ensemble_fit import SCORE_COLUMNS, score_rows
+
+        atomic_write_text(Path(args.scores), csv_text(SCORE_COLUMNS, score_rows(dialogues, names, picks, rule)))
     atomic_write_text(Path(args.out), csv_text(["fname", "summary", "source"], rows))
     print(f"{args.out}: {len(rows)} selections")
     return 0
@@ -193,19 +195,6 @@ def _print_fit(report: dict) -> None:
     if cv:
         print(f"{cv['folds']}-fold CV on the fitting rows (held-out folds): fitted {cv['fitted']:.3f}, best single "
               f"{cv['best_single']:.3f}, uniform {cv['uniform']:.3f}, oracle {cv['oracle']:.3f}")
-
-
-def write_scores(path: Path, dialogues, names: list[str], picks: dict, rule) -> None:
-    """Every candidate with its source, its score under the rule used (blank: not a member), and whether chosen."""
-    from dialsum.io_utils import atomic_write_text, csv_text
-
-    rows = []
-    for d in dialogues:
-        sc = rule.scores(d)
-        for i, text in enumerate(d.texts):
-            rows.append([d.fname, names[d.sources[i]], text, f"{sc[i]:.12f}" if sc[i] != float("-inf") else "",
-                         int(picks[d.fname].index == i)])
-    atomic_write_text(path, csv_text(["fname", "source", "text", "utility", "chosen"], rows))
 
 
 def _ensemble_run_dir(args, run_dir: Path) -> int:

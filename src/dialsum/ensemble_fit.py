@@ -295,3 +295,17 @@ def _weight(source: str, weights: dict[str, float]) -> float:
     if source in weights:
         return weights[source]
     return weights.get(source.split("/", 1)[0], 1.0)
+
+
+SCORE_COLUMNS = ["fname", "source", "text", "utility", "chosen"]
+
+
+def score_rows(dialogues: Sequence[Dialogue], names: list[str], picks: dict[str, Selection], rule: Rule) -> list[list]:
+    """Every candidate with its source, its score under the rule used (blank: not a member), and whether chosen."""
+    rows = []
+    for d in dialogues:
+        sc = rule.scores(d)
+        for i, text in enumerate(d.texts):
+            rows.append([d.fname, names[d.sources[i]], text, f"{sc[i]:.12f}" if np.isfinite(sc[i]) else "",
+                         int(picks[d.fname].index == i)])
+    return rows

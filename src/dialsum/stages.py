@@ -84,8 +84,7 @@ def ensemble(inputs: dict, context: dict, out: Path) -> dict:
     The fit falls back to the best single source when nothing beats it on dev-select; the uniform consensus is
     scored alongside for the report. Writes picks.csv (fname, split, summary, source), scores.json, fit.json and
     all_scores.csv (every candidate's score under the rule)."""
-    from dialsum.cli import write_scores
-    from dialsum.ensemble_fit import Rule, select
+    from dialsum.ensemble_fit import SCORE_COLUMNS, Rule, score_rows, select
 
     data = load_competition(Path(context["data_dir"]))
     metric, spec = inputs["metric"], inputs["ensemble"]
@@ -114,7 +113,7 @@ def ensemble(inputs: dict, context: dict, out: Path) -> dict:
              picks[d.fname].source if d.fname in picks else ""]
             for split in ("dev", "test") for d in data.split(split)]
     atomic_write_text(out / "picks.csv", csv_text(["fname", "split", "summary", "source"], rows))
-    write_scores(out / "all_scores.csv", dialogues, names, picks, rule)
+    atomic_write_text(out / "all_scores.csv", csv_text(SCORE_COLUMNS, score_rows(dialogues, names, picks, rule)))
     if report is not None:
         atomic_write_json(out / "fit.json", report)
     method = report["method"] if report else ("weighted consensus" if spec.get("weights") else "uniform consensus")

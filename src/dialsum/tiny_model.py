@@ -115,15 +115,26 @@ def _pretrain_denoiser(model, tokenizer, texts: list[str], steps: int, seed: int
     ids = [tokenizer(t, add_special_tokens=False)["input_ids"][:96] for t in texts]
     bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
     collate = Seq2SeqCollator(tokenizer.pad_token_id)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
-    model.train()
-    for _ in range(steps):
+
+    def batch() -> dict:
         rows = []
         for seq in rng.sample(ids, min(16, len(ids))):
             src = [bos] + [t for t in seq if rng.random() > 0.15] + [eos]
             rows.append({"input_ids": src, "attention_mask": [1] * len(src), "labels": seq + [eos]})
-        loss = model(**collate(rows)).loss
+        return collate(rows)
+
+    _fit(model, steps, batch)
+
+
+def _fit(model, steps: int, batch) -> None:
+    """AdamW (lr 3e-3) with a cosine schedule over `steps` batches from batch(); leaves the model in eval mode."""
+    import torch
+
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
+    model.train()
+    for _ in range(steps):
+        loss = model(**batch()).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -140,21 +151,15 @@ def _pretrain(model, tokenizer, texts: list[str], steps: int, seed: int) -> None
 
     rng = random.Random(seed)
     ids = [tokenizer(t, add_special_tokens=False)["input_ids"][:255] + [tokenizer.eos_token_id] for t in texts]
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
-    model.train()
-    for _ in range(steps):
-        batch = rng.sample(ids, min(16, len(ids)))
-        width = max(map(len, batch))
-        x = torch.full((len(batch), width), tokenizer.pad_token_id)
-        y = torch.full((len(batch), width), -100)
-        for i, seq in enumerate(batch):
+
+    def batch() -> dict:
+        rows = rng.sample(ids, min(16, len(ids)))
+        width = max(map(len, rows))
+        x = torch.full((len(rows), width), tokenizer.pad_token_id)
+        y = torch.full((len(rows), width), -100)
+        for i, seq in enumerate(rows):
             x[i, :len(seq)] = torch.tensor(seq)
             y[i, :len(seq)] = torch.tensor(seq)
-        loss = model(input_ids=x, attention_mask=(y != -100).long(), labels=y).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        opt.zero_grad()
-    model.eval()
+        return {"input_ids": x, "attention_mask": (y != -100).long(), "labels": y}
+
+    _fit(model, steps, batch)
