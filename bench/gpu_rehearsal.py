@@ -37,7 +37,7 @@ KOBART = dict(vocab_size=30000, d_model=768, encoder_layers=6, decoder_layers=6,
 FIELDS = ("stage", "status", "wall_s", "train_tokens_per_s", "gen_tokens_per_s", "peak_gpu_mib", "gpu_mib_after",
           "baseline_gpu_mib", "back_to_baseline")
 # planned seconds per stage kind on one H100-class GPU (and on 2 CPU cores with --tiny)
-PLAN_S = {"gpu": {"build": 60, "train": 90, "generate": 150, "ensemble": 10, "postprocess": 5, "submit": 2},
+PLAN_S = {"gpu": {"build": 45, "train": 60, "generate": 110, "ensemble": 10, "postprocess": 5, "submit": 2},
           "tiny": {"build": 25, "train": 25, "generate": 20, "ensemble": 5, "postprocess": 2, "submit": 1}}
 
 

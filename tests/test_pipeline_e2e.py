@@ -255,8 +255,8 @@ def _wait_for(proc, ready, timeout: float = 600.0) -> bool:
 
 
 def test_kill_9_across_stages_then_the_same_command_gives_the_same_bytes_and_one_writer(e2e, tmp_path):
-    """kill -9 of the parent mid-training, of the generation child mid-part (plus a torn journal line), of the
-    parent inside the ensemble stage; a second `dialsum run` on the busy folder stops with the lock message; the
+    """kill -9 of the model-building child, of the parent mid-training, of the generation child mid-part (plus a torn
+    journal line), of the parent inside the ensemble stage; a second `dialsum run` on the busy folder stops with the lock message; the
     same command then finishes with a submission byte-identical to an uninterrupted run's."""
     import os
     import signal
@@ -269,6 +269,7 @@ def test_kill_9_across_stages_then_the_same_command_gives_the_same_bytes_and_one
     cmd = [sys.executable, "-m", "dialsum", "run", "--config", "configs/default.yaml", "--output-dir",
            str(tmp_path / "runs"), "--submissions-dir", str(tmp_path / "subs")]
     points = [
+        ("child", lambda: any(cache.glob("build/*/stage.json"))),
         ("parent", lambda: any(cache.glob("train/*/checkpoints/checkpoint-*/trainer_state.json"))),
         ("child", lambda: any(cache.glob("generate/*/candidates/*.partial.jsonl"))),
         ("parent", lambda: any(cache.glob("ensemble/*/.lock"))),
@@ -292,7 +293,7 @@ def test_kill_9_across_stages_then_the_same_command_gives_the_same_bytes_and_one
         for journal in cache.glob("generate/*/candidates/*.partial.jsonl"):
             with open(journal, "a", encoding="utf-8") as f:  # the kill came in the middle of a journal write
                 f.write('{"chunk": 1, "count": 8, "candidates": [{"fname": "dev_')
-    assert hits[0] and sum(hits) >= 2  # the kills really landed mid-run (a polled window can be missed)
+    assert hits[0] and hits[1] and sum(hits) >= 3  # the kills really landed mid-run (a polled window can be missed)
     r = run_cli(*cmd[3:])
     assert r.returncode == 0, r.stderr[-3000:]
     got = Path(re.search(r"^submission: (.+)$", r.stdout, flags=re.M).group(1))

@@ -134,3 +134,20 @@ def test_dry_run_plans_seq2seq_models_and_an_uncached_hub_id_is_one_line(tmp_pat
     assert "vocab 250054" in r.stdout  # mBART-50's real vocabulary, not a 32k guess
     r = run_cli("train", "--config", str(cfg), "--output-dir", str(tmp_path / "runs"), env={"HF_HUB_OFFLINE": "1"})
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "digit82/kobart-summarization" in r.stderr
+
+
+@pytest.mark.parametrize("method", ["lora", "qlora"])
+def test_seq2seq_lora_and_qlora_save_an_adapter_that_generation_loads(tiny_bart_cfg, sample_data, tmp_path, method):
+    from dialsum.config import DecodingSpec, GenerateSpec
+    from dialsum.candidates import read_part
+    from dialsum.generate import generate_candidates
+    from dialsum.train import train_model
+
+    cfg = _short(tiny_bart_cfg.model_copy(update={"finetune": method, "quantization": "4bit" if method == "qlora" else "none",
+                                                  "lora": tiny_bart_cfg.lora.model_copy(update={"r": 8})}),
+                 max_steps=4, eval_steps=4, logging_steps=2, eval_subset=2, early_stopping_patience=None)
+    r = train_model(cfg, cfg.path, sample_data.train, sample_data.dev, tmp_path / "t", MetricSpec())
+    assert json.loads((r.adapter_dir / "adapter_config.json").read_text())["task_type"] == "SEQ_2_SEQ_LM"
+    cfg = cfg.model_copy(update={"decodings": [DecodingSpec(name="greedy")]})
+    (part,) = generate_candidates(cfg, cfg.path, r.adapter_dir, {"dev": sample_data.dev[:4]}, tmp_path / "s", GenerateSpec())
+    assert len(read_part(part)) == 4
