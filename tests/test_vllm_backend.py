@@ -2,6 +2,8 @@
 `n` samples and beam widths give the right counts; the same seed gives the same candidates. Never skipped."""
 from __future__ import annotations
 
+import multiprocessing
+
 import pytest
 
 from dialsum.config import DecodingSpec, GenerateSpec, MetricSpec
@@ -48,7 +50,9 @@ def engines(tiny_cfg, adapter, sample_data, tmp_path_factory):
     cfg, plain = chat_model_with_its_own_end_token(tiny_cfg, work / "chat-model", sample_data.dev[:8])
     v = VLLMEngine(cfg, cfg.path, adapter, GenerateSpec(), work)
     v.plain_base_outputs = plain  # the base's greedy output before the second end token was configured
-    return cfg, v, HFEngine(cfg, cfg.path, adapter, 8), HFEngine(cfg, cfg.path, None, 8)
+    yield cfg, v, HFEngine(cfg, cfg.path, adapter, 8), HFEngine(cfg, cfg.path, None, 8)
+    v.close()
+    assert not [p for p in multiprocessing.active_children() if "EngineCore" in p.name]  # nothing left running
 
 
 def _prompts(cfg, tok, rows):
