@@ -13,8 +13,7 @@ from dialsum.candidates import Candidate, Journal, part_path, write_part
 from dialsum.config import DecodingSpec, GenerateSpec, ModelConfig
 from dialsum.data import Dialogue
 from dialsum.errors import DialsumError
-from dialsum.prompts import encode_prompt
-from dialsum.train import encode_input, style_of
+from dialsum.train import encode_input
 
 
 def resolve_backend(name: str) -> str:
@@ -100,7 +99,6 @@ def generate_candidates(cfg: ModelConfig, base_path: str, adapter_dir: Path | No
                 engine = make_engine(backend or gen.backend, cfg, base_path, adapter_dir, gen,
                                      work_dir or store.parent)
             if missing:
-                style = style_of(cfg)
                 bar = tqdm(total=len(items), initial=len(items) - sum(len(chunks[i]) for i in missing),
                            desc=f"generate {cfg.name}/{spec.name}", unit="dlg")
                 for ci in missing:

@@ -13,7 +13,6 @@ their keys, so an edited config re-runs exactly the stages whose inputs changed.
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -107,8 +107,6 @@ def _pretrain_denoiser(model, tokenizer, texts: list[str], steps: int, seed: int
     """BART-style: reconstruct a text from a copy with 15% of its tokens dropped (first 96 tokens of each text)."""
     import random
 
-    import torch
-
     from dialsum.seq2seq import Seq2SeqCollator
 
     rng = random.Random(seed)
