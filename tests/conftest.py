@@ -5,11 +5,15 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# Mecab's morpheme cache (dialsum.morpheme_cache): one per test session, inherited by every command the tests run,
+# so the suite neither reads nor fills the user's ~/.cache
+os.environ.setdefault("DIALSUM_CACHE_DIR", tempfile.mkdtemp(prefix="dialsum-test-cache-"))
 SHARED = ROOT.parent / "shared" / "data"
 SAMPLE = ROOT / "data" / "sample"
 

@@ -173,3 +173,68 @@ def test_score_cli_json_and_errors(tmp_path):
         w.writerow([rows[-2]["fname"], "nan"])
     r = run_cli("score", "--pred", str(short), "--refs", str(dev))
     assert r.returncode == 2 and rows[-1]["fname"] in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("semantics", ["rouge-score", "pltrdy"])
+def test_pairwise_many_equals_one_list_at_a_time(semantics):
+    """Lists of different sizes (empty ones, empty texts, copies) in one call give each list's own matrix."""
+    from dialsum.metric import features_many, get_semantics
+
+    d = shared_file("ko/peer_test_predictions")
+    tables = [read(p) for p in sorted(d.glob("*.csv")) if p.name != "MANIFEST.csv"]
+    fnames = list(tables[0])[:40]
+    groups = [[t.get(f, "") for t in tables[: 1 + i % 12]] for i, f in enumerate(fnames)]
+    groups += [[], [""], ["", "같은 요약이다."], ["같은 요약이다.", "같은 요약이다."]]
+    texts = list(dict.fromkeys(t for g in groups for t in g))
+    feats = dict(zip(texts, features_many([MECAB(t) for t in texts], semantics)))
+    sem = get_semantics(semantics)
+    many = sem.pairwise_many([[feats[t] for t in g] for g in groups])
+    for g, m in zip(groups, many):
+        one = pairwise_matrix([feats[t] for t in g], semantics)
+        assert m.shape == (len(g), len(g), 3) and (m == one).all()
+        for i in range(len(g)):
+            for j in range(len(g)):
+                assert tuple(m[i, j]) == pair_scores(feats[g[i]], feats[g[j]])
+
+
+def test_more_bigrams_than_characters_falls_back_to_integer_keys(monkeypatch):
+    """When a batch's distinct bigrams outnumber the code points, bigrams become sorted integer keys: same scores."""
+    from dialsum import metric
+
+    texts = ["가 나 다 라 마 바 사 아 자 차", "차 자 아 사 바 마 라 다 나 가", "가 다 마 사 자 나 라 바 아 차 가 나",
+             "나 가 라 다 바 마 아 사 차 자"]
+    toks = [tuple(t.split()) for t in texts]
+    want = [pairwise_matrix(features_many_rs(toks), "rouge-score"), pairwise_matrix(features_many_pl(toks), "pltrdy")]
+    monkeypatch.setattr(metric, "_USABLE", 12)  # 10 distinct tokens fit, ~30 distinct bigrams do not
+    fs = features_many_rs(toks)
+    assert isinstance(fs[0].bigrams, list) and isinstance(fs[0].unigrams, str)
+    assert (pairwise_matrix(fs, "rouge-score") == want[0]).all()
+    assert (pairwise_matrix(features_many_pl(toks), "pltrdy") == want[1]).all()
+    with pytest.raises(ValueError, match="distinct tokens"):
+        features_many_rs([tuple(f"w{i}" for i in range(20))])
+
+
+def features_many_rs(toks):
+    from dialsum.metric import features_many
+
+    return features_many(toks, "rouge-score")
+
+
+def features_many_pl(toks):
+    from dialsum.metric import features_many
+
+    return features_many(toks, "pltrdy")
+
+
+def test_pltrdy_python_fallback_equals_the_compiled_kernel():
+    """Without numba the union-LCS loop runs in Python: bit-identical matrices."""
+    from dialsum.metric import PltrdySemantics, features_many
+
+    d = shared_file("ko/peer_test_predictions")
+    tables = [read(p) for p in sorted(d.glob("*.csv")) if p.name != "MANIFEST.csv"]
+    compiled, python = PltrdySemantics(), PltrdySemantics(compiled=False)
+    assert python.kernel is None and compiled.kernel is not None
+    for fname in list(tables[0])[:15]:
+        texts = [t.get(fname, "") for t in tables]
+        feats = features_many([MECAB(t) for t in texts], "pltrdy")
+        assert (compiled.pairwise(feats) == python.pairwise(feats)).all()

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from dialsum.errors import DialsumError
-from dialsum.engine import STAGE_KINDS
+from dialsum.kinds import STAGE_KINDS
 
 DEFAULT_CONFIG = "configs/default.yaml"
 

@@ -32,8 +32,6 @@ from typing import Callable
 from dialsum.errors import DialsumError
 from dialsum.io_utils import atomic_write_json
 
-KINDS = ("build", "train", "generate", "ensemble", "postprocess", "submit", "report")  # in pipeline order
-STAGE_KINDS = KINDS[1:]  # what `run --from-stage` accepts
 META = "meta.json"
 PRUNED_EXIT = 3  # a child's exit code for "stopped by the Optuna pruner"
 

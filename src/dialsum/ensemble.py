@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from dialsum.metric import features, pairwise_matrix
+from dialsum.metric import features_many, pairwise_matrix
 from dialsum.tokenize import tokenize_many
 
 
@@ -65,19 +65,14 @@ def ensemble(groups: dict[str, list[tuple[str, str]]], semantics: str, tokenizer
     """groups: fname -> [(text, source), ...] in input order. Returns fname -> Pick."""
     weights = weights or {}
     all_texts = list(dict.fromkeys(t for cands in groups.values() for t, _ in cands))
-    toks = dict(zip(all_texts, tokenize_many(all_texts, tokenizer, workers=workers)))
-    feat_cache: dict[str, object] = {}
+    toks = tokenize_many(all_texts, tokenizer, workers=workers)
+    feat_cache = dict(zip(all_texts, features_many(toks, semantics)))
     out = {}
     for fname, cands in groups.items():
         if not cands:
             continue
         texts = [t for t, _ in cands]
-        feats = []
-        for t in texts:
-            f = feat_cache.get(t)
-            if f is None:
-                f = feat_cache[t] = features(toks[t], semantics)
-            feats.append(f)
+        feats = [feat_cache[t] for t in texts]
         ws = [_weight(src, weights) for _, src in cands]
         i, u = mbr_select(texts, ws, feats, semantics)
         out[fname] = Pick(fname, texts[i], cands[i][1], i, u)

@@ -63,12 +63,15 @@ class Rule:
         return np.where(member, s, -np.inf)
 
     def pick(self, d: Dialogue) -> int:
+        return self.pick_scored(d)[0]
+
+    def pick_scored(self, d: Dialogue) -> tuple[int, np.ndarray]:
+        """(the chosen candidate, every candidate's score): the earliest within 1e-9 of the best wins."""
         s = self.scores(d)
-        if not np.isfinite(s).any():  # no member has a candidate here: fall back to input order
-            return 0
         best = int(np.argmax(s))
-        ties = np.flatnonzero(s >= s[best] - 1e-9)
-        return int(ties[0])
+        if not np.isfinite(s[best]):  # no member has a candidate here: fall back to input order
+            return 0, s
+        return int(np.flatnonzero(s >= s[best] - 1e-9)[0]), s
 
 
 def prepare(groups: dict[str, list[tuple[str, str]]], sources: list[str], semantics: str, tokenizer: str = "mecab",
@@ -78,28 +81,27 @@ def prepare(groups: dict[str, list[tuple[str, str]]], sources: list[str], semant
     util_fn = UTILITIES[utility]
     refs = refs or {}
     texts = list(dict.fromkeys([t for c in groups.values() for t, _ in c] + [r for rs in refs.values() for r in rs]))
-    toks = dict(zip(texts, tokenize_many(texts, tokenizer, workers=workers)))
-    feats: dict[str, object] = {}
-
-    def feat(t: str):
-        f = feats.get(t)
-        if f is None:
-            f = feats[t] = sem.features(toks[t])
-        return f
+    feats = dict(zip(texts, sem.features_many(tokenize_many(texts, tokenizer, workers=workers))))
+    feat = feats.__getitem__
 
     index = {s: i for i, s in enumerate(sources)}
+    texts_of = [[t for t, _ in cands] for cands in groups.values()]
+    uniques = [list(dict.fromkeys(ts)) for ts in texts_of]
+    matrices = sem.pairwise_many([[feat(t) for t in uniq] for uniq in uniques])
     out = []
-    for fname, cands in groups.items():
-        ts = [t for t, _ in cands]
-        uniq = list(dict.fromkeys(ts))
-        pos = [uniq.index(t) for t in ts]
-        m = sem.pairwise([feat(t) for t in uniq])
-        u = util_fn(m)[np.ix_(pos, pos)]
+    for (fname, cands), ts, uniq, m in zip(groups.items(), texts_of, uniques, matrices):
+        u = util_fn(m)
+        pos = None
+        if len(uniq) < len(ts):  # copies share their text's row and column
+            where = {t: i for i, t in enumerate(uniq)}
+            pos = [where[t] for t in ts]
+            u = u[np.ix_(pos, pos)]
         truth = None
         if fname in refs:
             rf = [feat(r) for r in refs[fname]]
-            per = np.array([[np.mean(sem.pair(feat(t), r)) for r in rf] for t in uniq]).mean(axis=1)
-            truth = per[pos]
+            truth = np.array([[np.mean(sem.pair(feat(t), r)) for r in rf] for t in uniq]).mean(axis=1)
+            if pos is not None:
+                truth = truth[pos]
         out.append(Dialogue(fname, ts, np.array([index[s] for _, s in cands]), u, truth))
     return out
 
@@ -286,8 +288,8 @@ def select(groups: dict[str, list[tuple[str, str]]], semantics: str, tokenizer: 
         rule = Rule(tuple(_weight(s, weights) for s in sources))
     picks = {}
     for d in dialogues:
-        i = rule.pick(d)
-        picks[d.fname] = Selection(d.fname, d.texts[i], sources[d.sources[i]], i, float(rule.scores(d)[i]))
+        i, scores = rule.pick_scored(d)
+        picks[d.fname] = Selection(d.fname, d.texts[i], sources[d.sources[i]], i, float(scores[i]))
     return picks, report, dialogues, sources, rule
 
 

@@ -13,9 +13,9 @@ bit-parallel table on Python ints (one int per column) and pltrdy's own tie-brea
 """
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
-from typing import ClassVar, Sequence
+import itertools
+from typing import NamedTuple, Sequence
 
 from rapidfuzz.distance import LCSseq
 
@@ -24,37 +24,101 @@ from dialsum.tokenize import tokenize_many
 SEMANTICS = ("pltrdy", "rouge-score")
 DEFAULT_SEMANTICS = "pltrdy"
 
-# ---------------------------------------------------------------- token interning (for C-speed LCS)
-_CODES: dict[str, str] = {}
+# ---------------------------------------------------------------- encoding (tokens as characters, for C routines)
+# Two facts make the whole metric run in C (rapidfuzz's bit-parallel LCS): the LCS of two token strings is ROUGE-L's
+# LCS, and the LCS of two sequences sorted in one common order is the size of their multiset intersection (of their
+# set intersection when each is de-duplicated), i.e. ROUGE-N's overlap. So a text's features are a few strings with
+# one character per token (or bigram), and the characters mean something only within the batch of texts encoded
+# together: features of different batches are re-encoded together before they are compared.
+_FIRST = 0x100
+_USABLE = 0x110000 - _FIRST - 0x800  # code points from _FIRST, minus the surrogate block (not str characters)
+_BATCHES = itertools.count(1)
 
 
-def _code(tok: str) -> str:
-    c = _CODES.get(tok)
-    if c is None:
-        i = 0x100 + len(_CODES)
-        if i >= 0xD800:  # skip the surrogate block, which cannot be a str character
-            i += 0x800
-        c = _CODES[tok] = chr(i)
-    return c
+def _as_text(ranks) -> str:
+    """The string whose characters are the given ranks (uint32 array), one distinct character per rank."""
+    import numpy as np
+
+    points = ranks.astype(np.uint32) + np.uint32(_FIRST)
+    points[points >= 0xD800] += np.uint32(0x800)
+    return points.tobytes().decode("utf-32-le")
+
+
+def _encode_batch(seqs: Sequence[Sequence[str]], distinct: bool) -> tuple[list[str], list[str], list, int]:
+    """Per sequence: its code string, its codes sorted, its bigrams' codes sorted (both de-duplicated when
+    `distinct`); and the batch number. Python touches each distinct token once; per-position work is numpy's."""
+    import numpy as np
+
+    batch = next(_BATCHES)
+    flat = list(itertools.chain.from_iterable(seqs))
+    vocab = list(dict.fromkeys(flat))
+    if len(vocab) > _USABLE:
+        raise ValueError(f"{len(vocab)} distinct tokens in one batch; at most {_USABLE} can be encoded")
+    table = dict(zip(vocab, _as_text(np.arange(len(vocab), dtype=np.uint32))))
+    joined = "".join(map(table.__getitem__, flat))
+    bounds = list(itertools.accumulate(map(len, seqs), initial=0))
+    codes = [joined[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+    n = len(seqs)
+    if not flat:
+        return codes, [""] * n, [""] * n, batch
+    points = np.frombuffer(joined.encode("utf-32-le"), dtype=np.uint32)
+    ranks = points - np.uint32(_FIRST) - np.where(points >= 0xE000, np.uint32(0x800), np.uint32(0))
+    seg = np.repeat(np.arange(n, dtype=np.int64), np.diff(np.asarray(bounds, dtype=np.int64)))
+    uni, uni_bounds = _sorted_segments(ranks, seg, n, distinct, len(vocab))
+    uni_text = _as_text(uni)
+    within = seg[:-1] == seg[1:]
+    wide = np.uint64 if len(vocab) ** 2 >= 1 << 32 else np.uint32
+    keys = (ranks[:-1].astype(wide) * wide(len(vocab)) + ranks[1:])[within]  # a bigram's key, exactly
+    uniq, inverse = np.unique(keys, return_inverse=True)
+    if len(uniq) <= _USABLE:
+        bi, bi_bounds = _sorted_segments(inverse.astype(np.uint32), seg[:-1][within], n, distinct, len(uniq))
+        bi_text = _as_text(bi)
+        bigrams = [bi_text[a:b] for a, b in zip(bi_bounds[:-1], bi_bounds[1:])]
+    else:  # too many distinct bigrams for characters: sorted integer keys (rapidfuzz compares them as exactly)
+        bi, bi_bounds = _sorted_segments(keys, seg[:-1][within], n, distinct, int(keys.max()) + 1)
+        values = bi.tolist()
+        bigrams = [values[a:b] for a, b in zip(bi_bounds[:-1], bi_bounds[1:])]
+    return codes, [uni_text[a:b] for a, b in zip(uni_bounds[:-1], uni_bounds[1:])], bigrams, batch
+
+
+def _sorted_segments(values, seg, n: int, distinct: bool, size: int):
+    """Values (each < size) sorted within each segment, de-duplicated when `distinct`; and the segment bounds."""
+    import numpy as np
+
+    vbits, sbits = max(size - 1, 1).bit_length(), max(n - 1, 1).bit_length()
+    if vbits + sbits <= 64:  # segment and value share one integer key: one plain sort
+        dt = np.uint32 if vbits + sbits <= 32 else np.uint64
+        key = np.sort((seg.astype(dt) << dt(vbits)) | values.astype(dt))
+        seg, values = key >> dt(vbits), key & dt((1 << vbits) - 1)
+    else:
+        order = np.lexsort((values, seg))
+        seg, values = seg[order], values[order]
+    if distinct and len(values):
+        keep = np.ones(len(values), dtype=bool)
+        keep[1:] = (values[1:] != values[:-1]) | (seg[1:] != seg[:-1])
+        seg, values = seg[keep], values[keep]
+    bounds = [0] + np.cumsum(np.bincount(seg.astype(np.int64), minlength=n)).tolist()
+    return values, bounds
 
 
 # ---------------------------------------------------------------- features
-@dataclass(frozen=True)
-class RougeScoreFeatures:
-    semantics: ClassVar[str] = "rouge-score"
+class RougeScoreFeatures(NamedTuple):
     tokens: tuple[str, ...]
-    code: str
-    unigrams: Counter
-    bigrams: Counter
+    code: str                # one character per token
+    unigrams: str            # the token codes, sorted (a multiset)
+    bigrams: str | list      # the bigram codes, sorted (a multiset)
+    batch: int               # codes mean something only within their batch
+    semantics = "rouge-score"
 
 
-@dataclass(frozen=True)
-class PltrdyFeatures:
-    semantics: ClassVar[str] = "pltrdy"
+class PltrdyFeatures(NamedTuple):
+    tokens: tuple[str, ...]
     sentences: tuple[tuple[str, ...], ...]  # words per sentence, as pltrdy splits them
-    unigrams: frozenset
-    bigrams: frozenset
+    unigrams: str            # distinct word codes, sorted (a set)
+    bigrams: str | list      # distinct bigram codes, sorted (a set)
     n_word_types: int
+    batch: int               # codes mean something only within their batch
+    semantics = "pltrdy"
 
 
 def _ngrams(tokens: Sequence[str], n: int) -> list[tuple[str, ...]]:
@@ -71,15 +135,34 @@ def features(tokens: Sequence[str], semantics: str):
     return get_semantics(semantics).features(tokens)
 
 
+def features_many(token_lists: Sequence[Sequence[str]], semantics: str) -> list:
+    """`features` of many tokenised texts, in one batch."""
+    return get_semantics(semantics).features_many(token_lists)
+
+
+def _one_batch(sem, feats: list) -> list:
+    """The features themselves when they share a batch, else all of them re-encoded together."""
+    if len({f.batch for f in feats}) <= 1:
+        return feats
+    return sem.features_many([f.tokens for f in feats])
+
+
+def _overlaps(a: list, b: list):
+    """int64 [len(a), len(b)]: LCS lengths of every pair of code sequences (rapidfuzz, C)."""
+    import numpy as np
+    from rapidfuzz import process
+
+    return process.cdist(a, b, scorer=LCSseq.similarity, dtype=np.int64)
+
+
 # ---------------------------------------------------------------- rouge-score semantics
 def _f_rs(p: float, r: float) -> float:
     return 2 * p * r / (p + r) if p + r > 0 else 0.0
 
 
-def _rs_ngram(hyp: Counter, ref: Counter) -> float:
-    small, big = (hyp, ref) if len(hyp) < len(ref) else (ref, hyp)
-    inter = sum(min(c, big[g]) for g, c in small.items() if g in big)
-    return _f_rs(inter / max(sum(hyp.values()), 1), inter / max(sum(ref.values()), 1))
+def _rs_ngram(hyp: Sequence, ref: Sequence) -> float:
+    inter = LCSseq.similarity(hyp, ref) if hyp and ref else 0
+    return _f_rs(inter / max(len(hyp), 1), inter / max(len(ref), 1))
 
 
 def _rs_pair(h: RougeScoreFeatures, r: RougeScoreFeatures) -> tuple[float, float, float]:
@@ -96,8 +179,8 @@ def _f_pl(p: float, r: float) -> float:
     return 2.0 * ((p * r) / (p + r + 1e-8))
 
 
-def _pl_ngram(hyp: frozenset, ref: frozenset) -> float:
-    overlap = len(hyp & ref)
+def _pl_ngram(hyp: Sequence, ref: Sequence) -> float:
+    overlap = LCSseq.similarity(hyp, ref) if hyp and ref else 0
     p = overlap / len(hyp) if hyp else 0.0
     r = overlap / len(ref) if ref else 0.0
     return _f_pl(p, r)
@@ -162,76 +245,107 @@ def pair_scores(hyp, ref) -> tuple[float, float, float]:
 
 # ---------------------------------------------------------------- one class per semantics
 class RougeScoreSemantics:
-    """rouge-score: clipped n-gram counts, whole-summary LCS. Symmetric F1, so pairwise is computed in bulk."""
+    """rouge-score: clipped n-gram counts, whole-summary LCS. Symmetric F1; pairwise is three C all-pairs calls."""
     name = "rouge-score"
 
     def features(self, tokens: Sequence[str]) -> RougeScoreFeatures:
-        tokens = tuple(tokens)
-        return RougeScoreFeatures(tokens, "".join(map(_code, tokens)), Counter(_ngrams(tokens, 1)),
-                                  Counter(_ngrams(tokens, 2)))
+        return self.features_many([tokens])[0]
+
+    def features_many(self, token_lists: Sequence[Sequence[str]]) -> list[RougeScoreFeatures]:
+        """`features` of many texts in one batch (much faster than one by one)."""
+        token_lists = [tuple(t) for t in token_lists]
+        codes, uni, bi, gen = _encode_batch(token_lists, distinct=False)
+        return [RougeScoreFeatures(*row, gen) for row in zip(token_lists, codes, uni, bi)]
 
     def pair(self, h: RougeScoreFeatures, r: RougeScoreFeatures) -> tuple[float, float, float]:
+        if h.batch != r.batch:
+            h, r = self.features_many([h.tokens, r.tokens])
         return _rs_pair(h, r)
 
     def pairwise(self, feats: list):
-        """[k, k, 3] with M[i, j] = (R1, R2, RL) F1 of i against j: n-gram overlaps as minima of count matrices,
-        LCS lengths by rapidfuzz's `cdist` (C)."""
-        import numpy as np
-        from rapidfuzz import process
+        """[k, k, 3] with M[i, j] = (R1, R2, RL) F1 of i against j: n-gram overlaps and LCS lengths as LCS of code
+        strings, all pairs per metric in one rapidfuzz `cdist` call (C); the F1 arithmetic is rouge-score's."""
+        return self.pairwise_many([feats])[0]
 
-        k = len(feats)
-        out = np.zeros((k, k, 3))
-        if k == 0:
-            return out
-        lengths = np.array([len(f.tokens) for f in feats], dtype=np.float64)
-        for m, attr in enumerate(("unigrams", "bigrams")):
-            counts = _count_matrix([getattr(f, attr) for f in feats])
-            inter = np.minimum(counts[:, None, :], counts[None, :, :]).sum(-1).astype(np.float64)
-            totals = counts.sum(1).astype(np.float64)
-            p = inter / np.maximum(totals, 1)[:, None]
-            r = inter / np.maximum(totals, 1)[None, :]
-            out[:, :, m] = _f_rs_array(p, r)
-        lcs = process.cdist([f.code for f in feats], [f.code for f in feats], scorer=LCSseq.similarity,
-                            dtype=np.int64).astype(np.float64)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            p = lcs / lengths[:, None]
-            r = lcs / lengths[None, :]
-        rl = _f_rs_array(np.nan_to_num(p), np.nan_to_num(r))
-        empty = lengths == 0
-        rl[empty, :] = 0.0
-        rl[:, empty] = 0.0
-        out[:, :, 2] = rl
+    def pairwise_many(self, groups: Sequence[list]) -> list:
+        """`pairwise` of many candidate lists: the overlaps per list (C), the F1 arithmetic once per chunk of
+        same-size lists rather than once per list."""
+        import numpy as np
+
+        out: list = [None] * len(groups)
+        by_size: dict[int, list[int]] = {}
+        for gi, g in enumerate(groups):
+            by_size.setdefault(len(g), []).append(gi)
+        for k, members in by_size.items():
+            step = max(1, (1 << 21) // max(3 * k * k, 1))  # bounded scratch memory
+            for c in range(0, len(members), step):
+                chunk = members[c:c + step]
+                inter = np.zeros((len(chunk), k, k, 3))
+                n = np.zeros((len(chunk), k))
+                for row, gi in enumerate(chunk):
+                    feats = _one_batch(self, groups[gi])
+                    if not feats:
+                        continue
+                    for m, strings in enumerate(([f.unigrams for f in feats], [f.bigrams for f in feats],
+                                                 [f.code for f in feats])):
+                        inter[row, :, :, m] = _overlaps(strings, strings)
+                    n[row] = [len(f.tokens) for f in feats]
+                # hypothesis and reference sizes: tokens, bigrams, tokens; max(., 1) as rouge-score's n-gram scores
+                # do (for ROUGE-L an empty side has overlap 0, hence F1 0, which is rouge-score's special case)
+                sizes = np.maximum(np.stack([n, n - 1, n], axis=2), 1.0)
+                f1 = _f_rs_array(inter / sizes[:, :, None, :], inter / sizes[:, None, :, :])
+                for row, gi in enumerate(chunk):
+                    out[gi] = f1[row]
         return out
 
 
 class PltrdySemantics:
     """pltrdy `rouge` 1.0.1: n-gram sets, sentences split on '.', summary-level union LCS (asymmetric).
 
-    Pairwise: R1/R2 for all pairs at once from binary n-gram matrices (one matrix product); ROUGE-L's union sizes for
-    all ordered pairs in one call of a compiled kernel (dialsum.lcs_kernel), which stops a pair as soon as the union
-    holds every word the two texts share. Without numba, the same loop runs in Python. Same numbers as `pair` to the
-    last bit.
+    Pairwise: R1/R2 for all pairs as LCS of sorted distinct code strings (rapidfuzz `cdist`, C); ROUGE-L's union
+    sizes for all ordered pairs in one call of a compiled kernel (dialsum.lcs_kernel), which stops a pair as soon as
+    the union holds every word the two texts share. Without numba, the same loop runs in Python. Same numbers as
+    `pair` to the last bit.
     """
     name = "pltrdy"
 
     def __init__(self, compiled: bool = True) -> None:
         self._lcs_cache: dict[tuple, frozenset] = {}
         self._ids: dict[str, int] = {}
-        self.kernel = None
-        if compiled:
+        self.compiled = compiled
+        self._kernel = None
+
+    @property
+    def kernel(self):
+        """The compiled union-LCS kernel, imported on first use (numba takes ~0.3 s to import), or None."""
+        if self._kernel is None and self.compiled:
             try:
                 from dialsum.lcs_kernel import union_lcs_sizes
 
-                self.kernel = union_lcs_sizes
-            except ImportError:  # numba missing: the pure-Python loop below gives the same numbers, slower
-                pass
+                self._kernel = union_lcs_sizes
+            except ImportError:  # numba missing: the pure-Python loop gives the same numbers, slower
+                self.compiled = False
+        return self._kernel
+
+    @kernel.setter
+    def kernel(self, fn) -> None:
+        self._kernel = fn
+        self.compiled = fn is not None
 
     def features(self, tokens: Sequence[str]) -> PltrdyFeatures:
-        sents = tuple(tuple(s.split(" ")) for s in pltrdy_sentences(" ".join(tokens)))
-        words = [w for s in sents for w in s]
-        return PltrdyFeatures(sents, frozenset(_ngrams(words, 1)), frozenset(_ngrams(words, 2)), len(set(words)))
+        return self.features_many([tokens])[0]
+
+    def features_many(self, token_lists: Sequence[Sequence[str]]) -> list[PltrdyFeatures]:
+        """`features` of many texts in one batch (much faster than one by one)."""
+        token_lists = [tuple(t) for t in token_lists]
+        sents = [tuple(tuple(s.split(" ")) for s in pltrdy_sentences(" ".join(t))) for t in token_lists]
+        words = [[w for s in ss for w in s] for ss in sents]
+        _, uni, bi, gen = _encode_batch(words, distinct=True)
+        return [PltrdyFeatures(t, ss, u, b, len(u), gen) for t, ss, u, b in zip(token_lists, sents, uni, bi)]
 
     def pair(self, h: PltrdyFeatures, r: PltrdyFeatures) -> tuple[float, float, float]:
+        if h.batch != r.batch:
+            h, r = self.features_many([h.tokens, r.tokens])
         return _pl_pair(h, r)
 
     def _union_sizes(self, feats: list):
@@ -275,6 +389,10 @@ class PltrdySemantics:
                     break  # the union cannot hold more than the shared words
         return _f_pl(len(union) / h.n_word_types, len(union) / r.n_word_types)
 
+    def pairwise_many(self, groups: Sequence[list]) -> list:
+        """`pairwise` of many candidate lists."""
+        return [self.pairwise(g) for g in groups]
+
     def pairwise(self, feats: list):
         import numpy as np
 
@@ -282,12 +400,12 @@ class PltrdySemantics:
         out = np.zeros((k, k, 3))
         if k == 0:
             return out
+        feats = _one_batch(self, feats)
         alive = np.array([bool(f.sentences) for f in feats])
         for m, attr in enumerate(("unigrams", "bigrams")):
-            sets = [getattr(f, attr) for f in feats]
-            binary = _count_matrix([dict.fromkeys(x, 1) for x in sets]).astype(np.float64)
-            inter = binary @ binary.T
-            sizes = np.array([len(x) for x in sets], dtype=np.float64)
+            strings = [getattr(f, attr) for f in feats]
+            inter = _overlaps(strings, strings).astype(np.float64)
+            sizes = np.array([len(x) for x in strings], dtype=np.float64)
             with np.errstate(divide="ignore", invalid="ignore"):
                 p = np.where(sizes[:, None] > 0, inter / sizes[:, None], 0.0)
                 r = np.where(sizes[None, :] > 0, inter / sizes[None, :], 0.0)
@@ -312,27 +430,12 @@ class PltrdySemantics:
         return out
 
 
-def _count_matrix(counters: list) -> "np.ndarray":
-    """Rows of n-gram counts over a shared vocabulary (int64 [k, V])."""
-    import numpy as np
-
-    vocab: dict = {}
-    rows, cols, vals = [], [], []
-    for i, c in enumerate(counters):
-        for g, n in c.items():
-            rows.append(i)
-            cols.append(vocab.setdefault(g, len(vocab)))
-            vals.append(n)
-    counts = np.zeros((len(counters), max(len(vocab), 1)), dtype=np.int64)
-    counts[rows, cols] = vals
-    return counts
-
-
 SEMANTICS_REGISTRY: dict[str, object] = {"pltrdy": PltrdySemantics(), "rouge-score": RougeScoreSemantics()}
 
 
 def get_semantics(name: str):
-    """The metric for one semantics: `features(tokens)`, `pair(h, r)`, `pairwise(feats) -> [k, k, 3]`."""
+    """The metric for one semantics: `features(tokens)`, `features_many(token_lists)`, `pair(h, r)`,
+    `pairwise(feats) -> [k, k, 3]`, `pairwise_many(lists of feats)`."""
     try:
         return SEMANTICS_REGISTRY[name]
     except KeyError:
@@ -377,13 +480,9 @@ def score_corpus(preds: Sequence[str], refs: Sequence[Sequence[str]], semantics:
         raise ValueError(f"{len(preds)} predictions but {len(refs)} reference lists")
     flat = list(preds) + [r for rs in refs for r in rs]
     toks = dict(zip(flat, tokenize_many(flat, tokenizer)))
-    cache: dict[str, object] = {}
-
-    def feat(text: str):
-        f = cache.get(text)
-        if f is None:
-            f = cache[text] = features(toks[text], semantics)
-        return f
+    distinct = list(toks)
+    feats = dict(zip(distinct, features_many([toks[t] for t in distinct], semantics)))
+    feat = feats.__getitem__
 
     per_sample = []
     for pred, rs in zip(preds, refs):

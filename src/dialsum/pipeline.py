@@ -20,7 +20,8 @@ from pathlib import Path
 from dialsum.config import ModelConfig, RunConfig
 from dialsum.data import CompetitionData, load_competition
 from dialsum.devsplit import DevSplit, split_dev
-from dialsum.engine import KINDS, Engine, Stage, hash_json, hold_run_folder, log, sha256_file
+from dialsum.engine import Engine, Stage, hash_json, hold_run_folder, log, sha256_file
+from dialsum.kinds import KINDS
 from dialsum.errors import DialsumError
 from dialsum.io_utils import atomic_write_json, atomic_write_text, csv_text
 
