@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from dialsum.candidates import Journal, part_path, read_part
 from dialsum.config import DecodingSpec, GenerateSpec
 from dialsum.generate import generate_candidates
@@ -66,3 +68,43 @@ def test_a_chunk_line_with_missing_candidates_is_redone(tiny_cfg, sample_data, t
     assert set(j.load()) == {0}
     (path,) = generate_candidates(cfg, cfg.path, None, rows, tmp_path / "s", GenerateSpec(), chunk=2)
     assert [(c.fname, c.text) for c in read_part(path)] == [(c.fname, c.text) for c in want]
+
+
+def test_logprob_is_the_teacher_forced_sum_through_the_stop_token(tiny_cfg, sample_data):
+    """In a sampled batch whose sequences end at different steps, each log-probability counts the sequence's own
+    tokens up to and including its stop token, and none of the padding added after it (checked by a forward pass)."""
+    import torch
+
+    from dialsum.hf_generate import _logprobs, stop_token_ids
+    from dialsum.modeling import load_model, load_tokenizer
+    from dialsum.train import encode_input
+
+    tok = load_tokenizer(tiny_cfg.path, tiny_cfg)
+    model = load_model(tiny_cfg.path, tiny_cfg).eval()
+    prompts = [encode_input(tok, r.dialogue, tiny_cfg) for r in sample_data.dev[:4]]
+    stops = stop_token_ids(model, tok)
+    width = max(map(len, prompts))
+    ids = torch.full((len(prompts), width), tok.pad_token_id)
+    mask = torch.zeros_like(ids)
+    for row, p in enumerate(prompts):  # left padding, as generate_hf does for decoder-only models
+        ids[row, width - len(p):] = torch.tensor(p)
+        mask[row, width - len(p):] = 1
+    torch.manual_seed(3)
+    spec = DecodingSpec(name="s", strategy="sample", n=3, temperature=1.0, top_p=1.0)
+    with torch.inference_mode():
+        out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=30, do_sample=True,
+                             temperature=1.0, top_p=1.0, top_k=None, num_return_sequences=3, eos_token_id=stops,
+                             pad_token_id=tok.pad_token_id, return_dict_in_generate=True, output_scores=True)
+    new = out.sequences[:, width:]
+    got = _logprobs(model, out, spec, new, stops)
+    lengths = set()
+    for row, lp in enumerate(got):
+        gen = new[row].tolist()
+        gen = gen[: next((k + 1 for k, t in enumerate(gen) if t in stops), len(gen))]  # through the stop token
+        lengths.add(len(gen))
+        prompt = prompts[row // 3]
+        with torch.no_grad():
+            logits = model(torch.tensor([prompt + gen])).logits[0, len(prompt) - 1:-1]
+        want = float(torch.log_softmax(logits.float(), -1)[torch.arange(len(gen)), torch.tensor(gen)].sum())
+        assert lp == pytest.approx(want, abs=2e-3), (row, lp, want)
+    assert len(lengths) > 1  # the batch really mixed lengths, so padding followed the shorter sequences

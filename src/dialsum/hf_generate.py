@@ -53,7 +53,7 @@ def generate_hf(model, tokenizer, prompts: list[list[int]], spec: DecodingSpec, 
                 torch.manual_seed(spec.seed * 100003 + seed_offset * 1009 + b)
             out = model.generate(input_ids=input_ids.to(device), attention_mask=mask.to(device), **kwargs)
             new = out.sequences[:, 1:] if enc_dec else out.sequences[:, width:]
-            logprobs = _logprobs(model, out, spec, new)
+            logprobs = _logprobs(model, out, spec, new, stops)
             texts = [decode_summary(tokenizer, _until_stop(row, stops)) for row in new.tolist()]
             for row, i in enumerate(idx):
                 for k in range(n_ret):
@@ -84,7 +84,9 @@ def stop_token_ids(model, tokenizer) -> list[int]:
     return ids
 
 
-def _logprobs(model, out, spec: DecodingSpec, new) -> list[float | None]:
+def _logprobs(model, out, spec: DecodingSpec, new, stops: list[int]) -> list[float | None]:
+    """Each sequence's log-probability: its generated tokens up to and including the first stop token (as vLLM's
+    cumulative log-probability counts them), not the padding a batch adds after a sequence has finished."""
     if spec.strategy == "beam" and getattr(out, "sequences_scores", None) is not None:
         return [float(x) for x in out.sequences_scores]
     try:
@@ -93,5 +95,8 @@ def _logprobs(model, out, spec: DecodingSpec, new) -> list[float | None]:
         return [None] * new.shape[0]
     import torch
 
+    is_stop = torch.isin(new, torch.tensor(stops, dtype=new.dtype, device=new.device)).int()
+    after_stop = (torch.cumsum(is_stop, dim=-1) - is_stop) > 0
+    scores = scores.masked_fill(after_stop.to(scores.device), 0.0)
     scores = torch.where(torch.isfinite(scores), scores, torch.zeros_like(scores))
     return [float(s) for s in scores.sum(-1)]

@@ -6,15 +6,17 @@ Two reference semantics, both exact (tests compare them to the libraries to 1e-1
   * "pltrdy": `rouge` 1.0.1 `Rouge().get_scores(hyp, ref)` on space-joined morphemes (sentences split on '.',
     n-grams counted as sets, summary-level union LCS); an empty hypothesis scores 0 instead of raising.
 
-Texts are turned into `features` once; every score is then a pure function of two feature objects, which is what
-makes the all-pairs matrices used by the ensemble cheap (see `pairwise_matrix`). The LCS runs in C via rapidfuzz's
-bit-parallel `LCSseq` on tokens interned as characters; pltrdy's union LCS needs the LCS itself, which comes from a
-bit-parallel table on Python ints (one int per column) and pltrdy's own tie-breaking.
+Texts are turned into `features` once, in batches (`features_many`); every score is then a pure function of two
+feature objects, which is what makes the all-pairs matrices used by the ensemble cheap (`pairwise_matrix`,
+`pairwise_many`). Every overlap runs in C as an LCS (rapidfuzz's bit-parallel `LCSseq`) of code strings with one
+character per token: the token sequence for ROUGE-L, the sorted tokens and sorted bigrams for ROUGE-1/2 (see
+"encoding" below). pltrdy's union LCS needs the LCS itself, not only its length: a compiled kernel
+(dialsum.lcs_kernel) for all pairs, or a bit-parallel table on Python ints with pltrdy's own tie-breaking.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 import itertools
+from dataclasses import dataclass
 from typing import NamedTuple, Sequence
 
 from rapidfuzz.distance import LCSseq
