@@ -69,18 +69,17 @@ class MorphemeCache:
         db = self._conn()
         if db is None or not texts:
             return {}
-        found: dict[str, tuple[str, ...]] = {}
+        rows: list[tuple[str, str]] = []
         try:
             for i in range(0, len(texts), _CHUNK):
                 chunk = texts[i:i + _CHUNK]
-                rows = db.execute(f"SELECT text, tokens FROM morphemes WHERE text IN ({','.join('?' * len(chunk))})",
-                                  chunk)
-                found.update((t, tuple(v.split(SEP)) if v else ()) for t, v in rows)
+                rows += db.execute(f"SELECT text, tokens FROM morphemes WHERE text IN ({','.join('?' * len(chunk))})",
+                                   chunk).fetchall()
         except sqlite3.Error as e:
             self.broken = True
             _warn(self.path, e)
             return {}
-        return found
+        return {t: tuple(v.split(SEP)) if v else () for t, v in rows}
 
     def put_many(self, items: Iterable[tuple[str, Sequence[str]]]) -> None:
         """Store new analyses in one transaction: all of them or, if anything fails or the process dies, none."""
