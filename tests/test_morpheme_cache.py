@@ -7,12 +7,10 @@ import multiprocessing as mp
 import os
 import signal
 import sqlite3
-import subprocess
-import sys
 
 import pytest
 
-from conftest import ROOT, run_cli, shared_file
+from conftest import run_cli, shared_file
 from dialsum import tokenize
 from dialsum.morpheme_cache import MorphemeCache, open_cache
 from dialsum.tokenize import MecabTokenizer, mecab_identity, tokenize_many

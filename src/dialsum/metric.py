@@ -123,10 +123,6 @@ class PltrdyFeatures(NamedTuple):
     semantics = "pltrdy"
 
 
-def _ngrams(tokens: Sequence[str], n: int) -> list[tuple[str, ...]]:
-    return [tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)]
-
-
 def pltrdy_sentences(text: str) -> list[str]:
     """pltrdy's own sentence split: on every '.', whitespace collapsed, zero-length pieces dropped."""
     return [" ".join(s.split()) for s in text.split(".") if len(s) > 0]
