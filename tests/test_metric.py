@@ -238,3 +238,15 @@ def test_pltrdy_python_fallback_equals_the_compiled_kernel():
         texts = [t.get(fname, "") for t in tables]
         feats = features_many([MECAB(t) for t in texts], "pltrdy")
         assert (compiled.pairwise(feats) == python.pairwise(feats)).all()
+
+
+def test_dense_ranks_equal_numpy_unique_on_both_paths():
+    import numpy as np
+
+    from dialsum.metric import _dense_ranks
+
+    keys = np.random.default_rng(0).integers(0, 5000, 20000).astype(np.uint32)
+    uniq, inverse = np.unique(keys, return_inverse=True)
+    for size in (5000, 1 << 62):  # packed sort; key and position too wide to pack: np.unique itself
+        n, ranks = _dense_ranks(keys, size)
+        assert n == len(uniq) and (ranks == inverse).all()

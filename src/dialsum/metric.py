@@ -71,9 +71,9 @@ def _encode_batch(seqs: Sequence[Sequence[str]], distinct: bool) -> tuple[list[s
     within = seg[:-1] == seg[1:]
     wide = np.uint64 if len(vocab) ** 2 >= 1 << 32 else np.uint32
     keys = (ranks[:-1].astype(wide) * wide(len(vocab)) + ranks[1:])[within]  # a bigram's key, exactly
-    uniq, inverse = np.unique(keys, return_inverse=True)
-    if len(uniq) <= _USABLE:
-        bi, bi_bounds = _sorted_segments(inverse.astype(np.uint32), seg[:-1][within], n, distinct, len(uniq))
+    n_uniq, inverse = _dense_ranks(keys, len(vocab) ** 2)
+    if n_uniq <= _USABLE:
+        bi, bi_bounds = _sorted_segments(inverse, seg[:-1][within], n, distinct, n_uniq)
         bi_text = _as_text(bi)
         bigrams = [bi_text[a:b] for a, b in zip(bi_bounds[:-1], bi_bounds[1:])]
     else:  # too many distinct bigrams for characters: sorted integer keys (rapidfuzz compares them as exactly)
@@ -81,6 +81,25 @@ def _encode_batch(seqs: Sequence[Sequence[str]], distinct: bool) -> tuple[list[s
         values = bi.tolist()
         bigrams = [values[a:b] for a, b in zip(bi_bounds[:-1], bi_bounds[1:])]
     return codes, [uni_text[a:b] for a, b in zip(uni_bounds[:-1], uni_bounds[1:])], bigrams, batch
+
+
+def _dense_ranks(keys, size: int):
+    """(number of distinct keys, each key's rank among them): np.unique's inverse, by one sort of key and position
+    packed into one integer where they fit (faster than np.unique's indirect sort)."""
+    import numpy as np
+
+    kbits, pbits = max(size - 1, 1).bit_length(), max(len(keys) - 1, 1).bit_length()
+    if not len(keys) or kbits + pbits > 64:
+        uniq, inverse = np.unique(keys, return_inverse=True)
+        return len(uniq), inverse.astype(np.uint32)
+    packed = np.sort((keys.astype(np.uint64) << np.uint64(pbits)) | np.arange(len(keys), dtype=np.uint64))
+    sorted_keys = packed >> np.uint64(pbits)
+    new = np.empty(len(keys), dtype=bool)
+    new[0] = True
+    new[1:] = sorted_keys[1:] != sorted_keys[:-1]
+    inverse = np.empty(len(keys), dtype=np.uint32)
+    inverse[(packed & np.uint64((1 << pbits) - 1)).astype(np.int64)] = np.cumsum(new) - 1
+    return int(new.sum()), inverse
 
 
 def _sorted_segments(values, seg, n: int, distinct: bool, size: int):
