@@ -67,6 +67,9 @@ class TinyModelSpec(Strict):
     num_key_value_heads: int = 4
     pretrain_steps: int = 300
     seed: int = 0
+    with_tags: bool = Field(True, description="false: like every real checkpoint, the vocabulary lacks the "
+                                                 "competition's tags, which dialsum adds (and trains) itself")
+    tie_word_embeddings: bool = Field(True, description="false: the LM head is its own matrix (as in Llama-3.1-8B)")
 
     @model_validator(mode="after")
     def _head_dim(self):

@@ -81,7 +81,7 @@ def load_tokenizer(path: str, cfg: ModelConfig):
         tok.pad_token = tok.eos_token
     if cfg.lang_code:
         tok.src_lang = tok.tgt_lang = cfg.lang_code
-    ensure_tags(tok)
+    tok.dialsum_added_ids = ensure_tags(tok)  # the tags this checkpoint's vocabulary lacked (see fit_embeddings)
     return tok
 
 
@@ -92,16 +92,49 @@ def model_class(cfg: ModelConfig):
 
 
 def fit_embeddings(model, tokenizer) -> list[int]:
-    """Grow the embeddings to the tokenizer (tags added to a real checkpoint's tokenizer); returns the new ids."""
-    old = model.get_input_embeddings().weight.shape[0]
-    if len(tokenizer) <= old:
+    """Give the tags added to a real checkpoint's tokenizer embedding rows; returns their ids (the rows to train).
+
+    Their input rows (and output rows, where the LM head is its own matrix) start as the mean of the checkpoint's
+    real rows: deterministic, so every load of the same base is the same model (transformers' own mean resizing
+    samples around the mean). Some checkpoints pad the matrix beyond the tokenizer (Qwen: 151,936 rows for 151,665
+    tokens); then the tags land on padding rows the model never trained, which get the same mean."""
+    import torch
+
+    added = sorted(getattr(tokenizer, "dialsum_added_ids", []))
+    if not added:
         return []
-    model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
-    return list(range(old, len(tokenizer)))
+    rows = model.get_input_embeddings().weight.shape[0]
+    real = torch.ones(rows, dtype=torch.bool)
+    real[[i for i in added if i < rows]] = False
+    real[min(rows, len(tokenizer)):] = False  # padding rows are not vocabulary
+    if len(tokenizer) > rows:
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    with torch.no_grad():
+        layers = [model.get_input_embeddings()]
+        head = model.get_output_embeddings()
+        if head is not None and head.weight.data_ptr() != layers[0].weight.data_ptr():
+            layers.append(head)
+        for layer in layers:
+            w = layer.weight
+            w[added] = w[:rows][real].float().mean(0).to(w.dtype)
+    return added
 
 
-def load_model(path: str, cfg: ModelConfig, quantization: str | None = None):
-    """The base model as configured (quantization=None: the config's; "none": full precision, for merges/vLLM)."""
+def trainable_token_rows(model, ids: list[int]):
+    """PEFT `trainable_token_indices` for the added tags: their input rows, and also their LM-head rows when the
+    head is not tied to the input embeddings (else the model could read the tags but never learn to write them)."""
+    if not ids:
+        return None
+    emb, head = model.get_input_embeddings(), model.get_output_embeddings()
+    if head is None or head.weight.data_ptr() == emb.weight.data_ptr():
+        return ids
+    names = {id(m): n.rsplit(".", 1)[-1] for n, m in model.named_modules()}
+    return {names[id(emb)]: ids, names[id(head)]: ids}
+
+
+def load_model(path: str, cfg: ModelConfig, quantization: str | None = None, device: str | None = None):
+    """The base model as configured (quantization=None: the config's; "none": full precision, for merges/vLLM);
+    on the GPU when there is one, unless `device` says otherwise."""
     import torch
     from transformers import BitsAndBytesConfig
 
@@ -114,7 +147,9 @@ def load_model(path: str, cfg: ModelConfig, quantization: str | None = None):
             bnb_4bit_compute_dtype=dtype)
     elif quantization == "8bit":
         kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
-    if has_cuda():
+    if device is not None:
+        kwargs["device_map"] = {"": device}
+    elif has_cuda():
         kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", 0))}
     model = model_class(cfg).from_pretrained(path, **kwargs)
     disable_bnb_cpu_fused_kernel(model)

@@ -23,7 +23,7 @@ CHAT_TEMPLATE = (
 )
 
 
-def build_tokenizer(texts: list[str], vocab_size: int):
+def build_tokenizer(texts: list[str], vocab_size: int, with_tags: bool = True):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -37,7 +37,8 @@ def build_tokenizer(texts: list[str], vocab_size: int):
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
                                    padding_side="left", additional_special_tokens=ROLE_TOKENS)
     # Speaker and mask tags are atomic tokens but not "special": decoding must keep them in summaries.
-    fast.add_tokens(SPEAKER_TAGS + MASK_TAGS)
+    if with_tags:
+        fast.add_tokens(SPEAKER_TAGS + MASK_TAGS)
     fast.chat_template = CHAT_TEMPLATE
     return fast
 
@@ -52,7 +53,7 @@ def build_tiny_model(out_dir: Path, train: list[Dialogue], spec: TinyModelSpec |
     spec = spec or TinyModelSpec()
     out_dir = Path(out_dir)
     texts = [d.dialogue for d in train] + [d.summary for d in train if d.summary]
-    tokenizer = build_tokenizer(texts, spec.vocab_size)
+    tokenizer = build_tokenizer(texts, spec.vocab_size, spec.with_tags)
     torch.manual_seed(spec.seed)
     if family == "seq2seq":
         return _save(_tiny_bart(tokenizer, texts, spec), tokenizer, out_dir)
@@ -61,7 +62,7 @@ def build_tiny_model(out_dir: Path, train: list[Dialogue], spec: TinyModelSpec |
         num_hidden_layers=spec.num_hidden_layers, num_attention_heads=spec.num_attention_heads,
         num_key_value_heads=spec.num_key_value_heads, head_dim=spec.hidden_size // spec.num_attention_heads,
         max_position_embeddings=1024, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True, torch_dtype="float32",
+        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=spec.tie_word_embeddings, torch_dtype="float32",
     )
     model = LlamaForCausalLM(config)
     if spec.pretrain_steps:

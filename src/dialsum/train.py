@@ -108,7 +108,7 @@ def train_model(cfg: ModelConfig, base_path: str, train_rows: list[Dialogue], de
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments
 
-    from dialsum.modeling import fit_embeddings, has_cuda, load_model, load_tokenizer
+    from dialsum.modeling import fit_embeddings, has_cuda, load_model, load_tokenizer, trainable_token_rows
 
     from transformers import set_seed
 
@@ -129,7 +129,7 @@ def train_model(cfg: ModelConfig, base_path: str, train_rows: list[Dialogue], de
         lcfg = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
                           target_modules=cfg.target_modules,
                           task_type="SEQ_2_SEQ_LM" if cfg.family == "seq2seq" else "CAUSAL_LM",
-                          trainable_token_indices=new_ids or None)  # train (and save) only the new tags' rows
+                          trainable_token_indices=trainable_token_rows(model, new_ids))  # only the tags' rows
         model = get_peft_model(model, lcfg)
     train_ds = build_examples(tokenizer, train_rows, cfg, t.seed)
     eval_ds = [encode_training_example(tokenizer, d, cfg) for d in dev_rows[: t.eval_subset]]

@@ -3,10 +3,16 @@
 Prompts go in as token ids rendered by dialsum.prompts, so vLLM sees exactly the prompt training used and the
 `hf` backend sees. The class must be created from importable code (vLLM on CPU spawns workers), and it points
 vLLM's caches and temp files at the run folder.
+
+vLLM serves a base + LoRA adapter only when the base already knows every token: a real checkpoint's vocabulary lacks
+the competition's tags (dialsum adds and trains them as PEFT "trainable tokens", which vLLM rejects as an
+"unsupported LoRA weight"), so then it serves one merged checkpoint instead (`servable_checkpoint`).
 """
 from __future__ import annotations
 
+import json
 import os
+import shutil
 from pathlib import Path
 
 from dialsum.config import DecodingSpec, GenerateSpec, ModelConfig, vllm_lora_rank
@@ -20,6 +26,63 @@ def _vllm_dtype(cfg: ModelConfig, cuda: bool) -> str:
     if cfg.precision == "bf16":
         return "bfloat16"
     return "bfloat16" if cuda else "float32"
+
+
+def _has_token_rows(adapter: Path) -> bool:
+    """Whether a PEFT adapter carries what vLLM cannot load: trainable token rows or whole saved modules."""
+    conf = json.loads((adapter / "adapter_config.json").read_text())
+    return bool(conf.get("trainable_token_indices") or conf.get("modules_to_save"))
+
+
+def _vocab_rows(model_path: str, cfg: ModelConfig) -> int:
+    from transformers import AutoConfig
+
+    conf = AutoConfig.from_pretrained(model_path, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
+    return int(getattr(conf, "vocab_size", None) or conf.get_text_config().vocab_size)
+
+
+def servable_checkpoint(cfg: ModelConfig, base_path: str, adapter_dir: Path | None,
+                        work_dir: Path) -> tuple[str, Path | None]:
+    """(model folder for vLLM, LoRA adapter folder or None). The base and the adapter as they are when vLLM can serve
+    them; otherwise (tags new to the vocabulary, trainable token rows) the base grown to dialsum's tokenizer with the
+    adapter merged in, written once to `work_dir/vllm-model` (on CPU, so the GPU stays vLLM's; atomically, so a
+    killed merge is redone, not half-read). A fully fine-tuned model is its own base."""
+    from dialsum.modeling import load_tokenizer
+
+    adapter = Path(adapter_dir) if adapter_dir is not None else None
+    full = adapter is not None and not (adapter / "adapter_config.json").is_file()
+    model_path, lora = (str(adapter), None) if full else (base_path, adapter)
+    tokenizer = load_tokenizer(model_path, cfg)
+    grows = len(tokenizer) > _vocab_rows(model_path, cfg) or bool(tokenizer.dialsum_added_ids)
+    if not grows and not (lora is not None and _has_token_rows(lora)):
+        return model_path, lora
+    out = Path(work_dir).resolve() / "vllm-model"
+    if not (out / "config.json").is_file():
+        _merge(cfg, model_path, lora, out)
+    return str(out), None
+
+
+def _merge(cfg: ModelConfig, model_path: str, lora: Path | None, out: Path) -> None:
+    import sys
+
+    from dialsum.modeling import fit_embeddings, load_model, load_tokenizer
+
+    print(f"[dialsum] vLLM cannot serve {cfg.name}'s added tokens as an adapter: writing a merged checkpoint to "
+          f"{out}", file=sys.stderr, flush=True)
+    tokenizer = load_tokenizer(model_path, cfg)
+    model = load_model(model_path, cfg, quantization="none", device="cpu")
+    fit_embeddings(model, tokenizer)
+    if lora is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(lora)).merge_and_unload()
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    del model
+    shutil.rmtree(out, ignore_errors=True)
+    os.replace(tmp, out)
 
 
 class VLLMEngine:
@@ -46,6 +109,8 @@ class VLLMEngine:
         from dialsum.modeling import load_tokenizer
 
         self.cfg = cfg
+        base_path, adapter_dir = servable_checkpoint(cfg, base_path, adapter_dir, Path(work_dir))
+        self._merged = Path(base_path) if Path(base_path) == Path(work_dir).resolve() / "vllm-model" else None
         self.tokenizer = load_tokenizer(base_path, cfg)
         kwargs = dict(model=base_path, tokenizer=base_path, dtype=_vllm_dtype(cfg, cuda), seed=cfg.train.seed,
                       max_model_len=gen.max_model_len or (cfg.max_input_tokens + cfg.max_new_tokens),
@@ -105,3 +170,5 @@ class VLLMEngine:
         if core is not None and hasattr(core, "shutdown"):
             core.shutdown()
         del self.llm
+        if self._merged is not None:  # a full copy of the model: kept only while it serves (a kill leaves it for
+            shutil.rmtree(self._merged, ignore_errors=True)  # the resumed stage)

@@ -1,0 +1,121 @@
+"""A checkpoint whose vocabulary lacks the competition's tags, like every real one, and whose LM head is its own matrix
+(as in Llama-3.1-8B): dialsum adds the tags, trains their input and output rows (PEFT trainable tokens), and vLLM,
+which rejects such an adapter, serves a merged checkpoint that generates exactly what transformers generates with
+the adapter. Never skipped."""
+from __future__ import annotations
+
+import json
+import multiprocessing
+
+import pytest
+
+from conftest import ROOT
+from dialsum.config import DecodingSpec, GenerateSpec, MetricSpec, TinyModelSpec
+from dialsum.special_tokens import TAGS
+
+
+@pytest.fixture(scope="module")
+def tagless(tmp_path_factory, sample_data):
+    from dialsum.config import load_model_config
+    from dialsum.tiny_model import build_tiny_model
+
+    out = tmp_path_factory.mktemp("tagless") / "model"
+    build_tiny_model(out, sample_data.train, TinyModelSpec(pretrain_steps=60, with_tags=False,
+                                                                  tie_word_embeddings=False))
+    cfg = load_model_config(ROOT / "configs" / "models" / "tiny.yaml")
+    return cfg.model_copy(update={"path": str(out), "tiny": None, "name": "tagless", "max_new_tokens": 24})
+
+
+@pytest.fixture(scope="module")
+def tagless_adapter(tagless, sample_data, tmp_path_factory):
+    from dialsum.train import train_model
+
+    cfg = tagless.model_copy(update={"train": tagless.train.model_copy(
+        update={"max_steps": 12, "eval_steps": 12, "eval_subset": 2, "early_stopping_patience": None})})
+    return train_model(cfg, cfg.path, sample_data.train, sample_data.dev, tmp_path_factory.mktemp("ad"),
+                       MetricSpec()).adapter_dir
+
+
+def test_tags_are_added_trained_and_mean_initialised(tagless, tagless_adapter, tmp_path):
+    import torch
+    from transformers import AutoTokenizer
+
+    from dialsum.modeling import fit_embeddings, load_model, load_tokenizer
+    from dialsum.vllm_backend import _has_token_rows
+
+    assert not set(TAGS) & set(AutoTokenizer.from_pretrained(tagless.path).get_vocab())
+    tok = load_tokenizer(tagless.path, tagless)
+    assert len(tok.dialsum_added_ids) == len(TAGS)
+    conf = json.loads((tagless_adapter / "adapter_config.json").read_text())
+    # the tiny Llama's LM head is its own matrix: the tags' output rows are trained too, or they could never be written
+    assert conf["trainable_token_indices"] == {"embed_tokens": tok.dialsum_added_ids, "lm_head": tok.dialsum_added_ids}
+    assert _has_token_rows(tagless_adapter)
+    from dialsum.generate import HFEngine
+
+    tuned = HFEngine(tagless, tagless.path, tagless_adapter, 4).model.merge_and_unload()
+    base = load_model(tagless.path, tagless, "none")
+    fit_embeddings(base, tok)
+    ids = tok.dialsum_added_ids
+    others = [i for i in range(base.get_input_embeddings().weight.shape[0]) if i not in ids]
+    for get in ("get_input_embeddings", "get_output_embeddings"):
+        w_tuned, w_base = getattr(tuned, get)().weight, getattr(base, get)().weight
+        assert not torch.allclose(w_tuned[ids], w_base[ids])  # trained away from their start
+        assert torch.equal(w_tuned[others], w_base[others])  # no other row moved
+    # a checkpoint that pads its matrix beyond the tokenizer (as Qwen does): the tags land on padding rows, which
+    # are set to the mean of the real rows and still reported for training
+    padded = tmp_path / "padded"
+    model = load_model(tagless.path, tagless, quantization="none")
+    n = model.get_input_embeddings().weight.shape[0]
+    model.resize_token_embeddings(n + 32)
+    with torch.no_grad():
+        model.get_input_embeddings().weight[n:] = 7.0
+    model.save_pretrained(padded)
+    AutoTokenizer.from_pretrained(tagless.path).save_pretrained(padded)
+    tok = load_tokenizer(str(padded), tagless)
+    model = load_model(str(padded), tagless, quantization="none")
+    ids = fit_embeddings(model, tok)
+    assert ids == tok.dialsum_added_ids and max(ids) < n + 32 and model.get_input_embeddings().weight.shape[0] == n + 32
+    w = model.get_input_embeddings().weight
+    assert torch.allclose(w[ids], w[:n].mean(0).expand(len(ids), -1), atol=1e-6)
+
+
+def test_merged_base_without_adapter_is_the_model_transformers_runs(tagless, tmp_path):
+    import torch
+
+    from dialsum.generate import HFEngine
+    from dialsum.modeling import load_model
+    from dialsum.vllm_backend import servable_checkpoint
+
+    path, lora = servable_checkpoint(tagless, tagless.path, None, tmp_path)
+    assert lora is None and path == str(tmp_path.resolve() / "vllm-model")
+    merged = load_model(path, tagless, quantization="none")
+    hf = HFEngine(tagless, tagless.path, None, 4)
+    ids = torch.tensor([hf.tokenizer("#Person1#: 안녕하세요 #Person2#: 네", add_special_tokens=False)["input_ids"]])
+    assert ids.max() >= merged.config.vocab_size - len(TAGS)  # the prompt really uses the added rows
+    with torch.no_grad():
+        assert torch.equal(merged(ids).logits, hf.model(ids).logits)
+    assert servable_checkpoint(tagless, tagless.path, None, tmp_path) == (path, None)  # written once
+
+
+def test_vllm_serves_the_merged_adapter_like_transformers(tagless, tagless_adapter, sample_data, tmp_path):
+    from dialsum.generate import HFEngine
+    from dialsum.prompts import encode_prompt
+    from dialsum.train import style_of
+    from dialsum.vllm_backend import VLLMEngine
+
+    v = VLLMEngine(tagless, tagless.path, tagless_adapter, GenerateSpec(), tmp_path)
+    try:
+        assert v.lora is None and (tmp_path.resolve() / "vllm-model" / "config.json").is_file()
+        hf = HFEngine(tagless, tagless.path, tagless_adapter, 8)
+        prompts = [encode_prompt(v.tokenizer, d.dialogue, style_of(tagless), tagless.max_input_tokens)
+                   for d in sample_data.dev[:8]]
+        assert max(max(p) for p in prompts) >= min(v.tokenizer.dialsum_added_ids or [10**9]) or any(
+            t in p for p in prompts for t in hf.tokenizer.dialsum_added_ids)
+        g = DecodingSpec(name="greedy")
+        assert [x[0][0] for x in v.run(prompts, g, None)] == [x[0][0] for x in hf.run(prompts, g, None)]
+    finally:
+        v.close()
+    assert not (tmp_path / "vllm-model").exists()  # the full copy is gone once the engine is
+    for p in multiprocessing.active_children():
+        p.join(30)  # shutdown is asynchronous
+    assert not [p for p in multiprocessing.active_children() if "EngineCore" in p.name]
