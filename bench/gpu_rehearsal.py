@@ -179,7 +179,7 @@ def main() -> int:
         with PeakSampler() as peak:
             result = fn()
         after = gpu_used_mib()
-        rec = {f: None for f in FIELDS} | {"stage": name, "status": "ok", "wall_s": round(time.time() - t0, 2),
+        rec = {f: None for f in FIELDS} | {"stage": name, "status": "ok", "wall_s": round(time.time() - t0, 3),
                                             "peak_gpu_mib": peak.peak, "gpu_mib_after": after,
                                             "baseline_gpu_mib": baseline,
                                             "back_to_baseline": None if after is None else after <= (baseline or 0) + 64}

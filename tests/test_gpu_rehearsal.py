@@ -22,7 +22,9 @@ def test_tiny_rehearsal_runs_every_stage_and_records_every_field(tmp_path):
     assert stages == ["build:decoder", "build:seq2seq", "train:llama1b-shape", "generate:llama1b-shape",
                       "train:kobart-shape", "generate:kobart-shape", "ensemble", "postprocess", "submit"]
     for s in out["stages"]:
-        assert set(s) == FIELDS and s["status"] == "ok" and s["wall_s"] > 0, s
+        assert set(s) == FIELDS and s["status"] == "ok" and s["wall_s"] >= 0, s  # submit can take under a millisecond
+        if s["stage"].startswith(("build", "train", "generate")):
+            assert s["wall_s"] > 0, s
     by = {s["stage"]: s for s in out["stages"]}
     assert by["train:llama1b-shape"]["train_tokens_per_s"] > 0 and by["train:kobart-shape"]["train_tokens_per_s"] > 0
     assert by["generate:llama1b-shape"]["gen_tokens_per_s"] > 0 and by["generate:kobart-shape"]["gen_tokens_per_s"] > 0
