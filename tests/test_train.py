@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dialsum.config import MetricSpec, TrainSpec
+from dialsum.config import MetricSpec
 from dialsum.modeling import load_model, load_tokenizer
 from dialsum.prompts import IGNORE_INDEX, AUGMENT_INSTRUCTIONS, PromptStyle, encode_example
 from dialsum.train import build_examples, style_of, train_model
