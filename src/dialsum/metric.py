@@ -344,11 +344,6 @@ class PltrdySemantics:
                 self.compiled = False
         return self._kernel
 
-    @kernel.setter
-    def kernel(self, fn) -> None:
-        self._kernel = fn
-        self.compiled = fn is not None
-
     def features(self, tokens: Sequence[str]) -> PltrdyFeatures:
         return self.features_many([tokens])[0]
 

@@ -99,11 +99,6 @@ class MorphemeCache:
             self.broken = True
             _warn(self.path, e)
 
-    def close(self) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
-
 
 def open_cache(identity: str) -> MorphemeCache | None:
     """The cache file for one analyser identity, or None when caching is off."""
