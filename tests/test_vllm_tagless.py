@@ -77,6 +77,19 @@ def test_tags_are_added_trained_and_mean_initialised(tagless, tagless_adapter, t
     assert ids == tok.dialsum_added_ids and max(ids) < n + 32 and model.get_input_embeddings().weight.shape[0] == n + 32
     w = model.get_input_embeddings().weight
     assert torch.allclose(w[ids], w[:n].mean(0).expand(len(ids), -1), atol=1e-6)
+    # a tokenizer with a token beyond the matrix (besides the tags): that row is grown, set to the mean and trained
+    extra = tmp_path / "extra"
+    AutoTokenizer.from_pretrained(tagless.path).save_pretrained(extra)
+    t = AutoTokenizer.from_pretrained(extra)
+    t.add_tokens(["<extra-token>"])
+    t.save_pretrained(extra)
+    load_model(tagless.path, tagless, quantization="none").save_pretrained(extra)
+    tok = load_tokenizer(str(extra), tagless)
+    model = load_model(str(extra), tagless, quantization="none")
+    ids = fit_embeddings(model, tok)
+    assert ids == list(range(n, len(tok))) and len(ids) == len(TAGS) + 1
+    w = model.get_input_embeddings().weight
+    assert w.shape[0] == len(tok) and torch.allclose(w[ids], w[:n].mean(0).expand(len(ids), -1), atol=1e-6)
 
 
 def test_merged_base_without_adapter_is_the_model_transformers_runs(tagless, tmp_path):

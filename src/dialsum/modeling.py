@@ -92,20 +92,21 @@ def model_class(cfg: ModelConfig):
 
 
 def fit_embeddings(model, tokenizer) -> list[int]:
-    """Give the tags added to a real checkpoint's tokenizer embedding rows; returns their ids (the rows to train).
+    """Give every token the checkpoint never trained an embedding row; returns their ids (the rows to train).
 
-    Their input rows (and output rows, where the LM head is its own matrix) start as the mean of the checkpoint's
-    real rows: deterministic, so every load of the same base is the same model (transformers' own mean resizing
-    samples around the mean). Some checkpoints pad the matrix beyond the tokenizer (Qwen: 151,936 rows for 151,665
-    tokens); then the tags land on padding rows the model never trained, which get the same mean."""
+    Those are the tags dialsum added to a real checkpoint's tokenizer, and any token a checkpoint's tokenizer has
+    beyond its matrix. Their input rows (and output rows, where the LM head is its own matrix) start as the mean of the
+    checkpoint's real rows: deterministic, so every load of the same base is the same model (transformers' own mean
+    resizing samples around the mean). Some checkpoints pad the matrix beyond the tokenizer (Qwen: 151,936 rows for
+    151,665 tokens); then the tags land on padding rows the model never trained, which get the same mean."""
     import torch
 
-    added = sorted(getattr(tokenizer, "dialsum_added_ids", []))
-    if not added:
-        return []
     rows = model.get_input_embeddings().weight.shape[0]
+    fresh = sorted(set(getattr(tokenizer, "dialsum_added_ids", [])) | set(range(rows, len(tokenizer))))
+    if not fresh:
+        return []
     real = torch.ones(rows, dtype=torch.bool)
-    real[[i for i in added if i < rows]] = False
+    real[[i for i in fresh if i < rows]] = False
     real[min(rows, len(tokenizer)):] = False  # padding rows are not vocabulary
     if len(tokenizer) > rows:
         model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
@@ -116,8 +117,8 @@ def fit_embeddings(model, tokenizer) -> list[int]:
             layers.append(head)
         for layer in layers:
             w = layer.weight
-            w[added] = w[:rows][real].float().mean(0).to(w.dtype)
-    return added
+            w[fresh] = w[:rows][real].float().mean(0).to(w.dtype)
+    return fresh
 
 
 def trainable_token_rows(model, ids: list[int]):
