@@ -30,17 +30,9 @@ class HFEngine:
     """transformers model (+ LoRA adapter) kept loaded across the decodings of one model."""
 
     def __init__(self, cfg: ModelConfig, base_path: str, adapter_dir: Path | None, batch_size: int):
-        from dialsum.modeling import fit_embeddings, load_model, load_tokenizer
+        from dialsum.modeling import load_for_inference
 
-        full = adapter_dir is not None and not (Path(adapter_dir) / "adapter_config.json").is_file()
-        path = str(adapter_dir) if full else base_path  # a fully fine-tuned model is the model itself
-        self.tokenizer = load_tokenizer(path, cfg)
-        model = load_model(path, cfg, quantization="none")
-        fit_embeddings(model, self.tokenizer)
-        if adapter_dir is not None and not full:
-            from peft import PeftModel
-
-            model = PeftModel.from_pretrained(model, str(adapter_dir))
+        self.tokenizer, model = load_for_inference(cfg, base_path, adapter_dir)
         self.model = model.eval()
         self.cfg = cfg
         self.batch_size = batch_size

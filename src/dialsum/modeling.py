@@ -159,6 +159,26 @@ def load_model(path: str, cfg: ModelConfig, quantization: str | None = None, dev
     return model
 
 
+def is_full_model(adapter_dir) -> bool:
+    """A fully fine-tuned model is saved whole where an adapter would be; it is then its own base."""
+    return adapter_dir is not None and not (Path(adapter_dir) / "adapter_config.json").is_file()
+
+
+def load_for_inference(cfg: ModelConfig, base_path: str, adapter_dir: Path | None, device: str | None = None):
+    """(tokenizer, model) as generation runs them: full precision, rows for every fresh token (fit_embeddings), the
+    LoRA adapter applied (PeftModel), or the fully fine-tuned model itself."""
+    full = is_full_model(adapter_dir)
+    path = str(adapter_dir) if full else base_path
+    tokenizer = load_tokenizer(path, cfg)
+    model = load_model(path, cfg, quantization="none", device=device)
+    fit_embeddings(model, tokenizer)
+    if adapter_dir is not None and not full:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(adapter_dir))
+    return tokenizer, model
+
+
 def disable_bnb_cpu_fused_kernel(model) -> int:
     """Turn off bitsandbytes' CPU avx512-bf16 repacking for every Linear4bit; returns how many were found."""
     try:

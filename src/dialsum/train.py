@@ -129,7 +129,7 @@ def train_model(cfg: ModelConfig, base_path: str, train_rows: list[Dialogue], de
         lcfg = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
                           target_modules=cfg.target_modules,
                           task_type="SEQ_2_SEQ_LM" if cfg.family == "seq2seq" else "CAUSAL_LM",
-                          trainable_token_indices=trainable_token_rows(model, new_ids))  # only the tags' rows
+                          trainable_token_indices=trainable_token_rows(model, new_ids))  # only fresh rows
         model = get_peft_model(model, lcfg)
     train_ds = build_examples(tokenizer, train_rows, cfg, t.seed)
     eval_ds = [encode_training_example(tokenizer, d, cfg) for d in dev_rows[: t.eval_subset]]

@@ -47,35 +47,31 @@ def servable_checkpoint(cfg: ModelConfig, base_path: str, adapter_dir: Path | No
     them; otherwise (tags new to the vocabulary, trainable token rows) the base grown to dialsum's tokenizer with the
     adapter merged in, written once to `work_dir/vllm-model` (on CPU, so the GPU stays vLLM's; atomically, so a
     killed merge is redone, not half-read). A fully fine-tuned model is its own base."""
-    from dialsum.modeling import load_tokenizer
+    from dialsum.modeling import is_full_model, load_tokenizer
 
     adapter = Path(adapter_dir) if adapter_dir is not None else None
-    full = adapter is not None and not (adapter / "adapter_config.json").is_file()
-    model_path, lora = (str(adapter), None) if full else (base_path, adapter)
+    model_path, lora = (str(adapter), None) if is_full_model(adapter) else (base_path, adapter)
     tokenizer = load_tokenizer(model_path, cfg)
     grows = len(tokenizer) > _vocab_rows(model_path, cfg) or bool(tokenizer.dialsum_added_ids)
     if not grows and not (lora is not None and _has_token_rows(lora)):
         return model_path, lora
     out = Path(work_dir).resolve() / "vllm-model"
     if not (out / "config.json").is_file():
-        _merge(cfg, model_path, lora, out)
+        _merge(cfg, base_path, adapter, out)
     return str(out), None
 
 
-def _merge(cfg: ModelConfig, model_path: str, lora: Path | None, out: Path) -> None:
+def _merge(cfg: ModelConfig, base_path: str, adapter: Path | None, out: Path) -> None:
+    """The model transformers generates with (dialsum.modeling.load_for_inference), merged and saved whole."""
     import sys
 
-    from dialsum.modeling import fit_embeddings, load_model, load_tokenizer
+    from dialsum.modeling import load_for_inference
 
     print(f"[dialsum] vLLM cannot serve {cfg.name}'s added tokens as an adapter: writing a merged checkpoint to "
           f"{out}", file=sys.stderr, flush=True)
-    tokenizer = load_tokenizer(model_path, cfg)
-    model = load_model(model_path, cfg, quantization="none", device="cpu")
-    fit_embeddings(model, tokenizer)
-    if lora is not None:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, str(lora)).merge_and_unload()
+    tokenizer, model = load_for_inference(cfg, base_path, adapter, device="cpu")
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
