@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import sys
+import time
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -52,17 +53,36 @@ class MorphemeCache:
 
     def _conn(self) -> sqlite3.Connection | None:
         if self._db is None and not self.broken:
-            try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-                db.execute("PRAGMA journal_mode=WAL")
-                db.execute("CREATE TABLE IF NOT EXISTS morphemes (text TEXT PRIMARY KEY, tokens TEXT NOT NULL) "
-                           "WITHOUT ROWID")
-                self._db = db
-            except (sqlite3.Error, OSError) as e:
-                self.broken = True
-                _warn(self.path, e)
+            for attempt in range(40):
+                try:
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
+                    self._db = self._setup(sqlite3.connect(self.path, timeout=30, isolation_level=None))
+                    break
+                except sqlite3.OperationalError as e:
+                    # two processes creating the file at once: switching it to WAL can fail with "locked" at once
+                    # (SQLite's deadlock avoidance skips the busy timeout); wait and try again
+                    if "locked" in str(e) and attempt < 39:
+                        time.sleep(0.05 * (1 + attempt % 10))
+                        continue
+                    self.broken = True
+                    _warn(self.path, e)
+                    break
+                except (sqlite3.Error, OSError) as e:
+                    self.broken = True
+                    _warn(self.path, e)
+                    break
         return self._db
+
+    @staticmethod
+    def _setup(db: sqlite3.Connection) -> sqlite3.Connection:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("CREATE TABLE IF NOT EXISTS morphemes (text TEXT PRIMARY KEY, tokens TEXT NOT NULL) "
+                       "WITHOUT ROWID")
+        except BaseException:
+            db.close()
+            raise
+        return db
 
     def get_many(self, texts: Sequence[str]) -> dict[str, tuple[str, ...]]:
         """The cached morphemes of those texts that have them."""
