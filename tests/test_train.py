@@ -17,7 +17,8 @@ from dialsum.train import build_examples, style_of, train_model
 def test_labels_unmask_exactly_the_summary_plus_eos(fmt, tiny_cfg, sample_data):
     tok = load_tokenizer(tiny_cfg.path, tiny_cfg)
     d = sample_data.train[0]
-    ex = encode_example(tok, d.dialogue, d.summary, PromptStyle(fmt, tiny_cfg.instruction, tiny_cfg.system_prompt), 384, 64)
+    ex = encode_example(tok, d.dialogue, d.summary, PromptStyle(fmt, tiny_cfg.instruction, tiny_cfg.system_prompt), 384, 64,
+                        [tok.eos_token_id])
     target = [t for t, l in zip(ex["input_ids"], ex["labels"]) if l != IGNORE_INDEX]
     assert tok.decode(target) == d.summary + tok.eos_token
     n_prompt = ex["labels"].index(next(l for l in ex["labels"] if l != IGNORE_INDEX))
@@ -28,9 +29,9 @@ def test_labels_unmask_exactly_the_summary_plus_eos(fmt, tiny_cfg, sample_data):
 def test_augmentation_multiplies_rows_by_five(tiny_cfg, sample_data):
     tok = load_tokenizer(tiny_cfg.path, tiny_cfg)
     rows = sample_data.train[:4]
-    plain = build_examples(tok, rows, tiny_cfg, 0)
+    plain = build_examples(tok, rows, tiny_cfg, 0, [tok.eos_token_id])
     cfg = tiny_cfg.model_copy(update={"train": tiny_cfg.train.model_copy(update={"augment": "mixed"})})
-    aug = build_examples(tok, rows, cfg, 0)
+    aug = build_examples(tok, rows, cfg, 0, [tok.eos_token_id])
     assert len(plain) == 4 and len(aug) == 4 * len(AUGMENT_INSTRUCTIONS) == 20
     decoded = [tok.decode(e["input_ids"]) for e in aug]
     for ins in AUGMENT_INSTRUCTIONS:
@@ -44,7 +45,8 @@ def test_lora_gradients_after_eval_pass_equal_dequantised_fp32_reference(tiny_cf
     from peft import LoraConfig, get_peft_model
 
     tok = load_tokenizer(tiny_cfg.path, tiny_cfg)
-    ex = encode_example(tok, sample_data.train[1].dialogue, sample_data.train[1].summary, style_of(tiny_cfg), 384, 64)
+    ex = encode_example(tok, sample_data.train[1].dialogue, sample_data.train[1].summary, style_of(tiny_cfg), 384, 64,
+                        [tok.eos_token_id])
     batch = {k: torch.tensor([v]) for k, v in ex.items()}
     lcfg = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=tiny_cfg.target_modules, init_lora_weights=False)
 

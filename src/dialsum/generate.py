@@ -32,10 +32,13 @@ class HFEngine:
     def __init__(self, cfg: ModelConfig, base_path: str, adapter_dir: Path | None, batch_size: int):
         from dialsum.modeling import load_for_inference
 
+        from dialsum.train import model_stops
+
         self.tokenizer, model = load_for_inference(cfg, base_path, adapter_dir)
         self.model = model.eval()
         self.cfg = cfg
         self.batch_size = batch_size
+        self.stops = model_stops(self.tokenizer, model.generation_config.eos_token_id, cfg)
 
     def run(self, prompts: list[list[int]], spec: DecodingSpec, progress,
             seed_offset: int = 0) -> list[list[tuple[str, float | None]]]:
@@ -44,7 +47,7 @@ class HFEngine:
         from dialsum.train import generation_extras
 
         return generate_hf(self.model, self.tokenizer, prompts, spec, self.cfg.max_new_tokens, self.batch_size,
-                           progress, seed_offset, generation_extras(self.tokenizer, self.cfg))
+                           progress, seed_offset, generation_extras(self.tokenizer, self.cfg), stops=self.stops)
 
     def close(self) -> None:
         del self.model

@@ -10,9 +10,13 @@ from dialsum.config import DecodingSpec
 
 def generate_hf(model, tokenizer, prompts: list[list[int]], spec: DecodingSpec, max_new_tokens: int,
                 batch_size: int = 16, progress=None, seed_offset: int = 0,
-                extra: dict | None = None) -> list[list[tuple[str, float | None]]]:
+                extra: dict | None = None, stops: list[int] | None = None) -> list[list[tuple[str, float | None]]]:
     """Decoder-only prompts are left-padded (generation continues them); encoder inputs are right-padded (BART's
-    learned positions count from the left) and the decoder's start token is not part of the output."""
+    learned positions count from the left) and the decoder's start token is not part of the output. `stops`: the
+    ids to stop on (train.model_stops; default: the generation config's eos ids and the tokenizer's EOS).
+
+    Sampling uses exactly the decoding's temperature/top-p/top-k (top_k 0 = off), never the checkpoint's
+    generation-config defaults (transformers would otherwise apply its top_k 50, or Qwen's 20), as vLLM does."""
     import torch
 
     from dialsum.special_tokens import decode_summary
@@ -24,7 +28,7 @@ def generate_hf(model, tokenizer, prompts: list[list[int]], spec: DecodingSpec, 
     was_training = model.training
     model.eval()
     n_ret = spec.n
-    stops = stop_token_ids(model, tokenizer)
+    stops = list(stops) if stops is not None else stop_token_ids(model, tokenizer)
     kwargs = dict(max_new_tokens=spec.max_new_tokens or max_new_tokens, pad_token_id=pad,
                   eos_token_id=stops, return_dict_in_generate=True, output_scores=True,
                   repetition_penalty=spec.repetition_penalty, **(extra or {}))
@@ -37,8 +41,8 @@ def generate_hf(model, tokenizer, prompts: list[list[int]], spec: DecodingSpec, 
         kwargs.update(do_sample=False, num_beams=spec.num_beams, num_return_sequences=n_ret,
                       length_penalty=spec.length_penalty, early_stopping=True)
     else:
-        kwargs.update(do_sample=True, temperature=spec.temperature, top_p=spec.top_p, top_k=spec.top_k or None,
-                      num_return_sequences=n_ret)
+        kwargs.update(do_sample=True, temperature=spec.temperature, top_p=spec.top_p, top_k=spec.top_k,
+                      min_p=None, typical_p=1.0, epsilon_cutoff=0.0, eta_cutoff=0.0, num_return_sequences=n_ret)
     with torch.inference_mode():
         for b, start in enumerate(range(0, len(order), batch_size)):
             idx = order[start:start + batch_size]

@@ -133,15 +133,18 @@ def trainable_token_rows(model, ids: list[int]):
     return {names[id(emb)]: ids, names[id(head)]: ids}
 
 
-def load_model(path: str, cfg: ModelConfig, quantization: str | None = None, device: str | None = None):
+def load_model(path: str, cfg: ModelConfig, quantization: str | None = None, device: str | None = None,
+               master_fp32: bool = False):
     """The base model as configured (quantization=None: the config's; "none": full precision, for merges/vLLM);
-    on the GPU when there is one, unless `device` says otherwise."""
+    on the GPU when there is one, unless `device` says otherwise. `master_fp32`: weights in fp32 whatever the
+    compute precision (full fine-tuning trains them; the Trainer autocasts to bf16/fp16)."""
     import torch
     from transformers import BitsAndBytesConfig
 
     quantization = cfg.quantization if quantization is None else quantization
     dtype = compute_dtype(cfg.precision)
-    kwargs: dict = {"revision": cfg.revision, "trust_remote_code": cfg.trust_remote_code, "dtype": dtype}
+    kwargs: dict = {"revision": cfg.revision, "trust_remote_code": cfg.trust_remote_code,
+                    "dtype": torch.float32 if master_fp32 else dtype}
     if quantization == "4bit":
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,

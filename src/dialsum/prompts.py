@@ -1,8 +1,17 @@
 """Prompt formats shared by training and generation, so the model sees at inference exactly what it saw in training.
 
-* instruction: `### Instruction:` / `### Input:` / `### Response:` with the summary and EOS as the target;
-* chat: the tokenizer's own chat template (system, user, assistant); the target is whatever the template renders
-  after the generation prompt for the assistant turn (its end-of-turn marker included).
+* instruction: `### Instruction:` / `### Input:` / `### Response:`; the target is the summary and a stop token;
+* chat: the tokenizer's own chat template (system, user, assistant); the target is what the template renders after
+  the generation prompt for the assistant turn.
+
+Two rules make every checkpoint's quirks harmless (like LLaMA-Factory's template registry):
+* **the trained target ends with a token generation stops on.** Where the template ends the turn with its own token
+  (Qwen's `<|im_end|>`, Llama-3's `<|eot_id|>`, EXAONE's `[|endofturn|]`) that token is trained and joins the stop
+  set (`stop_token_ids`), even when the generation config names another one (Llama-3: 128001 vs 128009); where the
+  template writes nothing after the reply (SOLAR), the tokenizer's EOS is appended;
+* **BOS exactly as the checkpoint's own tokenizer adds it, once.** Text is tokenized without special tokens; BOS is
+  prepended only when the tokenizer itself adds one (SOLAR, Llama-2) and the rendered text does not already start
+  with it (Llama-3 templates write it): never twice, never where the checkpoint has none (Qwen2.5, EXAONE).
 Loss is on the target only: prompt and padding labels are -100.
 """
 from __future__ import annotations
@@ -18,6 +27,8 @@ AUGMENT_INSTRUCTIONS = (
     "대화의 주요 내용을 간결하게 요약해 주세요.",
     "다음 대화를 읽고 중요한 정보를 중심으로 짧게 정리하세요.",
 )
+_PROBE_DIALOGUE = "#Person1#: 안녕하세요.\n#Person2#: 네, 안녕하세요."
+_PROBE_SUMMARY = "#Person1#과 #Person2#가 인사한다."
 
 
 @dataclass(frozen=True)
@@ -41,47 +52,111 @@ def _chat_messages(dialogue: str, style: PromptStyle, instruction: str) -> list[
 
 
 def render_target(tokenizer, dialogue: str, summary: str, style: PromptStyle, instruction: str | None = None) -> str:
-    """The text the model must produce after the prompt (summary plus end marker)."""
+    """The text the template writes after the prompt for the assistant's reply (end-of-turn marker included, the
+    template's trailing newline not); the instruction format writes the bare summary. A stop token is added at the
+    id level by `target_ids` where this text does not end with one."""
     if style.format == "instruction":
-        return summary + tokenizer.eos_token
+        return summary
     instruction = instruction or style.instruction
     msgs = _chat_messages(dialogue, style, instruction)
     prompt = tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
     full = tokenizer.apply_chat_template(msgs + [{"role": "assistant", "content": summary}], tokenize=False)
     if not full.startswith(prompt):
-        return summary + tokenizer.eos_token
-    return full[len(prompt):].rstrip("\n")
+        return summary
+    return full[len(prompt):].rstrip()
 
 
-def _adds_special(style: PromptStyle) -> bool:
-    # Chat templates write BOS themselves; plain text prompts get the tokenizer's BOS.
-    return style.format == "instruction"
+def special_ids(tokenizer) -> set[int]:
+    """Ids of every special token: the named ones and added tokens flagged special (role/turn markers)."""
+    ids = set(tokenizer.all_special_ids)
+    for i, tok in getattr(tokenizer, "added_tokens_decoder", {}).items():
+        if getattr(tok, "special", False):
+            ids.add(int(i))
+    return ids
+
+
+def turn_end_id(tokenizer, style: PromptStyle) -> int | None:
+    """The special token a chat template writes right after the assistant's reply, or None (instruction format,
+    or a template that writes nothing there, like SOLAR's)."""
+    if style.format != "chat":
+        return None
+    target = render_target(tokenizer, _PROBE_DIALOGUE, _PROBE_SUMMARY, style)
+    pos = target.rfind(_PROBE_SUMMARY)
+    after = target[pos + len(_PROBE_SUMMARY):] if pos >= 0 else target
+    special = special_ids(tokenizer)
+    return next((i for i in tokenizer(after, add_special_tokens=False)["input_ids"] if i in special), None)
+
+
+def stop_token_ids(tokenizer, generation_eos=None, style: PromptStyle | None = None) -> list[int]:
+    """Every id generation stops on, the same set for training targets, transformers and vLLM: the generation
+    config's eos ids, the tokenizer's EOS, and the chat template's end-of-turn token (order kept, no repeats)."""
+    ids = [] if generation_eos is None else ([generation_eos] if isinstance(generation_eos, int) else list(generation_eos))
+    extra = [tokenizer.eos_token_id, turn_end_id(tokenizer, style) if style is not None else None]
+    for i in extra:
+        if i is not None and i not in ids:
+            ids.append(i)
+    return [int(i) for i in ids]
+
+
+def adds_bos(tokenizer) -> bool:
+    """Whether the tokenizer's own usage (add_special_tokens=True) prepends BOS."""
+    bos = tokenizer.bos_token_id
+    if bos is None:
+        return False
+    plain = tokenizer("가", add_special_tokens=False)["input_ids"]
+    full = tokenizer("가", add_special_tokens=True)["input_ids"]
+    return len(full) > len(plain) and full[0] == bos
+
+
+def encode_text(tokenizer, text: str) -> list[int]:
+    """Prompt text to ids: no special tokens from the tokenizer except BOS where its own usage adds one and the
+    text does not already begin with it (so BOS appears at most once, and exactly once where the checkpoint has it)."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if adds_bos(tokenizer) and (not ids or ids[0] != tokenizer.bos_token_id):
+        ids = [tokenizer.bos_token_id] + ids
+    return ids
 
 
 def encode_prompt(tokenizer, dialogue: str, style: PromptStyle, max_input_tokens: int,
                   instruction: str | None = None) -> list[int]:
     """Token ids of the prompt; an over-long dialogue is cut (at its end) so the prompt fits max_input_tokens."""
-    ids = tokenizer(render_prompt(tokenizer, dialogue, style, instruction), add_special_tokens=_adds_special(style))["input_ids"]
+    ids = encode_text(tokenizer, render_prompt(tokenizer, dialogue, style, instruction))
     if len(ids) <= max_input_tokens:
         return ids
     d_ids = tokenizer(dialogue, add_special_tokens=False)["input_ids"]
     keep = max(1, len(d_ids) - (len(ids) - max_input_tokens))
     while True:
         cut = tokenizer.decode(d_ids[:keep], skip_special_tokens=False)
-        ids = tokenizer(render_prompt(tokenizer, cut, style, instruction), add_special_tokens=_adds_special(style))["input_ids"]
+        ids = encode_text(tokenizer, render_prompt(tokenizer, cut, style, instruction))
         if len(ids) <= max_input_tokens or keep <= 1:
             return ids[-max_input_tokens:] if len(ids) > max_input_tokens else ids
         keep -= max(1, len(ids) - max_input_tokens)
 
 
+def target_ids(tokenizer, dialogue: str, summary: str, style: PromptStyle, max_target_tokens: int,
+               stops: list[int], instruction: str | None = None) -> list[int]:
+    """The trained ids after the prompt, ending in a stop token: the template's own end-of-turn token where it
+    writes one, else the tokenizer's EOS appended. Cut to max_target_tokens with the stop token kept."""
+    ids = tokenizer(render_target(tokenizer, dialogue, summary, style, instruction),
+                    add_special_tokens=False)["input_ids"]
+    end = next((k for k, t in enumerate(ids) if t in stops), None)
+    if end is not None:
+        ids = ids[:end + 1]
+    else:
+        eos = tokenizer.eos_token_id if tokenizer.eos_token_id in stops else stops[0]
+        ids = ids + [eos]
+    if len(ids) > max_target_tokens:
+        ids = ids[: max_target_tokens - 1] + ids[-1:]
+    return ids
+
+
 def encode_example(tokenizer, dialogue: str, summary: str, style: PromptStyle, max_input_tokens: int,
-                   max_target_tokens: int, instruction: str | None = None) -> dict[str, list[int]]:
+                   max_target_tokens: int, stops: list[int], instruction: str | None = None) -> dict[str, list[int]]:
     """input_ids = prompt + target; labels = -100 over the prompt, the target's ids over the target."""
     prompt_ids = encode_prompt(tokenizer, dialogue, style, max_input_tokens, instruction)
-    target = render_target(tokenizer, dialogue, summary, style, instruction)
-    target_ids = tokenizer(target, add_special_tokens=False)["input_ids"][:max_target_tokens]
+    tgt = target_ids(tokenizer, dialogue, summary, style, max_target_tokens, stops, instruction)
     return {
-        "input_ids": prompt_ids + target_ids,
-        "labels": [IGNORE_INDEX] * len(prompt_ids) + target_ids,
-        "attention_mask": [1] * (len(prompt_ids) + len(target_ids)),
+        "input_ids": prompt_ids + tgt,
+        "labels": [IGNORE_INDEX] * len(prompt_ids) + tgt,
+        "attention_mask": [1] * (len(prompt_ids) + len(tgt)),
     }

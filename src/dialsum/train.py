@@ -16,7 +16,8 @@ from pathlib import Path
 from dialsum.config import DecodingSpec, MetricSpec, ModelConfig
 from dialsum.data import Dialogue
 from dialsum.io_utils import atomic_write_json
-from dialsum.prompts import AUGMENT_INSTRUCTIONS, IGNORE_INDEX, PromptStyle, encode_example, encode_prompt
+from dialsum.prompts import (AUGMENT_INSTRUCTIONS, IGNORE_INDEX, PromptStyle, encode_example, encode_prompt,
+                             stop_token_ids)
 
 
 @dataclass
@@ -40,26 +41,31 @@ def encode_input(tokenizer, dialogue: str, cfg: ModelConfig) -> list[int]:
     return encode_prompt(tokenizer, dialogue, style_of(cfg), cfg.max_input_tokens)
 
 
-def encode_training_example(tokenizer, d: Dialogue, cfg: ModelConfig, instruction: str | None = None) -> dict:
+def model_stops(tokenizer, generation_eos, cfg: ModelConfig) -> list[int]:
+    """The ids generation stops on for this model (see prompts.stop_token_ids): its generation config's eos ids,
+    the tokenizer's EOS and, for chat prompts, the template's end-of-turn token. Training targets end with one."""
+    return stop_token_ids(tokenizer, generation_eos, style_of(cfg) if cfg.family == "decoder" else None)
+
+
+def encode_training_example(tokenizer, d: Dialogue, cfg: ModelConfig, stops: list[int],
+                            instruction: str | None = None) -> dict:
     if cfg.family == "seq2seq":
         from dialsum.seq2seq import encode_seq2seq_example
 
         return encode_seq2seq_example(tokenizer, d.dialogue, d.summary, cfg.source_prefix, cfg.max_input_tokens,
                                       cfg.max_new_tokens)
     return encode_example(tokenizer, d.dialogue, d.summary, style_of(cfg), cfg.max_input_tokens, cfg.max_new_tokens,
-                          instruction)
+                          stops, instruction)
 
 
-def build_examples(tokenizer, rows: list[Dialogue], cfg: ModelConfig, seed: int) -> list[dict]:
+def build_examples(tokenizer, rows: list[Dialogue], cfg: ModelConfig, seed: int, stops: list[int]) -> list[dict]:
     """Encoded training rows; with augmentation `mixed`, each row once per instruction template (x5)."""
     if cfg.family == "seq2seq":
-        out = [encode_training_example(tokenizer, r, cfg) for r in rows]
+        out = [encode_training_example(tokenizer, r, cfg, stops) for r in rows]
         random.Random(seed).shuffle(out)
         return out
-    style = style_of(cfg)
     instructions = AUGMENT_INSTRUCTIONS if cfg.train.augment == "mixed" else (cfg.instruction,)
-    out = [encode_example(tokenizer, r.dialogue, r.summary, style, cfg.max_input_tokens, cfg.max_new_tokens, ins)
-           for r in rows for ins in instructions]
+    out = [encode_training_example(tokenizer, r, cfg, stops, ins) for r in rows for ins in instructions]
     random.Random(seed).shuffle(out)
     return out
 
@@ -78,7 +84,8 @@ class Collator:
         return {k: torch.tensor([r[k] + [v] * (width - len(r[k])) for r in rows]) for k, v in fill.items()}
 
 
-def dev_scorer(tokenizer, dev: list[Dialogue], cfg: ModelConfig, metric: MetricSpec, batch_size: int = 16):
+def dev_scorer(tokenizer, dev: list[Dialogue], cfg: ModelConfig, metric: MetricSpec, stops: list[int],
+               batch_size: int = 16):
     """A function model -> metric dict (final, rouge1, rouge2, rougeL) from greedy decoding of the dev subset."""
     from dialsum.hf_generate import generate_hf
     from dialsum.metric import score_corpus
@@ -89,7 +96,7 @@ def dev_scorer(tokenizer, dev: list[Dialogue], cfg: ModelConfig, metric: MetricS
 
     def score(model) -> dict:
         outs = generate_hf(model, tokenizer, prompts, greedy, cfg.max_new_tokens, batch_size,
-                           extra=generation_extras(tokenizer, cfg))
+                           extra=generation_extras(tokenizer, cfg), stops=stops)
         preds = [o[0][0] for o in outs]
         s = score_corpus(preds, [[d.summary] for d in subset], metric.semantics, metric.tokenizer)
         return {"dev_final": s.final, "dev_rouge1": s.rouge1, "dev_rouge2": s.rouge2, "dev_rougeL": s.rougeL}
@@ -117,7 +124,10 @@ def train_model(cfg: ModelConfig, base_path: str, train_rows: list[Dialogue], de
     ckpt_dir = out_dir / "checkpoints"
     tokenizer = load_tokenizer(base_path, cfg)
     method = cfg.method
-    model = load_model(base_path, cfg, quantization=None if method == "qlora" else "none")
+    # full fine-tuning keeps fp32 master weights (bf16/fp16 only autocast): in bf16 most AdamW updates at lr 5e-5
+    # round to nothing, and fp16 weights cannot be unscaled at all; LoRA's own parameters are fp32 (peft upcasts them)
+    model = load_model(base_path, cfg, quantization=None if method == "qlora" else "none",
+                       master_fp32=method == "full")
     new_ids = fit_embeddings(model, tokenizer)  # the competition's tags, new to this checkpoint's vocabulary
     t = cfg.train
     cuda = has_cuda()
@@ -131,9 +141,10 @@ def train_model(cfg: ModelConfig, base_path: str, train_rows: list[Dialogue], de
                           task_type="SEQ_2_SEQ_LM" if cfg.family == "seq2seq" else "CAUSAL_LM",
                           trainable_token_indices=trainable_token_rows(model, new_ids))  # only fresh rows
         model = get_peft_model(model, lcfg)
-    train_ds = build_examples(tokenizer, train_rows, cfg, t.seed)
-    eval_ds = [encode_training_example(tokenizer, d, cfg) for d in dev_rows[: t.eval_subset]]
-    score_dev = dev_scorer(tokenizer, dev_rows, cfg, metric)
+    stops = model_stops(tokenizer, model.generation_config.eos_token_id, cfg)
+    train_ds = build_examples(tokenizer, train_rows, cfg, t.seed, stops)
+    eval_ds = [encode_training_example(tokenizer, d, cfg, stops) for d in dev_rows[: t.eval_subset]]
+    score_dev = dev_scorer(tokenizer, dev_rows, cfg, metric, stops)
     bf16 = cuda and compute_is(cfg, torch.bfloat16)
     fp16 = cuda and compute_is(cfg, torch.float16)
     world = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun / accelerate launch: each rank sees 1/world of a step
@@ -155,9 +166,17 @@ def train_model(cfg: ModelConfig, base_path: str, train_rows: list[Dialogue], de
 
     class ScoringTrainer(Trainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            if t.rdrop_alpha <= 0 or not model.training:
+            seq2seq = cfg.family == "seq2seq"
+            if model.training and t.rdrop_alpha > 0:
+                return rdrop_loss(model, inputs, t.rdrop_alpha, t.label_smoothing, seq2seq, num_items_in_batch,
+                                  return_outputs)
+            if not seq2seq:  # causal LMs divide by num_items_in_batch themselves (and the label smoother shifts)
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-            return rdrop_loss(model, inputs, t.rdrop_alpha, cfg.family == "seq2seq", return_outputs)
+            # BART/mBART/T5 take num_items_in_batch but ignore it (their loss is a per-micro-batch mean the Trainer
+            # then does not divide by gradient accumulation): dialsum computes it, label smoothing included
+            out = model(**{k: v for k, v in inputs.items() if k != "labels"})
+            loss = token_loss(out.logits, inputs["labels"], t.label_smoothing, num_items_in_batch, shift=False)
+            return (loss, out) if return_outputs else loss
 
         def evaluation_loop(self, *a, **kw):
             output = super().evaluation_loop(*a, **kw)
@@ -232,21 +251,43 @@ def generation_extras(tokenizer, cfg: ModelConfig) -> dict:
     return {}
 
 
-def rdrop_loss(model, inputs: dict, alpha: float, seq2seq: bool, return_outputs: bool = False):
-    """R-Drop (Liang et al. 2021): two forward passes with different dropout; mean cross-entropy plus alpha times
-    the symmetric KL between their token distributions over the summary positions."""
+def token_loss(logits, labels, smoothing: float, num_items=None, shift: bool = False):
+    """Label-smoothed cross-entropy summed over the summary's tokens, divided by `num_items` (the Trainer's count of
+    label tokens over the whole accumulated batch, so the loss and its gradient do not grow with gradient
+    accumulation) or, without it, by this batch's own count. `shift`: causal LMs predict token i + 1 at i."""
     import torch.nn.functional as F
 
-    a, b = model(**inputs), model(**inputs)
+    if shift:
+        logits, labels = logits[:, :-1], labels[:, 1:]
+    mask = labels != IGNORE_INDEX
+    lp = F.log_softmax(logits.float(), -1)
+    tok = -lp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    if smoothing:
+        tok = (1 - smoothing) * tok - smoothing * lp.mean(-1)
+    denom = num_items if num_items is not None else mask.sum().clamp(min=1)
+    return (tok * mask).sum() / denom
+
+
+def rdrop_loss(model, inputs: dict, alpha: float, smoothing: float, seq2seq: bool, num_items=None,
+               return_outputs: bool = False):
+    """R-Drop (Liang et al. 2021): two forward passes with different dropout; the mean of their (label-smoothed)
+    cross-entropies plus alpha times the symmetric KL between their token distributions over the summary
+    positions, both normalised like `token_loss`."""
+    import torch.nn.functional as F
+
+    fwd = {k: v for k, v in inputs.items() if k != "labels"}
+    a, b = model(**fwd), model(**fwd)
     labels = inputs["labels"]
+    ce = (token_loss(a.logits, labels, smoothing, num_items, shift=not seq2seq)
+          + token_loss(b.logits, labels, smoothing, num_items, shift=not seq2seq)) / 2
     la, lb = a.logits, b.logits
     if not seq2seq:  # logits at position i predict token i + 1
         la, lb, labels = la[:, :-1], lb[:, :-1], labels[:, 1:]
     mask = (labels != IGNORE_INDEX).unsqueeze(-1)
     pa, pb = F.log_softmax(la.float(), -1), F.log_softmax(lb.float(), -1)
-    kl = (pa.exp() * (pa - pb) + pb.exp() * (pb - pa)) * mask
-    kl = kl.sum() / (2 * mask.sum().clamp(min=1))
-    loss = (a.loss + b.loss) / 2 + alpha * kl
+    kl = ((pa.exp() * (pa - pb) + pb.exp() * (pb - pa)) * mask).sum() / 2
+    kl = kl / (num_items if num_items is not None else mask.sum().clamp(min=1))
+    loss = ce + alpha * kl
     return (loss, a) if return_outputs else loss
 
 

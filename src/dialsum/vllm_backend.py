@@ -122,6 +122,15 @@ class VLLMEngine:
             kwargs.update(enable_chunked_prefill=False, max_num_batched_tokens=kwargs["max_model_len"])
         self.llm = LLM(**kwargs)
         self.lora = LoRARequest(f"{cfg.name}-{Path(adapter_dir).name}", 1, str(adapter_dir)) if adapter_dir else None
+        from transformers import GenerationConfig
+
+        from dialsum.train import model_stops
+
+        try:
+            eos = GenerationConfig.from_pretrained(base_path).eos_token_id
+        except OSError:  # no generation_config.json: the model config's eos (what transformers would use)
+            eos = None
+        self.stops = model_stops(self.tokenizer, eos, cfg)
 
     def run(self, prompts: list[list[int]], spec: DecodingSpec, progress,
             seed_offset: int = 0) -> list[list[tuple[str, float | None]]]:
@@ -130,11 +139,16 @@ class VLLMEngine:
             from dialsum.errors import DialsumError
 
             raise DialsumError(f"decoding {spec.name}: no_repeat_ngram_size needs the hf backend (vLLM has none)")
+        from dialsum.hf_generate import _until_stop
+        from dialsum.special_tokens import decode_summary
+
         max_tokens = spec.max_new_tokens or self.cfg.max_new_tokens
         inputs = [{"prompt_token_ids": p} for p in prompts]
         if spec.strategy == "beam":
             from vllm.sampling_params import BeamSearchParams
 
+            # vLLM's beam search ends a beam only on the tokenizer's EOS; a chat checkpoint whose turn ends with its
+            # own token (Llama-3's <|eot_id|>) would write past the turn, so each beam is cut at its first stop id
             outs = self.llm.beam_search(inputs, BeamSearchParams(beam_width=spec.num_beams, max_tokens=max_tokens,
                                                                  length_penalty=spec.length_penalty),
                                         lora_request=self.lora)
@@ -143,7 +157,8 @@ class VLLMEngine:
                 seqs = []
                 for s in o.sequences[: spec.n]:
                     toks = s.tokens[len(p):] if s.tokens[: len(p)] == p else s.tokens
-                    seqs.append((self.tokenizer.decode(toks, skip_special_tokens=True).strip(), float(s.cum_logprob)))
+                    seqs.append((decode_summary(self.tokenizer, _until_stop(list(toks), self.stops)),
+                                 float(s.cum_logprob)))
                 results.append(seqs)
         else:
             from vllm import SamplingParams
@@ -152,9 +167,11 @@ class VLLMEngine:
             sp = SamplingParams(n=spec.n, temperature=0.0 if greedy else spec.temperature,
                                 top_p=1.0 if greedy else spec.top_p, top_k=(spec.top_k or -1) if not greedy else -1,
                                 seed=None if greedy else spec.seed, max_tokens=max_tokens,
-                                repetition_penalty=spec.repetition_penalty, logprobs=0)
+                                repetition_penalty=spec.repetition_penalty, logprobs=0,
+                                stop_token_ids=self.stops)
             outs = self.llm.generate(inputs, sp, lora_request=self.lora, use_tqdm=False)
-            results = [[(c.text.strip(), c.cumulative_logprob) for c in o.outputs] for o in outs]
+            results = [[(decode_summary(self.tokenizer, _until_stop(list(c.token_ids), self.stops)),
+                         c.cumulative_logprob) for c in o.outputs] for o in outs]
         if progress is not None:
             progress.update(len(prompts))
         return results
