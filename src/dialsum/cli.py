@@ -339,6 +339,50 @@ def cmd_tune(args) -> int:
     return 0
 
 
+def cmd_preview(args) -> int:
+    from dialsum.config import load_model_config
+    from dialsum.data import load_dialogues
+    from dialsum.preview import (competition_files, example_view, format_view, tokenizer_for, truncation,
+                                 truncation_problems)
+
+    cfg = _config(args)
+    models = []
+    for name in args.model or [m.name for m in cfg.models]:
+        if name.endswith((".yaml", ".yml")) or Path(name).is_file():
+            models.append(load_model_config(Path(name)))
+        else:
+            from dialsum.pipeline import select_models
+
+            models += select_models(cfg, [name])
+    data_dir = Path(args.data_dir) if args.data_dir else Path(cfg.data.dir)
+    train_csv = data_dir / "train.csv" if (data_dir / "train.csv").is_file() else Path(cfg.data.dir) / "train.csv"
+    train = load_dialogues(train_csv, with_summary=True)
+    texts = [d.dialogue for d in train] + [d.summary for d in train]
+    out = []
+    for m in models:
+        mt = tokenizer_for(m, Path(args.tokenizer) if args.tokenizer else None, texts)
+        if args.lengths:
+            rows = truncation(mt, m, competition_files(data_dir))
+            out += rows
+            if not args.json:
+                for r in rows:
+                    summ = "-" if r["summary_truncated"] is None else f"{r['summary_truncated']:.2%}"
+                    print(f"{m.name:<20} {r['split']:<10} {r['rows']:>6} rows  dialogues > {r['max_input_tokens']}: "
+                          f"{r['dialogue_truncated']:.2%}  references > {r['max_new_tokens']}: {summ}")
+                for line in truncation_problems(rows):
+                    print(f"warning: {line}")
+            continue
+        if not 0 <= args.row < len(train):
+            raise DialsumError(f"{train_csv}: --row {args.row} out of range (0..{len(train) - 1})")
+        v = example_view(mt, m, train[args.row])
+        out.append(v)
+        if not args.json:
+            print(format_view(v))
+    if args.json:
+        print(json.dumps(out[0] if len(out) == 1 and not args.lengths else out, ensure_ascii=False))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dialsum", description="Korean dialogue summarisation with fine-tuned LLMs.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -440,6 +484,19 @@ def build_parser() -> argparse.ArgumentParser:
                                   "(default: the run config's default run)")
     sp.add_argument("--worker", type=int, help=argparse.SUPPRESS)  # index of a worker process
     sp.set_defaults(func=cmd_tune)
+
+    sp = sub.add_parser("preview", help="one training row as the model is trained on it: trained tokens, stop "
+                                        "tokens, BOS; --lengths: truncation with the model's tokenizer")
+    with_config(sp)
+    sp.add_argument("--model", action="append", metavar="NAME|YAML",
+                    help="a model of the run config, or a model YAML (configs/models/x.yaml); repeatable; default all")
+    sp.add_argument("--tokenizer", metavar="DIR", help="tokenizer folder, or a ../shared/checkpoints/<id> folder "
+                                                        "(its real tokenizer, else a stand-in built from facts.json)")
+    sp.add_argument("--row", type=int, default=0, help="training row to show (default 0)")
+    sp.add_argument("--lengths", action="store_true",
+                    help="share of dialogues/references longer than max_input_tokens/max_new_tokens, per CSV")
+    sp.add_argument("--json", action="store_true", help="machine-readable output")
+    sp.set_defaults(func=cmd_preview)
 
     sp = sub.add_parser("score", help="leaderboard metric of a predictions CSV against references")
     sp.add_argument("--pred", required=True)

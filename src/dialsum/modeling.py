@@ -74,9 +74,14 @@ def load_tokenizer(path: str, cfg: ModelConfig):
     """The tokenizer, with the competition's tags as atomic tokens (see special_tokens) and a pad token."""
     from transformers import AutoTokenizer
 
+    tok = AutoTokenizer.from_pretrained(path, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
+    return prepare_tokenizer(tok, cfg)
+
+
+def prepare_tokenizer(tok, cfg: ModelConfig):
+    """What dialsum does to every tokenizer it loads: a pad token, mBART's language code, the tags as tokens."""
     from dialsum.special_tokens import ensure_tags
 
-    tok = AutoTokenizer.from_pretrained(path, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     if cfg.lang_code:
