@@ -55,6 +55,9 @@ class TrainSpec(Strict):
     augment: Literal["none", "mixed"] = "none"  # mixed: every row once per instruction template (x5)
     optim: str = "auto"  # paged_adamw_8bit on GPU, adamw_torch on CPU
     seed: int = 42
+    on_truncation: Literal["warn", "error"] = Field(
+        "warn", description="more than 1 % of dialogues over max_input_tokens or 0.5 % of references over "
+                            "max_new_tokens (measured with the model's tokenizer before training): warn, or stop")
 
 
 class TinyModelSpec(Strict):
@@ -168,6 +171,8 @@ class GenerateSpec(Strict):
     tensor_parallel_size: int = 1
     max_model_len: int | None = None
     cpu_kv_cache_gb: float = 1.0
+    enforce_eager: bool = Field(False, description="vLLM without torch.compile/CUDA graphs: starts in seconds instead "
+                                                    "of ~40 s on CPU, decodes slower (tests, short jobs)")
 
 
 class MetricSpec(Strict):

@@ -28,11 +28,12 @@ from dialsum.io_utils import atomic_write_json, atomic_write_text, csv_text
 DATA_FILES = {"train": "train.csv", "dev": "dev.csv", "test": "test.csv", "sample": "sample_submission.csv"}
 
 # Bump a stage's version when its code changes what it writes (joblib's lesson: never hash function source).
-VERSIONS = {"build": 1, "train": 4, "generate": 4, "ensemble": 5, "postprocess": 2, "submit": 1, "report": 2}
+VERSIONS = {"build": 1, "train": 5, "generate": 5, "ensemble": 5, "postprocess": 2, "submit": 1, "report": 2}
 
 # Fields of a model config that cannot change a trained adapter / generated text.
-NOT_FOR_TRAINING = {"name", "decodings", "params_billion"}
-NOT_FOR_GENERATION = {"train", "lora", "quantization", "target_modules", "params_billion"}
+NOT_FOR_TRAINING = {"name", "decodings", "params_billion", "arch"}
+NOT_FOR_GENERATION = {"train", "lora", "quantization", "target_modules", "params_billion", "arch"}
+LARGE_FILE = 64 << 20  # files of a local model folder above this are keyed by size and mtime, not hashed
 
 
 @dataclass
@@ -147,11 +148,52 @@ def _model_dump(m: ModelConfig, exclude: set[str]) -> dict:
 def base_of(ctx: RunContext, m: ModelConfig) -> tuple[dict, str, list[str]]:
     """(keyed identity of the base model, its path, upstream stage names); a tiny model is a build stage."""
     if m.path is not None:
-        return {"path": m.path, "revision": m.revision}, m.path, []
+        return base_identity(m.path, m.revision), m.path, []
     build = ctx.add(Stage(f"build:{m.name}", "build", VERSIONS["build"], "dialsum.stages:build_tiny",
                           {"tiny": m.tiny.model_dump(mode="json"), "family": m.family, "train": ctx.hashes["train"]},
                           {"data_dir": str(ctx.data_dir)}, child=True))
     return {"build": build.key}, str(build.out_dir(ctx.cache) / "model"), [build.name]
+
+
+def base_identity(path: str, revision: str | None) -> dict:
+    """What a base model's key holds, so a changed base never reuses old adapters: a local folder's files (content
+    hashes; size and mtime for files over 64 MiB, i.e. weight shards), or a hub id with its revision and the commit
+    that revision resolved to in the local Hugging Face cache."""
+    p = Path(path)
+    if p.is_dir():
+        files = {}
+        for f in sorted(x for x in p.rglob("*") if x.is_file()):
+            st = f.stat()
+            files[str(f.relative_to(p))] = (sha256_file(f) if st.st_size <= LARGE_FILE
+                                            else f"size={st.st_size},mtime_ns={st.st_mtime_ns}")
+        return {"files": files}
+    return {"path": path, "revision": revision, "commit": hub_commit(path, revision)}
+
+
+def hub_commit(repo: str, revision: str | None) -> str | None:
+    """The commit a hub revision resolves to in the local cache (huggingface_hub's refs/<revision> file), or None."""
+    import os
+    import re
+
+    rev = revision or "main"
+    if re.fullmatch(r"[0-9a-f]{40}", rev):
+        return rev
+    hub = os.environ.get("HF_HUB_CACHE") or os.path.join(
+        os.environ.get("HF_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "huggingface"), "hub")
+    ref = Path(hub) / f"models--{repo.replace('/', '--')}" / "refs" / rev
+    return ref.read_text().strip() if ref.is_file() else None
+
+
+def resolved_backend(m: ModelConfig, backend: str) -> str:
+    """The engine a generate stage really uses, resolved before keying (so `auto` and `vllm` share outputs): seq2seq
+    models always generate with transformers; `auto` means vLLM where it is installed."""
+    if m.family == "seq2seq":
+        return "hf"
+    if backend == "auto":
+        import importlib.util
+
+        return "vllm" if importlib.util.find_spec("vllm") is not None else "hf"
+    return backend
 
 
 def metric_inputs(cfg: RunConfig) -> dict:
@@ -201,13 +243,13 @@ def generate_stage(ctx: RunContext, m: ModelConfig, adapter: Path | None = None)
         upstream, adapter_path = adapter_identity(adapter), str(Path(adapter).resolve())
         label = adapter_path
     gen = ctx.cfg.generate
-    backend = ctx.backend or gen.backend
+    backend = resolved_backend(m, ctx.backend or gen.backend)
     gen_ctx = gen.model_copy(update={"backend": backend}).model_dump(mode="json")
     return ctx.add(Stage(
         f"generate:{m.name}", "generate", VERSIONS["generate"], "dialsum.stages:generate",
         {"model": _model_dump(m, NOT_FOR_GENERATION), "base": base_id, "adapter": upstream,
          "backend": backend, "batch_size": gen.batch_size, "max_model_len": gen.max_model_len,
-         "tensor_parallel_size": gen.tensor_parallel_size, "splits": ["dev", "test"],
+         "tensor_parallel_size": gen.tensor_parallel_size, "splits": [x for x in ("dev", "test") if x in gen.splits],
          "data": {"dev": ctx.hashes["dev"], "test": ctx.hashes["test"]}},
         {"data_dir": str(ctx.data_dir), "base_path": base_path, "adapter": adapter_path, "adapter_label": label,
          "model": m.model_dump(mode="json"), "generate": gen_ctx},
@@ -281,6 +323,9 @@ def model_stages(ctx: RunContext, models: list[ModelConfig]) -> list[Stage]:
 
 
 def full_plan(ctx: RunContext) -> list[Stage]:
+    if set(ctx.cfg.generate.splits) != {"dev", "test"}:
+        raise DialsumError(f"generate.splits {ctx.cfg.generate.splits}: `dialsum run` fits the ensemble on dev and "
+                           f"submits test, so it needs both; `dialsum generate` honours a single split")
     stages = model_stages(ctx, ctx.cfg.models)
     gens = [s for s in stages if s.kind == "generate"]
     ens = ensemble_stage(ctx, gens)
@@ -360,6 +405,23 @@ def run_pipeline(cfg: RunConfig, data_dir: Path | None = None, run_id: str | Non
             "report": report, "rows": rows, "ran": eng.ran, "results": results}
 
 
+def truncation_lines(stages: list[Stage], results: dict[str, dict]) -> list[str]:
+    """The report's table of what each model's tokenizer truncates (measured by its train stage)."""
+    out = ["", "## Truncation (each model's own tokenizer, before training)", "",
+           "| model | split | rows | dialogues > max_input_tokens | references > max_new_tokens |", "|---|---|---:|---:|---:|"]
+    problems = []
+    for s in stages:
+        t = results.get(s.name, {}).get("truncation") if s.kind == "train" else None
+        if not t:
+            continue
+        for r in t["splits"]:
+            summ = "-" if r["summary_truncated"] is None else f"{r['summary_truncated']:.2%}"
+            out.append(f"| {r['model']} | {r['split']} | {r['rows']} | {r['dialogue_truncated']:.2%} "
+                       f"(> {r['max_input_tokens']}) | {summ} (> {r['max_new_tokens']}) |")
+        problems += t["problems"]
+    return out + ([""] + [f"**Warning:** {p}" for p in problems] if problems else [])
+
+
 def select_models(cfg: RunConfig, names: list[str] | None) -> list[ModelConfig]:
     if not names:
         return list(cfg.models)
@@ -419,6 +481,7 @@ def write_run_report(ctx: RunContext, stages: list[Stage], results: dict[str, di
               "", "## Stages", "", "| stage | key | this run |", "|---|---|---|"]
     man = json.loads((ctx.run_dir / "manifest.json").read_text(encoding="utf-8"))["stages"]
     extra += [f"| {s.name} | `{s.key}` | {man.get(s.name, {}).get('status', '?')} |" for s in stages]
+    extra += truncation_lines(stages, results)
     extra += ["", f"Submission: `{results['submit']['path']}`"]
     picks = read_split_table(Path(ens["picks"]))
     pick_sources = {f: src for f, (_, src) in picks.get("dev", {}).items()}

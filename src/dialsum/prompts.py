@@ -98,6 +98,12 @@ def stop_token_ids(tokenizer, generation_eos=None, style: PromptStyle | None = N
     return [int(i) for i in ids]
 
 
+def trained_end_id(tokenizer, style: PromptStyle | None) -> int | None:
+    """The token every training target ends with: the template's end-of-turn token where it writes one, else EOS."""
+    end = turn_end_id(tokenizer, style) if style is not None else None
+    return end if end is not None else tokenizer.eos_token_id
+
+
 def adds_bos(tokenizer) -> bool:
     """Whether the tokenizer's own usage (add_special_tokens=True) prepends BOS."""
     bos = tokenizer.bos_token_id

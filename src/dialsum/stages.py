@@ -6,6 +6,7 @@ run in a child process; the others are cheap and run in the parent, which never 
 """
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -43,8 +44,9 @@ def train(inputs: dict, context: dict, out: Path) -> dict:
 
         on_evaluate = trial_reporter(context["optuna"])
     r = train_model(cfg, context["base_path"], data.train, select, out, MetricSpec(**inputs["metric"]), resume=True,
-                    on_evaluate=on_evaluate)
-    return {"adapter": str(r.adapter_dir), "best_dev_select": r.best_dev_final,
+                    on_evaluate=on_evaluate, length_rows={"train": data.train, "dev": data.dev, "test": data.test})
+    trunc = json.loads((out / "truncation.json").read_text(encoding="utf-8")) if (out / "truncation.json").is_file() else None
+    return {"adapter": str(r.adapter_dir), "best_dev_select": r.best_dev_final, "truncation": trunc,
             "dev_history": r.dev_history, "first_loss": r.losses[0] if r.losses else None,
             "last_loss": r.losses[-1] if r.losses else None}
 

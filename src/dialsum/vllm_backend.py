@@ -53,7 +53,9 @@ def servable_checkpoint(cfg: ModelConfig, base_path: str, adapter_dir: Path | No
     model_path, lora = (str(adapter), None) if is_full_model(adapter) else (base_path, adapter)
     tokenizer = load_tokenizer(model_path, cfg)
     grows = len(tokenizer) > _vocab_rows(model_path, cfg) or bool(tokenizer.dialsum_added_ids)
-    if not grows and not (lora is not None and _has_token_rows(lora)):
+    # vLLM's beam search ends a beam only on the served tokenizer's EOS: it must be the token training ends with
+    eos_ok = _trained_end(tokenizer, cfg) == tokenizer.eos_token_id
+    if not grows and eos_ok and not (lora is not None and _has_token_rows(lora)):
         return model_path, lora
     out = Path(work_dir).resolve() / "vllm-model"
     if not (out / "config.json").is_file():
@@ -61,8 +63,16 @@ def servable_checkpoint(cfg: ModelConfig, base_path: str, adapter_dir: Path | No
     return str(out), None
 
 
+def _trained_end(tokenizer, cfg: ModelConfig) -> int | None:
+    from dialsum.prompts import trained_end_id
+    from dialsum.train import style_of
+
+    return trained_end_id(tokenizer, style_of(cfg) if cfg.family == "decoder" else None)
+
+
 def _merge(cfg: ModelConfig, base_path: str, adapter: Path | None, out: Path) -> None:
-    """The model transformers generates with (dialsum.modeling.load_for_inference), merged and saved whole."""
+    """The model transformers generates with (dialsum.modeling.load_for_inference), merged and saved whole; its
+    tokenizer's EOS is the token training ends each target with (Llama-3 chat: <|eot_id|>, not <|end_of_text|>)."""
     import sys
 
     from dialsum.modeling import load_for_inference
@@ -72,6 +82,9 @@ def _merge(cfg: ModelConfig, base_path: str, adapter: Path | None, out: Path) ->
     tokenizer, model = load_for_inference(cfg, base_path, adapter, device="cpu")
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
+    end = _trained_end(tokenizer, cfg)
+    if end is not None and end != tokenizer.eos_token_id:
+        tokenizer.eos_token = tokenizer.convert_ids_to_tokens(end)
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
@@ -111,7 +124,7 @@ class VLLMEngine:
         kwargs = dict(model=base_path, tokenizer=base_path, dtype=_vllm_dtype(cfg, cuda), seed=cfg.train.seed,
                       max_model_len=gen.max_model_len or (cfg.max_input_tokens + cfg.max_new_tokens),
                       tensor_parallel_size=gen.tensor_parallel_size, trust_remote_code=cfg.trust_remote_code,
-                      revision=cfg.revision, enable_lora=adapter_dir is not None)
+                      revision=cfg.revision, enable_lora=adapter_dir is not None, enforce_eager=gen.enforce_eager)
         if adapter_dir is not None:
             kwargs.update(max_lora_rank=vllm_lora_rank(cfg.lora.r), max_loras=1)
         if cuda:
