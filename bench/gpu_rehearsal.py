@@ -3,13 +3,18 @@
     .venv/bin/python bench/gpu_rehearsal.py                 # on a GPU machine: ~8 min planned, --budget-s 480
     .venv/bin/python bench/gpu_rehearsal.py --tiny          # the same script on CPU with the tiny models (a test runs it)
 
-It builds locally (random weights, a tokenizer trained on the sample dialogues) a decoder-only model shaped like
-Llama-3.2-1B and a seq2seq model shaped like KoBART (digit82/kobart-summarization), then runs dialsum's own stage
-engine over the shipped sample data: 4-bit QLoRA training steps on the decoder, vLLM generation with the adapter
-(greedy, sampling n=4, beam 4) — the transformers path on CPU or without vLLM —, full fine-tuning and transformers
-generation for the seq2seq model, the fitted ensemble, post-processing and a submission. What depends on shapes, not
-on trained weights, is what it proves: bitsandbytes' CUDA kernels, vLLM loading a LoRA on a bf16 base, GPU memory
-going back to its baseline after each stage's child process exits, throughput.
+It builds locally (random weights) a decoder-only model from SOLAR-10.7B-Instruct's real config (hidden 4096,
+GQA 32/8 heads of 128, MLP 14336, 32,000-row vocabulary, untied head; depth cut from 48 to 6 layers to fit the
+budget) carrying SOLAR's special tokens, BOS behaviour and verbatim chat template (dialsum.standins, from
+../shared/checkpoints), and a seq2seq model from KoBART's config (digit82/kobart-summarization: 30,000 rows, <s>0
+</s>1 <pad>3, decoder start </s>), each with a tokenizer trained on the sample dialogues. Neither vocabulary has the
+competition's tags, as no real one does. Then it runs dialsum's own stage engine over the shipped sample data: 4-bit
+QLoRA training steps on the decoder with SOLAR's chat prompts (the appended end token, one BOS), vLLM generation
+through the merged checkpoint (greedy, sampling n=4, beam 4) — the transformers path on CPU or without vLLM —, full
+fine-tuning in fp32 master weights under bf16 autocast and transformers generation for the seq2seq model, the fitted
+ensemble, post-processing and a submission. What depends on shapes, templates and vocabularies, not on trained
+weights, is what it proves: bitsandbytes' CUDA kernels, tag rows trained and served, vLLM loading a merged bf16
+checkpoint, GPU memory going back to its baseline after each stage's child process exits, throughput.
 
 Per stage it records wall time, training tokens/s, generation tokens/s, peak GPU memory (nvidia-smi, sampled every
 0.2 s) and the GPU memory in use after the stage (must equal the baseline); JSON + a Markdown table under --out. The
@@ -29,9 +34,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-LLAMA_1B = dict(vocab_size=128256, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
-                num_attention_heads=32, num_key_value_heads=8, head_dim=64, max_position_embeddings=4096,
-                rope_theta=500000.0, tie_word_embeddings=True)
+FACTS = ROOT.parent / "shared" / "checkpoints"
+# upstage/SOLAR-10.7B-Instruct-v1.0's config.json (Llama architecture, Mistral-7B's widths), 6 of its 48 layers
+SOLAR_CUT = dict(vocab_size=32000, hidden_size=4096, intermediate_size=14336, num_hidden_layers=6,
+                 num_attention_heads=32, num_key_value_heads=8, head_dim=128, max_position_embeddings=4096,
+                 rope_theta=10000.0, rms_norm_eps=1e-5, tie_word_embeddings=False)
+SOLAR_PARAMS_B = 1.57  # 6 x 218M per layer + 2 x 32000 x 4096 embedding/head rows
 KOBART = dict(vocab_size=30000, d_model=768, encoder_layers=6, decoder_layers=6, encoder_attention_heads=16,
               decoder_attention_heads=16, encoder_ffn_dim=3072, decoder_ffn_dim=3072, max_position_embeddings=1026)
 FIELDS = ("stage", "status", "wall_s", "train_tokens_per_s", "gen_tokens_per_s", "peak_gpu_mib", "gpu_mib_after",
@@ -81,24 +89,29 @@ def build(kind: str, out: Path, tiny: bool) -> None:
 
     from dialsum.config import TinyModelSpec
     from dialsum.data import load_competition
-    from dialsum.tiny_model import _save, build_tiny_model, build_tokenizer
+    from dialsum.tiny_model import _save, build_tiny_model
 
     data = load_competition(ROOT / "data" / "sample")
     if tiny:
         build_tiny_model(out, data.train, TinyModelSpec(pretrain_steps=30), "seq2seq" if kind == "seq2seq" else "decoder")
         return
+    from dialsum.standins import build_standin_tokenizer, generation_eos, load_facts
+
     texts = [d.dialogue for d in data.train] + [d.summary for d in data.train]
-    # the decoder's vocabulary lacks the competition's tags, as every real one does: dialsum adds and trains them,
-    # and vLLM serves the trained model through a merged checkpoint (dialsum.vllm_backend.servable_checkpoint)
-    tok = build_tokenizer(texts, 4000, with_tags=kind != "decoder")
+    # the real checkpoints' special tokens, BOS behaviour and template; no tags in either vocabulary (as in every
+    # real one): dialsum adds and trains them, and vLLM serves the trained model through a merged checkpoint
+    folder = FACTS / ("upstage__SOLAR-10.7B-Instruct-v1.0" if kind == "decoder" else "digit82__kobart-summarization")
+    tok = build_standin_tokenizer(folder, texts, 4000)
     torch.manual_seed(0)
     special = dict(pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
     if kind == "decoder":
-        model = LlamaForCausalLM(LlamaConfig(**LLAMA_1B, **special, torch_dtype="bfloat16")).to(torch.bfloat16)
+        model = LlamaForCausalLM(LlamaConfig(**SOLAR_CUT, **special, torch_dtype="bfloat16")).to(torch.bfloat16)
     else:
-        model = BartForConditionalGeneration(BartConfig(**KOBART, **special, decoder_start_token_id=tok.bos_token_id,
-                                                        forced_eos_token_id=None))
+        eos = tok.eos_token_id  # KoBART: the decoder starts with </s>, forced eos </s>
+        model = BartForConditionalGeneration(BartConfig(**KOBART, **special, decoder_start_token_id=eos,
+                                                        forced_eos_token_id=eos))
     model.generation_config.pad_token_id = tok.pad_token_id
+    model.generation_config.eos_token_id = generation_eos(tok, load_facts(folder), folder)[0]
     _save(model, tok, out)
 
 
@@ -107,8 +120,10 @@ def run_config(work: Path, models: dict[str, Path], tiny: bool, backend: str) ->
     import yaml
 
     steps = 6 if tiny else 30
-    common = {"max_input_tokens": 384, "max_new_tokens": 48 if tiny else 64, "params_billion": 0.0005 if tiny else 1.24}
-    dec = {"name": "llama1b-shape", "path": str(models["decoder"]), "model_type": "llama", "prompt_format": "instruction",
+    common = {"max_input_tokens": 384, "max_new_tokens": 48 if tiny else 64,
+              "params_billion": 0.0005 if tiny else SOLAR_PARAMS_B}
+    dec = {"name": "solar-shape", "path": str(models["decoder"]), "model_type": "llama",
+           "prompt_format": "instruction" if tiny else "chat",
            "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
            "quantization": "4bit", "precision": "fp32" if tiny else "bf16", "lora": {"r": 16, "alpha": 32, "dropout": 0.0},
            "train": {"learning_rate": 2e-4, "max_steps": steps, "batch_size": 4, "eval_steps": steps, "logging_steps": 2,
@@ -159,8 +174,11 @@ def main() -> int:
     backend = args.backend or ("hf" if args.tiny else "vllm")
     gpu_name = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
                               text=True).stdout.strip() if shutil.which("nvidia-smi") else None
-    plan = [("build:decoder", "build"), ("build:seq2seq", "build"), ("train:llama1b-shape", "train"),
-            ("generate:llama1b-shape", "generate"), ("train:kobart-shape", "train"),
+    if not args.tiny and not (FACTS / "README.md").is_file():
+        print(f"rehearsal: {FACTS} is needed (SOLAR's and KoBART's facts)", file=sys.stderr)
+        return 2
+    plan = [("build:decoder", "build"), ("build:seq2seq", "build"), ("train:solar-shape", "train"),
+            ("generate:solar-shape", "generate"), ("train:kobart-shape", "train"),
             ("generate:kobart-shape", "generate"), ("ensemble", "ensemble"), ("postprocess", "postprocess"),
             ("submit", "submit")]
     total = sum(PLAN_S[mode][k] for _, k in plan)
@@ -220,7 +238,7 @@ def main() -> int:
             from dialsum.candidates import read_part
 
             texts = [c.text for p in res["parts"] for c in read_part(Path(p))]
-            model_dir = models["decoder" if "llama" in st.name else "seq2seq"]
+            model_dir = models["decoder" if "solar" in st.name else "seq2seq"]
             rec["gen_tokens_per_s"] = round(token_count(model_dir, texts) / rec["wall_s"], 1)
     return finish(work, records, gpu_name, mode, backend, start)
 

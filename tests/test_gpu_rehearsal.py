@@ -19,15 +19,15 @@ def test_tiny_rehearsal_runs_every_stage_and_records_every_field(tmp_path):
     assert r.stdout.startswith("rehearsal plan (tiny, backend hf")  # the plan comes before any work
     out = json.loads((tmp_path / "r" / "rehearsal.json").read_text())
     stages = [s["stage"] for s in out["stages"]]
-    assert stages == ["build:decoder", "build:seq2seq", "train:llama1b-shape", "generate:llama1b-shape",
+    assert stages == ["build:decoder", "build:seq2seq", "train:solar-shape", "generate:solar-shape",
                       "train:kobart-shape", "generate:kobart-shape", "ensemble", "postprocess", "submit"]
     for s in out["stages"]:
         assert set(s) == FIELDS and s["status"] == "ok" and s["wall_s"] >= 0, s  # submit can take under a millisecond
         if s["stage"].startswith(("build", "train", "generate")):
             assert s["wall_s"] > 0, s
     by = {s["stage"]: s for s in out["stages"]}
-    assert by["train:llama1b-shape"]["train_tokens_per_s"] > 0 and by["train:kobart-shape"]["train_tokens_per_s"] > 0
-    assert by["generate:llama1b-shape"]["gen_tokens_per_s"] > 0 and by["generate:kobart-shape"]["gen_tokens_per_s"] > 0
+    assert by["train:solar-shape"]["train_tokens_per_s"] > 0 and by["train:kobart-shape"]["train_tokens_per_s"] > 0
+    assert by["generate:solar-shape"]["gen_tokens_per_s"] > 0 and by["generate:kobart-shape"]["gen_tokens_per_s"] > 0
     assert "| stage | status | wall s |" in (tmp_path / "r" / "rehearsal.md").read_text()
     assert list((tmp_path / "r" / "subs").glob("rehearsal-*.csv"))
 

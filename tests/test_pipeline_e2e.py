@@ -89,6 +89,9 @@ def test_report_scores_every_stage_on_dev_select_and_dev_report(e2e):
     # the models really learned: the fine-tuned greedy output beats an untrained model's (which scores ~0-20)
     greedy = re.findall(r"^\| generate \| tiny/greedy .*? \| [0-9.]+ \| ([0-9.]+) \|", report, flags=re.M)
     assert greedy and float(greedy[0]) > 30
+    # truncation measured by each model's train stage with its own tokenizer, on every split
+    trunc = re.findall(r"^\| (tiny|tiny-chat|tiny-bart) \| (train|dev|test) \| \d+ \| ([0-9.]+)% ", report, flags=re.M)
+    assert len(trunc) == 9 and all(0 <= float(x[2]) <= 100 for x in trunc)
 
 
 def test_ensemble_on_dev_report_is_at_least_the_best_single_source_or_says_why(e2e):
@@ -190,6 +193,18 @@ def test_generate_with_an_adapter_from_anywhere(e2e, tmp_path):
     for name in ours:  # same base, same adapter: the same candidates; provenance names the adapter given
         assert [(x["fname"], x["text"]) for x in ours[name]] == [(x["fname"], x["text"]) for x in theirs[name]]
         assert {x["adapter"] for x in ours[name]} == {adapter}
+
+
+def test_generate_honours_generate_splits_and_run_refuses_a_single_split(e2e, tmp_path):
+    tmp, first = e2e
+    one = lambda raw: {**raw, "generate": {**raw["generate"], "splits": ["test"]}}  # noqa: E731
+    cfg = write_config(tmp_path / "test-only.yaml", edit=one, keep_models=["tiny"])
+    r = run_cli("generate", "--config", str(cfg), "--output-dir", str(tmp / "runs"), "--out", str(tmp_path / "parts"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    for p in (tmp_path / "parts").glob("*.csv"):
+        assert {x["split"] for x in csv.DictReader(open(p, encoding="utf-8"))} == {"test"}
+    r = run_in(tmp, cfg)
+    assert r.returncode == 2 and "generate.splits ['test']" in r.stderr
 
 
 def test_a_child_killed_mid_training_is_one_line_and_the_same_command_resumes(tmp_path):

@@ -86,7 +86,9 @@ def small_cfg(name: str, path: Path, **update):
                                          "gradient_checkpointing": False})
     decodings = [DecodingSpec(name="greedy"), DecodingSpec(name="beam2", strategy="beam", num_beams=2, n=2),
                  DecodingSpec(name="sample", strategy="sample", n=2, temperature=0.8, top_p=0.95, seed=3)]
-    return cfg.model_copy(update={"path": str(path), "precision": "fp32", "max_input_tokens": 320,
+    # the stand-in carries the checkpoint's token strings, not its full vocabulary size
+    expect = {k: v for k, v in cfg.expect.items() if k != "vocab_size"}
+    return cfg.model_copy(update={"path": str(path), "precision": "fp32", "max_input_tokens": 320, "expect": expect,
                                   "max_new_tokens": 24, "train": train, "decodings": decodings, **update})
 
 
@@ -244,6 +246,20 @@ def test_truncation_is_measured_and_can_stop_a_run(standins, sample_data, tmp_pa
                     length_rows={"train": sample_data.train})
     got = json.loads((tmp_path / "truncation.json").read_text())
     assert got["splits"][0]["dialogue_truncated"] == 1.0 and got["problems"]
+
+
+def test_a_checkpoint_revision_with_other_facts_is_refused_in_one_line(standins, sample_data, tmp_path):
+    """polyglot-ko's first config said eos_token_id 0; its YAML expects the corrected 2 (the stand-in has 2)."""
+    from dialsum.config import MetricSpec
+    from dialsum.errors import DialsumError
+    from dialsum.train import train_model
+
+    cfg = small_cfg("polyglot-ko-5.8b", standins["polyglot-ko-5.8b"])
+    assert cfg.expect == {"eos_token_id": 2}
+    wrong = cfg.model_copy(update={"expect": {"eos_token_id": 0}})
+    with pytest.raises(DialsumError, match=r"has eos_token_id 2, expected 0: another revision") as e:
+        train_model(wrong, wrong.path, sample_data.train[:8], sample_data.dev[:2], tmp_path, MetricSpec())
+    assert "\n" not in str(e.value)
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ untrained self, it resumes after a kill."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -151,3 +152,81 @@ def test_seq2seq_lora_and_qlora_save_an_adapter_that_generation_loads(tiny_bart_
     cfg = cfg.model_copy(update={"decodings": [DecodingSpec(name="greedy")]})
     (part,) = generate_candidates(cfg, cfg.path, r.adapter_dir, {"dev": sample_data.dev[:4]}, tmp_path / "s", GenerateSpec())
     assert len(read_part(part)) == 4
+
+
+def _no_dropout_copy(src, dst):
+    """The tiny BART with dropout off, so two runs that differ only in batching see exactly the same model."""
+    import shutil
+
+    shutil.copytree(src, dst)
+    conf = json.loads((dst / "config.json").read_text())
+    conf.update(dropout=0.0, attention_dropout=0.0, activation_dropout=0.0)
+    (dst / "config.json").write_text(json.dumps(conf))
+    return dst
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_seq2seq_logged_loss_does_not_grow_with_gradient_accumulation(tiny_bart_cfg, tiny_bart_dir, sample_data,
+                                                                      tmp_path, smoothing):
+    """BART/T5 ignore num_items_in_batch: the Trainer then neither divides their loss by G nor normalises it; with G=4
+    the logged loss was ~4x that of G=1 on the same rows. Same 8 rows, batch 8 x G 1 vs batch 2 x G 4."""
+    from dialsum.train import train_model
+
+    path = _no_dropout_copy(tiny_bart_dir, tmp_path / "bart")
+    first = {}
+    for bs, g in ((8, 1), (2, 4)):
+        cfg = _short(tiny_bart_cfg, max_steps=2, eval_steps=2, logging_steps=1, eval_subset=2, batch_size=bs,
+                     grad_accum=g, early_stopping_patience=None, label_smoothing=smoothing)
+        cfg = cfg.model_copy(update={"path": str(path)})
+        r = train_model(cfg, cfg.path, sample_data.train, sample_data.dev, tmp_path / f"g{g}", MetricSpec())
+        first[g] = r.losses[:2]
+    assert first[1][0] == pytest.approx(first[4][0], rel=1e-4)
+    assert first[1][1] == pytest.approx(first[4][1], rel=1e-3)  # and the update was the same size
+
+
+def test_label_smoothing_is_applied_inside_r_drop(tiny_bart_cfg, sample_data, tmp_path):
+    """With rdrop_alpha > 0 the loss is dialsum's own; it must still smooth the labels (mbart-50.yaml sets both)."""
+    import torch
+
+    from dialsum.modeling import load_model, load_tokenizer
+    from dialsum.seq2seq import Seq2SeqCollator
+    from dialsum.train import encode_training_example, rdrop_loss, token_loss
+
+    tok = load_tokenizer(tiny_bart_cfg.path, tiny_bart_cfg)
+    model = load_model(tiny_bart_cfg.path, tiny_bart_cfg, quantization="none").eval()  # no dropout: passes agree
+    rows = [encode_training_example(tok, d, tiny_bart_cfg, [tok.eos_token_id]) for d in sample_data.train[:4]]
+    batch = Seq2SeqCollator(tok.pad_token_id, model.config.decoder_start_token_id)(rows)
+    with torch.no_grad():
+        logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+        smooth, plain = (rdrop_loss(model, batch, 0.5, eps, True) for eps in (0.1, 0.0))
+    # independent reference: torch's own label-smoothed cross-entropy over the summary tokens
+    ref = torch.nn.functional.cross_entropy(logits.flatten(0, 1), batch["labels"].flatten(), ignore_index=-100,
+                                            label_smoothing=0.1)
+    assert smooth.item() == pytest.approx(ref.item(), rel=1e-5)  # KL is 0 in eval mode: the loss is the smoothed CE
+    assert plain.item() == pytest.approx(torch.nn.functional.cross_entropy(
+        logits.flatten(0, 1), batch["labels"].flatten(), ignore_index=-100).item(), rel=1e-5)
+    assert token_loss(logits, batch["labels"], 0.1).item() == pytest.approx(ref.item(), rel=1e-5)
+
+
+def test_full_fine_tuning_keeps_fp32_master_weights_under_bf16(tiny_bart_cfg, sample_data, tmp_path):
+    """precision: bf16 once loaded the weights in bf16, where most AdamW updates at a small learning rate round to
+    nothing (30 steps: 88.5 % of parameters changed in fp32, 39.2 % in bf16). Weights now stay fp32 (autocast does
+    bf16 on GPU), so the share of changed parameters is the fp32 one."""
+    import torch
+    from safetensors.torch import load_file
+
+    from dialsum.train import train_model
+
+    base = load_file(str(Path(tiny_bart_cfg.path) / "model.safetensors"))
+    share = {}
+    for precision in ("fp32", "bf16"):
+        cfg = _short(tiny_bart_cfg, max_steps=10, eval_steps=10, logging_steps=5, eval_subset=2, learning_rate=5e-5,
+                     early_stopping_patience=None)
+        cfg = cfg.model_copy(update={"precision": precision})
+        r = train_model(cfg, cfg.path, sample_data.train, sample_data.dev, tmp_path / precision, MetricSpec())
+        tuned = load_file(str(r.adapter_dir / "model.safetensors"))
+        assert all(t.dtype == torch.float32 for t in tuned.values())
+        names = [n for n in base if n in tuned and base[n].shape == tuned[n].shape]
+        changed = sum(int((tuned[n] != base[n]).sum()) for n in names)
+        share[precision] = changed / sum(base[n].numel() for n in names)
+    assert share["fp32"] > 0.5 and share["bf16"] == pytest.approx(share["fp32"], abs=1e-3)

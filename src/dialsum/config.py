@@ -136,6 +136,9 @@ class ModelConfig(Strict):
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     params_billion: float | None = Field(None, description="for --dry-run memory estimates")
     arch: ArchSpec | None = None
+    expect: dict[str, Any] = Field(default_factory=dict, description=(
+        "facts the loaded checkpoint must have (vocab_size, eos_token_id, bos_token, eos_token, pad_token): a "
+        "revision whose files changed fails in one line instead of training on the wrong tokens"))
     lora: LoraSpec = LoraSpec()
     train: TrainSpec = TrainSpec()
     decodings: list[DecodingSpec] = Field(default_factory=lambda: [DecodingSpec(name="greedy")])

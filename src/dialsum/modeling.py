@@ -90,6 +90,20 @@ def prepare_tokenizer(tok, cfg: ModelConfig):
     return tok
 
 
+def check_expected(cfg: ModelConfig, tokenizer, model) -> None:
+    """The config's `expect` facts against the loaded checkpoint (model config, generation config, tokenizer)."""
+    seen = {"vocab_size": model.config.vocab_size,
+            "eos_token_id": getattr(model.generation_config, "eos_token_id", None) or model.config.eos_token_id,
+            "bos_token": tokenizer.bos_token, "eos_token": tokenizer.eos_token, "pad_token": tokenizer.pad_token}
+    for key, want in cfg.expect.items():
+        if key not in seen:
+            raise DialsumError(f"model {cfg.name}: expect.{key}: unknown fact (one of {', '.join(seen)})")
+        got = seen[key]
+        if got != want and not (isinstance(got, list) and want in got):
+            raise DialsumError(f"model {cfg.name}: {cfg.path} (revision {cfg.revision or 'main'}) has {key} {got!r}, "
+                               f"expected {want!r}: another revision of the checkpoint? pin `revision`")
+
+
 def model_class(cfg: ModelConfig):
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 

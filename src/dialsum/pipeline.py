@@ -31,8 +31,8 @@ DATA_FILES = {"train": "train.csv", "dev": "dev.csv", "test": "test.csv", "sampl
 VERSIONS = {"build": 1, "train": 5, "generate": 5, "ensemble": 5, "postprocess": 2, "submit": 1, "report": 2}
 
 # Fields of a model config that cannot change a trained adapter / generated text.
-NOT_FOR_TRAINING = {"name", "decodings", "params_billion", "arch"}
-NOT_FOR_GENERATION = {"train", "lora", "quantization", "target_modules", "params_billion", "arch"}
+NOT_FOR_TRAINING = {"name", "decodings", "params_billion", "arch", "expect"}
+NOT_FOR_GENERATION = {"train", "lora", "quantization", "target_modules", "params_billion", "arch", "expect"}
 LARGE_FILE = 64 << 20  # files of a local model folder above this are keyed by size and mtime, not hashed
 
 

@@ -65,9 +65,10 @@ def estimate_gpu_gib(cfg: ModelConfig, gen: GenerateSpec | None = None) -> dict[
     bits = {"4bit": 4.5, "8bit": 8.5, "none": 16}[cfg.quantization]
     weights = p * bits / 8
     h, n_layers, vocab = arch.hidden_size, arch.num_layers, arch.vocab_size
-    lora = n_layers * len(cfg.target_modules) * 2 * cfg.lora.r * h * (2 + 2 + 8 + 4)
-    if cfg.method == "full":  # every weight trained: fp32 master + grad + two Adam moments, plus the bf16 copy
-        weights, lora = p * 2, p * 16
+    # LoRA parameters are fp32 (peft upcasts them): weight 4 + grad 4 + two Adam moments 8 bytes each
+    lora = n_layers * len(cfg.target_modules) * 2 * cfg.lora.r * h * (4 + 4 + 8)
+    if cfg.method == "full":  # every weight trained, kept in fp32 (bf16/fp16 only autocast): weight 4 bytes, then
+        weights, lora = p * 4, p * 12  # its fp32 gradient and two fp32 Adam moments
     seq = cfg.max_input_tokens + cfg.max_new_tokens
     tokens = cfg.train.batch_size * seq
     acts = tokens * h * 2 * (n_layers + 16) + tokens * 4 * h * 2 * 4

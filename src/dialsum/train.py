@@ -118,7 +118,8 @@ def train_model(cfg: ModelConfig, base_path: str, train_rows: list[Dialogue], de
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments
 
-    from dialsum.modeling import fit_embeddings, has_cuda, load_model, load_tokenizer, trainable_token_rows
+    from dialsum.modeling import (check_expected, fit_embeddings, has_cuda, load_model, load_tokenizer,
+                                  trainable_token_rows)
 
     from transformers import set_seed
 
@@ -131,6 +132,7 @@ def train_model(cfg: ModelConfig, base_path: str, train_rows: list[Dialogue], de
     # round to nothing, and fp16 weights cannot be unscaled at all; LoRA's own parameters are fp32 (peft upcasts them)
     model = load_model(base_path, cfg, quantization=None if method == "qlora" else "none",
                        master_fp32=method == "full")
+    check_expected(cfg, tokenizer, model)
     new_ids = fit_embeddings(model, tokenizer)  # the competition's tags, new to this checkpoint's vocabulary
     t = cfg.train
     cuda = has_cuda()
