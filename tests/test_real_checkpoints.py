@@ -345,3 +345,4 @@ def test_sampling_ignores_the_checkpoints_generation_defaults(standins, sample_d
     assert outs[0] == outs[1]
     greedy = e.run(prompts, DecodingSpec(name="g"), None)
     assert [x[0][0] for x in outs[1]] != [x[0][0] for x in greedy]  # top_k=1 would have made these equal
+

@@ -52,6 +52,8 @@ def engines(tiny_cfg, adapter, sample_data, tmp_path_factory):
     v.plain_base_outputs = plain  # the base's greedy output before the second end token was configured
     yield cfg, v, HFEngine(cfg, cfg.path, adapter, 8), HFEngine(cfg, cfg.path, None, 8)
     v.close()
+    for p in multiprocessing.active_children():
+        p.join(30)  # shutdown is asynchronous
     assert not [p for p in multiprocessing.active_children() if "EngineCore" in p.name]  # nothing left running
 
 
