@@ -234,6 +234,25 @@ def test_preview_lengths_with_exaone_real_tokenizer(capsys):
     assert rows["test"]["dialogue_tokens_p99"] <= len(tok(longest)["input_ids"]) + 200
 
 
+@pytest.mark.parametrize("name", list(MODELS))
+def test_truncation_counts_exactly_what_the_encoders_produce(name, standins, sample_data):
+    """A limit equal to a row's encoded length cuts nothing; one token less cuts it (input and target)."""
+    from dialsum.preview import stops_of, tokenizer_for, truncation
+    from dialsum.prompts import IGNORE_INDEX
+    from dialsum.train import encode_input, encode_training_example
+
+    cfg = small_cfg(name, standins[name], max_input_tokens=100000, max_new_tokens=100000)
+    mt = tokenizer_for(cfg, None, [])
+    row = sample_data.dev[5]
+    n_in = len(encode_input(mt.tokenizer, row.dialogue, cfg))
+    ex = encode_training_example(mt.tokenizer, row, cfg, stops_of(mt, cfg))
+    n_out = sum(lab != IGNORE_INDEX for lab in ex["labels"])
+    for d_in, d_out, cut_in, cut_out in ((0, 0, 0.0, 0.0), (1, 1, 1.0, 1.0)):
+        c = cfg.model_copy(update={"max_input_tokens": n_in - d_in, "max_new_tokens": n_out - d_out})
+        (r,) = truncation(mt, c, {"dev": [row]})
+        assert (r["dialogue_truncated"], r["summary_truncated"]) == (cut_in, cut_out)
+
+
 def test_truncation_is_measured_and_can_stop_a_run(standins, sample_data, tmp_path):
     from dialsum.config import MetricSpec
     from dialsum.errors import DialsumError
