@@ -254,17 +254,19 @@ def test_truncation_counts_exactly_what_the_encoders_produce(name, standins, sam
 
 
 def test_truncation_is_measured_and_can_stop_a_run(standins, sample_data, tmp_path):
-    from dialsum.config import MetricSpec
+    """The train stage measures truncation before training: over the limits it warns, or stops (one line)."""
     from dialsum.errors import DialsumError
-    from dialsum.train import train_model
+    from dialsum.stages import train
 
     cfg = small_cfg("solar-10.7b", standins["solar-10.7b"], max_input_tokens=64, max_new_tokens=8)
     cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"on_truncation": "error"})})
     with pytest.raises(DialsumError, match=r"of train dialogues exceed max_input_tokens 64"):
-        train_model(cfg, cfg.path, sample_data.train[:8], sample_data.dev[:2], tmp_path, MetricSpec(),
-                    length_rows={"train": sample_data.train})
+        train({"dev_select": [d.fname for d in sample_data.dev[:4]], "metric": {}},
+              {"model": cfg.model_dump(mode="json"), "data_dir": str(SAMPLE), "base_path": cfg.path}, tmp_path)
     got = json.loads((tmp_path / "truncation.json").read_text())
-    assert got["splits"][0]["dialogue_truncated"] == 1.0 and got["problems"]
+    assert {r["split"] for r in got["splits"]} == {"train", "dev", "test"}
+    assert got["splits"][0]["dialogue_truncated"] == 1.0 and len(got["problems"]) >= 3
+    assert not (tmp_path / "checkpoints").exists()  # stopped before training
 
 
 def test_a_checkpoint_revision_with_other_facts_is_refused_in_one_line(standins, sample_data, tmp_path):

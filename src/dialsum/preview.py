@@ -43,16 +43,17 @@ def tokenizer_for(cfg: ModelConfig, tokenizer_dir: Path | None, texts: list[str]
             how = "real tokenizer files" if has_real_tokenizer(folder) else "stand-in built from facts.json"
             return ModelTokenizer(prepare_tokenizer(tok, cfg), generation_eos(tok, load_facts(folder), folder),
                                   f"{folder} ({how})")
-        return _from_path(str(folder), cfg, None)
+        return from_path(str(folder), cfg, None)
     if cfg.path is None:
         from dialsum.tiny_model import build_tokenizer
 
         tok = build_tokenizer(texts, cfg.tiny.vocab_size, cfg.tiny.with_tags)
         return ModelTokenizer(prepare_tokenizer(tok, cfg), [tok.eos_token_id], "tiny model tokenizer (built here)")
-    return _from_path(cfg.path, cfg, cfg.revision)
+    return from_path(cfg.path, cfg, cfg.revision)
 
 
-def _from_path(path: str, cfg: ModelConfig, revision: str | None) -> ModelTokenizer:
+def from_path(path: str, cfg: ModelConfig, revision: str | None) -> ModelTokenizer:
+    """The tokenizer of a model folder or cached hub id, as dialsum loads it, and its generation eos ids."""
     from transformers import AutoConfig, GenerationConfig
 
     from dialsum.modeling import check_source, load_tokenizer
@@ -188,3 +189,21 @@ def competition_files(data_dir: Path) -> dict[str, list[Dialogue]]:
     if not out:
         raise DialsumError(f"{data_dir}: no CSV with a `dialogue` column")
     return out
+
+
+def check_truncation(mt: ModelTokenizer, cfg: ModelConfig, rows: dict[str, list[Dialogue]], out_dir: Path) -> list[dict]:
+    """Before training: measure truncation on every split, write out_dir/truncation.json, warn, or stop when
+    `train.on_truncation` is `error`."""
+    import sys
+
+    from dialsum.io_utils import atomic_write_json
+
+    measured = truncation(mt, cfg, rows)
+    problems = truncation_problems(measured)
+    atomic_write_json(Path(out_dir) / "truncation.json", {"splits": measured, "problems": problems})
+    for line in problems:
+        print(f"[dialsum] warning: {line} (train.on_truncation: {cfg.train.on_truncation})", file=sys.stderr,
+              flush=True)
+    if problems and cfg.train.on_truncation == "error":
+        raise DialsumError(f"{problems[0]} (train.on_truncation: error)")
+    return measured

@@ -43,9 +43,14 @@ def train(inputs: dict, context: dict, out: Path) -> dict:
         from dialsum.tune import trial_reporter
 
         on_evaluate = trial_reporter(context["optuna"])
+    from dialsum.preview import check_truncation, from_path
+
+    out.mkdir(parents=True, exist_ok=True)
+    check_truncation(from_path(context["base_path"], cfg, cfg.revision), cfg,
+                     {"train": data.train, "dev": data.dev, "test": data.test}, out)  # before any training
     r = train_model(cfg, context["base_path"], data.train, select, out, MetricSpec(**inputs["metric"]), resume=True,
-                    on_evaluate=on_evaluate, length_rows={"train": data.train, "dev": data.dev, "test": data.test})
-    trunc = json.loads((out / "truncation.json").read_text(encoding="utf-8")) if (out / "truncation.json").is_file() else None
+                    on_evaluate=on_evaluate)
+    trunc = json.loads((out / "truncation.json").read_text(encoding="utf-8"))
     return {"adapter": str(r.adapter_dir), "best_dev_select": r.best_dev_final, "truncation": trunc,
             "dev_history": r.dev_history, "first_loss": r.losses[0] if r.losses else None,
             "last_loss": r.losses[-1] if r.losses else None}

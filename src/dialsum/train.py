@@ -106,11 +106,8 @@ def dev_scorer(tokenizer, dev: list[Dialogue], cfg: ModelConfig, metric: MetricS
 
 def train_model(cfg: ModelConfig, base_path: str, train_rows: list[Dialogue], dev_rows: list[Dialogue],
                 out_dir: Path, metric: MetricSpec, resume: bool = False, stop_after_steps: int | None = None,
-                on_evaluate=None, length_rows: dict[str, list[Dialogue]] | None = None) -> TrainResult:
+                on_evaluate=None) -> TrainResult:
     """Fine-tune `cfg` on train_rows; the best adapter (by dev score) goes to out_dir/adapter.
-
-    `length_rows` (split -> rows): truncation is measured on them with this tokenizer before training and written
-    to out_dir/truncation.json; over the limits it warns, or stops when `train.on_truncation` is `error`.
 
     `on_evaluate(step, dev_final)` is called after each evaluation (an Optuna trial reports there and raises
     `optuna.TrialPruned` to stop a hopeless trial)."""
@@ -147,8 +144,6 @@ def train_model(cfg: ModelConfig, base_path: str, train_rows: list[Dialogue], de
                           trainable_token_indices=trainable_token_rows(model, new_ids))  # only fresh rows
         model = get_peft_model(model, lcfg)
     stops = model_stops(tokenizer, model.generation_config.eos_token_id, cfg)
-    if length_rows:
-        check_truncation(tokenizer, model.generation_config.eos_token_id, cfg, length_rows, out_dir)
     train_ds = build_examples(tokenizer, train_rows, cfg, t.seed, stops)
     eval_ds = [encode_training_example(tokenizer, d, cfg, stops) for d in dev_rows[: t.eval_subset]]
     score_dev = dev_scorer(tokenizer, dev_rows, cfg, metric, stops)
@@ -249,26 +244,6 @@ def train_model(cfg: ModelConfig, base_path: str, train_rows: list[Dialogue], de
                        "epoch": trainer.state.epoch})
     trainer.accelerator.wait_for_everyone()
     return result
-
-
-def check_truncation(tokenizer, generation_eos, cfg: ModelConfig, rows: dict[str, list[Dialogue]],
-                     out_dir: Path) -> list[dict]:
-    """Measure truncation on every split (dialsum.preview.truncation), write truncation.json, warn or stop."""
-    import sys
-
-    from dialsum.errors import DialsumError
-    from dialsum.preview import ModelTokenizer, truncation, truncation_problems
-
-    eos = [] if generation_eos is None else ([generation_eos] if isinstance(generation_eos, int) else list(generation_eos))
-    measured = truncation(ModelTokenizer(tokenizer, eos, "model"), cfg, rows)
-    problems = truncation_problems(measured)
-    atomic_write_json(Path(out_dir) / "truncation.json", {"splits": measured, "problems": problems})
-    for line in problems:
-        print(f"[dialsum] warning: {line} (train.on_truncation: {cfg.train.on_truncation})", file=sys.stderr,
-              flush=True)
-    if problems and cfg.train.on_truncation == "error":
-        raise DialsumError(f"{problems[0]} (train.on_truncation: error)")
-    return measured
 
 
 def generation_extras(tokenizer, cfg: ModelConfig) -> dict:
