@@ -171,3 +171,26 @@ def test_torchrun_two_processes_train_the_configured_epochs_into_one_intact_adap
     base_dir = json.loads((run_dir / "manifest.json").read_text())["stages"]["build:tiny"]["result"]["path"]
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir), str(out / "adapter"))
     assert any("lora_B" in n for n, _ in model.named_parameters())
+
+
+def test_lora_and_tag_rows_are_fp32_on_a_bf16_base(tiny_cfg, sample_data, tmp_path):
+    """Point 4 of the real-checkpoint issue: only the frozen base is bf16; every trained parameter (LoRA matrices,
+    the tags' trainable-token rows) is fp32."""
+    from peft import LoraConfig, get_peft_model
+
+    from dialsum.config import TinyModelSpec
+    from dialsum.modeling import fit_embeddings, trainable_token_rows
+    from dialsum.tiny_model import build_tiny_model
+
+    out = build_tiny_model(tmp_path / "m", sample_data.train[:20], TinyModelSpec(pretrain_steps=0, with_tags=False,
+                                                                                  tie_word_embeddings=False))
+    cfg = tiny_cfg.model_copy(update={"path": str(out), "precision": "bf16"})
+    tok = load_tokenizer(str(out), cfg)
+    model = load_model(str(out), cfg, quantization="none")
+    assert model.get_input_embeddings().weight.dtype == torch.bfloat16
+    ids = fit_embeddings(model, tok)
+    peft = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=cfg.target_modules,
+                                            trainable_token_indices=trainable_token_rows(model, ids)))
+    trained = {n: p.dtype for n, p in peft.named_parameters() if p.requires_grad}
+    assert any("trainable_tokens" in n for n in trained) and any("lora_A" in n for n in trained)
+    assert set(trained.values()) == {torch.float32}
