@@ -79,13 +79,11 @@ def _until_stop(ids: list[int], stops: list[int]) -> list[int]:
 
 
 def stop_token_ids(model, tokenizer) -> list[int]:
-    """Every end token the model's generation config names (chat checkpoints end a turn with their own token),
-    plus the tokenizer's EOS: the same stop set vLLM uses."""
-    ids = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    ids = [] if ids is None else ([ids] if isinstance(ids, int) else list(ids))
-    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
-        ids.append(tokenizer.eos_token_id)
-    return ids
+    """The default stop set without a prompt style: the generation config's eos ids and the tokenizer's EOS
+    (dialsum.prompts.stop_token_ids; callers pass train.model_stops, which adds a chat template's end-of-turn)."""
+    from dialsum.prompts import stop_token_ids as stops_of
+
+    return stops_of(tokenizer, getattr(getattr(model, "generation_config", None), "eos_token_id", None))
 
 
 def _logprobs(model, out, spec: DecodingSpec, new, stops: list[int]) -> list[float | None]:

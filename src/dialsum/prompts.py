@@ -105,13 +105,19 @@ def trained_end_id(tokenizer, style: PromptStyle | None) -> int | None:
 
 
 def adds_bos(tokenizer) -> bool:
-    """Whether the tokenizer's own usage (add_special_tokens=True) prepends BOS."""
+    """Whether the tokenizer's own usage (add_special_tokens=True) prepends BOS (probed once per tokenizer object:
+    every prompt asks)."""
     bos = tokenizer.bos_token_id
     if bos is None:
         return False
+    cached = tokenizer.__dict__.get("_dialsum_adds_bos")
+    if cached is not None and cached[0] == bos:
+        return cached[1]
     plain = tokenizer("가", add_special_tokens=False)["input_ids"]
     full = tokenizer("가", add_special_tokens=True)["input_ids"]
-    return len(full) > len(plain) and full[0] == bos
+    answer = len(full) > len(plain) and full[0] == bos
+    tokenizer.__dict__["_dialsum_adds_bos"] = (bos, answer)
+    return answer
 
 
 def encode_text(tokenizer, text: str) -> list[int]:
