@@ -31,15 +31,15 @@ def bench_backend(name, make, prompts, specs):
 def main():
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # keep the table readable
     from dialsum.config import DecodingSpec, GenerateSpec, ModelConfig, TinyModelSpec
-    from dialsum.data import load_competition
+    from dialsum.io.data import load_competition
     from transformers import AutoModelForCausalLM
 
-    from dialsum.generate import HFEngine
-    from dialsum.modeling import load_tokenizer
-    from dialsum.prompts import encode_prompt
-    from dialsum.tiny_model import build_tiny_model
-    from dialsum.train import style_of
-    from dialsum.vllm_backend import VLLMEngine
+    from dialsum.models.generation import HFEngine
+    from dialsum.models.loading import load_tokenizer
+    from dialsum.models.prompts import encode_prompt
+    from dialsum.models.tiny import build_tiny_model
+    from dialsum.models.encoding import style_of
+    from dialsum.models.vllm_backend import VLLMEngine
 
     root = Path(__file__).resolve().parents[1]
     data = load_competition(root / "data" / "sample")

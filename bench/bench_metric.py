@@ -20,8 +20,9 @@ os.environ["DIALSUM_CACHE_DIR"] = "off"
 
 from rouge_score import rouge_scorer  # noqa: E402
 
-from dialsum.metric import features_many, get_semantics, score_corpus  # noqa: E402
-from dialsum.tokenize import tokenize_many  # noqa: E402
+from dialsum.scoring.metric import score_corpus
+from dialsum.scoring.rouge import features_many, get_semantics  # noqa: E402
+from dialsum.scoring.tokenize import tokenize_many  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "ko"
 

@@ -88,14 +88,14 @@ def build(kind: str, out: Path, tiny: bool) -> None:
     from transformers import BartConfig, BartForConditionalGeneration, LlamaConfig, LlamaForCausalLM
 
     from dialsum.config import TinyModelSpec
-    from dialsum.data import load_competition
-    from dialsum.tiny_model import _save, build_tiny_model
+    from dialsum.io.data import load_competition
+    from dialsum.models.tiny import _save, build_tiny_model
 
     data = load_competition(ROOT / "data" / "sample")
     if tiny:
         build_tiny_model(out, data.train, TinyModelSpec(pretrain_steps=30), "seq2seq" if kind == "seq2seq" else "decoder")
         return
-    from dialsum.standins import build_standin_tokenizer, generation_eos, load_facts
+    from dialsum.models.standins import build_standin_tokenizer, generation_eos, load_facts
 
     texts = [d.dialogue for d in data.train] + [d.summary for d in data.train]
     # the real checkpoints' special tokens, BOS behaviour and template; no tags in either vocabulary (as in every
@@ -216,7 +216,9 @@ def main() -> int:
         return finish(work, records, gpu_name, mode, backend, start)
 
     from dialsum.config import load_config
-    from dialsum.pipeline import engine_for, full_plan, open_run
+    from dialsum.engine.graph import full_plan
+    from dialsum.engine.pipeline import engine_for
+    from dialsum.engine.runs import open_run
 
     cfg = load_config(run_config(work, models, args.tiny, backend))
     ctx = open_run(cfg)
@@ -235,7 +237,7 @@ def main() -> int:
             seen = json.loads(state[-1].read_text()).get("num_input_tokens_seen", 0) if state else 0
             rec["train_tokens_per_s"] = round(seen / rec["wall_s"], 1) if seen else None
         if kind == "generate":
-            from dialsum.candidates import read_part
+            from dialsum.io.candidates import read_part
 
             texts = [c.text for p in res["parts"] for c in read_part(Path(p))]
             model_dir = models["decoder" if "solar" in st.name else "seq2seq"]

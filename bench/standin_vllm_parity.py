@@ -30,11 +30,11 @@ DECODERS = {
 
 def one(name: str, work: Path) -> list[str]:
     from dialsum.config import DecodingSpec, GenerateSpec, load_model_config
-    from dialsum.data import load_competition
-    from dialsum.generate import HFEngine
-    from dialsum.standins import build_standin
-    from dialsum.train import encode_input
-    from dialsum.vllm_backend import VLLMEngine
+    from dialsum.io.data import load_competition
+    from dialsum.models.generation import HFEngine
+    from dialsum.models.standins import build_standin
+    from dialsum.models.encoding import encode_input
+    from dialsum.models.vllm_backend import VLLMEngine
 
     data = load_competition(ROOT / "data" / "sample")
     texts = [d.dialogue for d in data.train] + [d.summary for d in data.train]

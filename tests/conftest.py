@@ -35,7 +35,7 @@ def run_cli(*args: str, cwd: Path = ROOT, env: dict | None = None) -> subprocess
 
 @pytest.fixture(scope="session")
 def sample_data():
-    from dialsum.data import load_competition
+    from dialsum.io.data import load_competition
 
     return load_competition(SAMPLE)
 
@@ -44,7 +44,7 @@ def sample_data():
 def tiny_model_dir(tmp_path_factory, sample_data) -> Path:
     """One tiny Llama + tokenizer for the whole session (built, saved with save_pretrained, loaded by path)."""
     from dialsum.config import TinyModelSpec
-    from dialsum.tiny_model import build_tiny_model
+    from dialsum.models.tiny import build_tiny_model
 
     out = tmp_path_factory.mktemp("tiny") / "model"
     build_tiny_model(out, sample_data.train, TinyModelSpec(pretrain_steps=60))
@@ -70,7 +70,7 @@ def copy_sample(tmp_path) -> Path:
 def tiny_bart_dir(tmp_path_factory, sample_data) -> Path:
     """One tiny BART (same byte-level tokenizer), denoising-pretrained briefly, for the whole session."""
     from dialsum.config import TinyModelSpec
-    from dialsum.tiny_model import build_tiny_model
+    from dialsum.models.tiny import build_tiny_model
 
     out = tmp_path_factory.mktemp("tiny-bart") / "model"
     build_tiny_model(out, sample_data.train, TinyModelSpec(pretrain_steps=60), family="seq2seq")

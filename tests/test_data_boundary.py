@@ -6,7 +6,7 @@ import csv
 import pytest
 
 from conftest import run_cli
-from dialsum.data import load_competition
+from dialsum.io.data import load_competition
 from dialsum.errors import DialsumError
 
 

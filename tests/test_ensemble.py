@@ -1,4 +1,5 @@
-"""MBR selection: same picks as a naive rouge-score loop, deterministic ties, merged duplicates change nothing."""
+"""MBR selection (dialsum.selection.consensus): same picks as a naive rouge-score loop and as the pair-by-pair
+definition (tests/oracle_mbr.py), deterministic ties, merged duplicates change nothing."""
 from __future__ import annotations
 
 import csv
@@ -7,11 +8,21 @@ import pytest
 from rouge_score import rouge_scorer
 
 from conftest import run_cli, shared_file
-from dialsum.ensemble import ensemble, mbr_select
-from dialsum.metric import features
-from dialsum.tokenize import get_tokenizer
+from dialsum.scoring.rouge import features
+from dialsum.scoring.tokenize import get_tokenizer
+from dialsum.selection.consensus import Rule, prepare, select
+from oracle_mbr import definition_pick as oracle_pick
 
 MECAB = get_tokenizer("mecab")
+
+
+def mbr_select(texts, weights, feats, sem):
+    """dialsum's rule on one dialogue, each candidate its own source with its own weight: (index, utility).
+    (`feats` is unused: the rule tokenises and featurises the texts itself, as the commands do.)"""
+    names = [f"s{i}" for i in range(len(texts))]
+    [d] = prepare({"x": list(zip(texts, names))}, names, sem, "mecab")
+    i, scores = Rule(tuple(float(w) for w in weights)).pick_scored(d)
+    return i, float(scores[i])
 
 
 class _Tok:
@@ -51,7 +62,7 @@ def test_picks_equal_naive_rouge_score_loop_on_real_systems():
     tables = load_peers(12)
     names = list(tables[0][1])[:40]
     groups = {f: [(t[f], name) for name, t in tables] for f in names}
-    picks = ensemble(groups, "rouge-score")
+    picks, _, _, _, _ = select(groups, "rouge-score")
     for f in names:
         texts = [t for t, _ in groups[f]]
         assert picks[f].text == texts[naive_pick(texts)]
@@ -95,17 +106,7 @@ def test_ensemble_cli_on_submission_files(tmp_path):
 
 
 def definition_pick(texts, weights, sem):
-    """The MBR definition applied to every copy: u_i = sum_{j != i} w_j U(i, j) / sum_{j != i} w_j, first max wins
-    (utilities within 1e-9 tie)."""
-    from dialsum.metric import pair_scores
-
-    feats = [features(MECAB(t), sem) for t in texts]
-    us = []
-    for i in range(len(texts)):
-        num = sum(weights[j] * sum(pair_scores(feats[i], feats[j])) / 3 for j in range(len(texts)) if j != i)
-        us.append(num / sum(weights[j] for j in range(len(texts)) if j != i))
-    best = next(i for i, u in enumerate(us) if u >= max(us) - 1e-9)
-    return best, us[best]
+    return oracle_pick(texts, weights, [features(MECAB(t), sem) for t in texts])
 
 
 @pytest.mark.parametrize("sem", ["pltrdy", "rouge-score"])

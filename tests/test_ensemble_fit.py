@@ -8,8 +8,8 @@ import json
 import pytest
 
 from conftest import run_cli, shared_file
-from dialsum.ensemble import ensemble
-from dialsum.ensemble_fit import cross_validate, prepare, select
+from oracle_mbr import ensemble
+from dialsum.selection.consensus import cross_validate, prepare, select
 
 
 def dev_pool():

@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from dialsum.candidates import Journal, part_path, read_part
+from dialsum.io.candidates import Journal, part_path, read_part
 from dialsum.config import DecodingSpec, GenerateSpec
-from dialsum.generate import generate_candidates
+from dialsum.models.generation import generate_candidates
 
 
 def _cfg(tiny_cfg, decodings):
@@ -75,9 +75,9 @@ def test_logprob_is_the_teacher_forced_sum_through_the_stop_token(tiny_cfg, samp
     tokens up to and including its stop token, and none of the padding added after it (checked by a forward pass)."""
     import torch
 
-    from dialsum.hf_generate import _logprobs, stop_token_ids
-    from dialsum.modeling import load_model, load_tokenizer
-    from dialsum.train import encode_input
+    from dialsum.models.hf_backend import _logprobs, stop_token_ids
+    from dialsum.models.loading import load_model, load_tokenizer
+    from dialsum.models.encoding import encode_input
 
     tok = load_tokenizer(tiny_cfg.path, tiny_cfg)
     model = load_model(tiny_cfg.path, tiny_cfg).eval()

@@ -10,8 +10,9 @@ from rouge_score import rouge_scorer
 from rouge_score.tokenize import tokenize as rs_default_tokenize
 
 from conftest import run_cli, shared_file
-from dialsum.metric import features, pair_scores, pairwise_matrix, score_corpus
-from dialsum.tokenize import get_tokenizer, latin_tokenize
+from dialsum.scoring.metric import score_corpus
+from dialsum.scoring.rouge import features, pair_scores, pairwise_matrix
+from dialsum.scoring.tokenize import get_tokenizer, latin_tokenize
 
 TOL = 1e-12
 MECAB = get_tokenizer("mecab")
@@ -178,7 +179,7 @@ def test_score_cli_json_and_errors(tmp_path):
 @pytest.mark.parametrize("semantics", ["rouge-score", "pltrdy"])
 def test_pairwise_many_equals_one_list_at_a_time(semantics):
     """Lists of different sizes (empty ones, empty texts, copies) in one call give each list's own matrix."""
-    from dialsum.metric import features_many, get_semantics
+    from dialsum.scoring.rouge import features_many, get_semantics
 
     d = shared_file("ko/peer_test_predictions")
     tables = [read(p) for p in sorted(d.glob("*.csv")) if p.name != "MANIFEST.csv"]
@@ -199,13 +200,13 @@ def test_pairwise_many_equals_one_list_at_a_time(semantics):
 
 def test_more_bigrams_than_characters_falls_back_to_integer_keys(monkeypatch):
     """When a batch's distinct bigrams outnumber the code points, bigrams become sorted integer keys: same scores."""
-    from dialsum import metric
+    from dialsum.scoring import codes
 
     texts = ["가 나 다 라 마 바 사 아 자 차", "차 자 아 사 바 마 라 다 나 가", "가 다 마 사 자 나 라 바 아 차 가 나",
              "나 가 라 다 바 마 아 사 차 자"]
     toks = [tuple(t.split()) for t in texts]
     want = [pairwise_matrix(features_many_rs(toks), "rouge-score"), pairwise_matrix(features_many_pl(toks), "pltrdy")]
-    monkeypatch.setattr(metric, "_USABLE", 12)  # 10 distinct tokens fit, ~30 distinct bigrams do not
+    monkeypatch.setattr(codes, "USABLE", 12)  # 10 distinct tokens fit, ~30 distinct bigrams do not
     fs = features_many_rs(toks)
     assert isinstance(fs[0].bigrams, list) and isinstance(fs[0].unigrams, str)
     assert (pairwise_matrix(fs, "rouge-score") == want[0]).all()
@@ -215,20 +216,20 @@ def test_more_bigrams_than_characters_falls_back_to_integer_keys(monkeypatch):
 
 
 def features_many_rs(toks):
-    from dialsum.metric import features_many
+    from dialsum.scoring.rouge import features_many
 
     return features_many(toks, "rouge-score")
 
 
 def features_many_pl(toks):
-    from dialsum.metric import features_many
+    from dialsum.scoring.rouge import features_many
 
     return features_many(toks, "pltrdy")
 
 
 def test_pltrdy_python_fallback_equals_the_compiled_kernel():
     """Without numba the union-LCS loop runs in Python: bit-identical matrices."""
-    from dialsum.metric import PltrdySemantics, features_many
+    from dialsum.scoring.rouge import PltrdySemantics, features_many
 
     d = shared_file("ko/peer_test_predictions")
     tables = [read(p) for p in sorted(d.glob("*.csv")) if p.name != "MANIFEST.csv"]
@@ -243,10 +244,10 @@ def test_pltrdy_python_fallback_equals_the_compiled_kernel():
 def test_dense_ranks_equal_numpy_unique_on_both_paths():
     import numpy as np
 
-    from dialsum.metric import _dense_ranks
+    from dialsum.scoring.codes import dense_ranks
 
     keys = np.random.default_rng(0).integers(0, 5000, 20000).astype(np.uint32)
     uniq, inverse = np.unique(keys, return_inverse=True)
     for size in (5000, 1 << 62):  # packed sort; key and position too wide to pack: np.unique itself
-        n, ranks = _dense_ranks(keys, size)
+        n, ranks = dense_ranks(keys, size)
         assert n == len(uniq) and (ranks == inverse).all()

@@ -11,9 +11,9 @@ import sqlite3
 import pytest
 
 from conftest import run_cli, shared_file
-from dialsum import tokenize
-from dialsum.morpheme_cache import MorphemeCache, open_cache
-from dialsum.tokenize import MecabTokenizer, mecab_identity, tokenize_many
+from dialsum.scoring import tokenize
+from dialsum.scoring.morpheme_cache import MorphemeCache, open_cache
+from dialsum.scoring.tokenize import MecabTokenizer, mecab_identity, tokenize_many
 
 
 def real_texts(n: int) -> list[str]:
@@ -151,7 +151,7 @@ def test_score_command_fills_the_cache_too(tmp_path):
 
 
 def test_default_location_follows_xdg_and_off_turns_it_off(tmp_path, monkeypatch):
-    from dialsum.morpheme_cache import cache_dir
+    from dialsum.scoring.morpheme_cache import cache_dir
 
     monkeypatch.delenv("DIALSUM_CACHE_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))

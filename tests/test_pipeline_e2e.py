@@ -117,6 +117,20 @@ def test_the_parent_process_never_loaded_a_model(e2e):
     assert {"train-tiny.log", "generate-tiny.log", "train-tiny-chat.log", "generate-tiny-chat.log"} <= logs
 
 
+def test_full_fine_tuning_writes_model_and_lora_writes_adapter(e2e):
+    """tiny-bart is fully fine-tuned: its train stage holds `model/` (a whole model), the LoRA ones `adapter/`; the
+    generate stages read each (their candidates exist and are not empty)."""
+    tmp, r = e2e
+    man = json.loads((run_dir_of(r.stdout) / "manifest.json").read_text())["stages"]
+    for name, folder in (("tiny-bart", "model"), ("tiny", "adapter"), ("tiny-chat", "adapter")):
+        out = Path(man[f"train:{name}"]["dir"])
+        assert sorted(p.name for p in out.iterdir() if p.name in ("model", "adapter")) == [folder], name
+        assert Path(man[f"train:{name}"]["result"]["adapter"]) == out / folder
+        assert (out / folder / ("config.json" if folder == "model" else "adapter_config.json")).is_file()
+        parts = man[f"generate:{name}"]["result"]["parts"]
+        assert parts and all(len(list(csv.DictReader(open(p, encoding="utf-8")))) > 0 for p in parts)
+
+
 def test_rerun_reuses_every_stage_and_does_not_overwrite(e2e):
     tmp, first = e2e
     r = run_in(tmp, "configs/default.yaml")

@@ -55,7 +55,7 @@ def checkpoints_dir() -> Path:
 def test_every_configured_real_model_has_a_checkpoint_folder():
     root = checkpoints_dir()
     from dialsum.config import load_model_config
-    from dialsum.standins import facts_folder
+    from dialsum.models.standins import facts_folder
 
     real = [p for p in sorted((ROOT / "configs" / "models").glob("*.yaml")) if not p.stem.startswith("tiny")]
     assert {p.stem for p in real} == set(MODELS)
@@ -68,7 +68,7 @@ def test_every_configured_real_model_has_a_checkpoint_folder():
 @pytest.fixture(scope="session")
 def standins(tmp_path_factory, sample_data):
     """All 13 stand-ins, built once (saved with save_pretrained; loaded by path like a real checkpoint)."""
-    from dialsum.standins import build_standin
+    from dialsum.models.standins import build_standin
 
     root = checkpoints_dir()
     texts = [d.dialogue for d in sample_data.train] + [d.summary for d in sample_data.train]
@@ -94,11 +94,11 @@ def small_cfg(name: str, path: Path, **update):
 
 @pytest.mark.parametrize("name", list(MODELS))
 def test_training_row_conformance(name, standins, sample_data):
-    from dialsum.preview import example_view, stops_of, tokenizer_for
-    from dialsum.prompts import IGNORE_INDEX
-    from dialsum.special_tokens import TAGS, decode_summary
-    from dialsum.standins import load_facts
-    from dialsum.train import encode_input
+    from dialsum.models.preview import example_view, stops_of, tokenizer_for
+    from dialsum.models.prompts import IGNORE_INDEX
+    from dialsum.models.special_tokens import TAGS, decode_summary
+    from dialsum.models.standins import load_facts
+    from dialsum.models.encoding import encode_input
 
     cfg = small_cfg(name, standins[name], max_input_tokens=1024, max_new_tokens=128)
     mt = tokenizer_for(cfg, None, [])  # loads the saved stand-in exactly as a real checkpoint folder
@@ -115,7 +115,7 @@ def test_training_row_conformance(name, standins, sample_data):
     assert v["last_trained_is_stop"], v["last_trained_token"]
     assert v["bos_count"] == EXPECTED_BOS[name]
     assert v["generation_eos_ids"] == mt.generation_eos
-    from dialsum.train import encode_training_example
+    from dialsum.models.encoding import encode_training_example
 
     ex = encode_training_example(tok, row, cfg, stops)
     ids, labels = ex["input_ids"], ex["labels"]
@@ -143,8 +143,8 @@ def test_training_row_conformance(name, standins, sample_data):
 def candidate_parts(standins, sample_data, tmp_path_factory):
     """Per model: its configured training method for 4 steps, then transformers candidates (greedy, beam, sample)."""
     from dialsum.config import GenerateSpec, MetricSpec
-    from dialsum.generate import generate_candidates
-    from dialsum.train import train_model
+    from dialsum.models.generation import generate_candidates
+    from dialsum.models.training import train_model
 
     out, parts = tmp_path_factory.mktemp("conformance"), {}
     rows = {"dev": sample_data.dev[:3], "test": sample_data.test[:3]}
@@ -158,9 +158,9 @@ def candidate_parts(standins, sample_data, tmp_path_factory):
 
 @pytest.mark.parametrize("name", list(MODELS))
 def test_train_and_generate_with_the_checkpoints_format(name, candidate_parts, sample_data):
-    from dialsum.candidates import read_part
-    from dialsum.generate import HFEngine
-    from dialsum.preview import stops_of, tokenizer_for
+    from dialsum.io.candidates import read_part
+    from dialsum.models.generation import HFEngine
+    from dialsum.models.preview import stops_of, tokenizer_for
 
     cfg, result, parts = candidate_parts[name]
     assert result.losses and all(x == x for x in result.losses)  # trained (no NaN) with its configured method
@@ -237,9 +237,9 @@ def test_preview_lengths_with_exaone_real_tokenizer(capsys):
 @pytest.mark.parametrize("name", list(MODELS))
 def test_truncation_counts_exactly_what_the_encoders_produce(name, standins, sample_data):
     """A limit equal to a row's encoded length cuts nothing; one token less cuts it (input and target)."""
-    from dialsum.preview import stops_of, tokenizer_for, truncation
-    from dialsum.prompts import IGNORE_INDEX
-    from dialsum.train import encode_input, encode_training_example
+    from dialsum.models.preview import stops_of, tokenizer_for, truncation
+    from dialsum.models.prompts import IGNORE_INDEX
+    from dialsum.models.encoding import encode_input, encode_training_example
 
     cfg = small_cfg(name, standins[name], max_input_tokens=100000, max_new_tokens=100000)
     mt = tokenizer_for(cfg, None, [])
@@ -256,7 +256,7 @@ def test_truncation_counts_exactly_what_the_encoders_produce(name, standins, sam
 def test_truncation_is_measured_and_can_stop_a_run(standins, sample_data, tmp_path):
     """The train stage measures truncation before training: over the limits it warns, or stops (one line)."""
     from dialsum.errors import DialsumError
-    from dialsum.stages import train
+    from dialsum.engine.tasks import train
 
     cfg = small_cfg("solar-10.7b", standins["solar-10.7b"], max_input_tokens=64, max_new_tokens=8)
     cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"on_truncation": "error"})})
@@ -273,7 +273,7 @@ def test_a_checkpoint_revision_with_other_facts_is_refused_in_one_line(standins,
     """polyglot-ko's first config said eos_token_id 0; its YAML expects the corrected 2 (the stand-in has 2)."""
     from dialsum.config import MetricSpec
     from dialsum.errors import DialsumError
-    from dialsum.train import train_model
+    from dialsum.models.training import train_model
 
     cfg = small_cfg("polyglot-ko-5.8b", standins["polyglot-ko-5.8b"])
     assert cfg.expect == {"eos_token_id": 2}
@@ -288,7 +288,7 @@ def eot_chat(standins, sample_data, tmp_path_factory):
     """Llama-3-Open-Ko's stand-in with chat prompts: a turn ends with <|eot_id|> while its eos (and vLLM's beam
     search's only end token) is <|end_of_text|>. Fully fine-tuned on 4 rows until it writes their summaries."""
     from dialsum.config import MetricSpec
-    from dialsum.train import train_model
+    from dialsum.models.training import train_model
 
     by_start: dict[str, object] = {}
     for d in sorted(sample_data.train, key=lambda d: len(d.dialogue) + len(d.summary)):
@@ -304,9 +304,9 @@ def eot_chat(standins, sample_data, tmp_path_factory):
 
 def test_chat_model_stops_on_its_end_of_turn_in_both_backends(eot_chat, tmp_path):
     from dialsum.config import DecodingSpec, GenerateSpec
-    from dialsum.generate import HFEngine
-    from dialsum.train import encode_input
-    from dialsum.vllm_backend import VLLMEngine
+    from dialsum.models.generation import HFEngine
+    from dialsum.models.encoding import encode_input
+    from dialsum.models.vllm_backend import VLLMEngine
 
     cfg, adapter, rows = eot_chat
     hf = HFEngine(cfg, cfg.path, adapter, 4)
@@ -347,8 +347,8 @@ def test_sampling_ignores_the_checkpoints_generation_defaults(standins, sample_d
     from transformers import GenerationConfig
 
     from dialsum.config import DecodingSpec
-    from dialsum.generate import HFEngine
-    from dialsum.train import encode_input
+    from dialsum.models.generation import HFEngine
+    from dialsum.models.encoding import encode_input
 
     src = standins["qwen2.5-7b"]
     k1 = tmp_path / "topk1"

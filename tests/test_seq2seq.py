@@ -10,7 +10,8 @@ import pytest
 
 from conftest import ROOT, run_cli
 from dialsum.config import MetricSpec, load_model_config
-from dialsum.special_tokens import TAGS, decode_summary, ensure_tags
+from dialsum.faults import StopAfter
+from dialsum.models.special_tokens import TAGS, decode_summary, ensure_tags
 
 MODEL_FILES = sorted((ROOT / "configs" / "models").glob("*.yaml"))
 TOKENIZER_CLASS = {"llama": "LlamaTokenizerFast", "qwen2": "Qwen2TokenizerFast", "gpt_neox": "GPTNeoXTokenizerFast",
@@ -79,14 +80,16 @@ def _short(cfg, **train):
 
 def test_tiny_bart_full_fine_tuning_beats_its_untrained_self(tiny_bart_cfg, sample_data, tmp_path):
     from dialsum.config import DecodingSpec
-    from dialsum.generate import HFEngine
-    from dialsum.metric import score_corpus
-    from dialsum.train import encode_input, train_model
+    from dialsum.models.generation import HFEngine
+    from dialsum.scoring.metric import score_corpus
+    from dialsum.models.encoding import encode_input
+    from dialsum.models.training import train_model
 
     cfg = _short(tiny_bart_cfg, epochs=4, eval_steps=9, logging_steps=3, eval_subset=8, early_stopping_patience=None)
     r = train_model(cfg, cfg.path, sample_data.train, sample_data.dev[:24], tmp_path, MetricSpec())
     assert r.losses[-1] < r.losses[0] * 0.7
     assert (r.adapter_dir / "config.json").is_file() and not (r.adapter_dir / "adapter_config.json").exists()
+    assert r.adapter_dir == tmp_path / "model" and not (tmp_path / "adapter").exists()  # a whole model is not an adapter
     rows = sample_data.dev[24:]
     refs = [[d.summary] for d in rows]
 
@@ -100,12 +103,12 @@ def test_tiny_bart_full_fine_tuning_beats_its_untrained_self(tiny_bart_cfg, samp
 
 
 def test_seq2seq_training_resumes_after_a_kill(tiny_bart_cfg, sample_data, tmp_path):
-    from dialsum.train import train_model
+    from dialsum.models.training import train_model
 
     cfg = _short(tiny_bart_cfg, max_steps=12, eval_steps=4, logging_steps=2, eval_subset=4,
                  early_stopping_patience=None, save_total_limit=5)
     with pytest.raises(KeyboardInterrupt):
-        train_model(cfg, cfg.path, sample_data.train, sample_data.dev, tmp_path, MetricSpec(), stop_after_steps=4)
+        train_model(cfg, cfg.path, sample_data.train, sample_data.dev, tmp_path, MetricSpec(), callbacks=[StopAfter(4)])
     assert (tmp_path / "checkpoints" / "checkpoint-4" / "optimizer.pt").exists()
     train_model(cfg, cfg.path, sample_data.train, sample_data.dev, tmp_path, MetricSpec(), resume=True)
     saved = json.loads((tmp_path / "train_result.json").read_text())
@@ -116,7 +119,7 @@ def test_seq2seq_training_resumes_after_a_kill(tiny_bart_cfg, sample_data, tmp_p
 
 @pytest.mark.parametrize("rdrop", [0.0, 0.5])
 def test_label_smoothing_and_r_drop_train(tiny_bart_cfg, sample_data, tmp_path, rdrop):
-    from dialsum.train import train_model
+    from dialsum.models.training import train_model
 
     cfg = _short(tiny_bart_cfg, max_steps=6, eval_steps=6, logging_steps=2, eval_subset=2,
                  early_stopping_patience=None, label_smoothing=0.1, rdrop_alpha=rdrop)
@@ -140,9 +143,9 @@ def test_dry_run_plans_seq2seq_models_and_an_uncached_hub_id_is_one_line(tmp_pat
 @pytest.mark.parametrize("method", ["lora", "qlora"])
 def test_seq2seq_lora_and_qlora_save_an_adapter_that_generation_loads(tiny_bart_cfg, sample_data, tmp_path, method):
     from dialsum.config import DecodingSpec, GenerateSpec
-    from dialsum.candidates import read_part
-    from dialsum.generate import generate_candidates
-    from dialsum.train import train_model
+    from dialsum.io.candidates import read_part
+    from dialsum.models.generation import generate_candidates
+    from dialsum.models.training import train_model
 
     cfg = _short(tiny_bart_cfg.model_copy(update={"finetune": method, "quantization": "4bit" if method == "qlora" else "none",
                                                   "lora": tiny_bart_cfg.lora.model_copy(update={"r": 8})}),
@@ -170,7 +173,7 @@ def test_seq2seq_logged_loss_does_not_grow_with_gradient_accumulation(tiny_bart_
                                                                       tmp_path, smoothing):
     """BART/T5 ignore num_items_in_batch: the Trainer then neither divides their loss by G nor normalises it; with G=4
     the logged loss was ~4x that of G=1 on the same rows. Same 8 rows, batch 8 x G 1 vs batch 2 x G 4."""
-    from dialsum.train import train_model
+    from dialsum.models.training import train_model
 
     path = _no_dropout_copy(tiny_bart_dir, tmp_path / "bart")
     first = {}
@@ -188,9 +191,10 @@ def test_label_smoothing_is_applied_inside_r_drop(tiny_bart_cfg, sample_data, tm
     """With rdrop_alpha > 0 the loss is dialsum's own; it must still smooth the labels (mbart-50.yaml sets both)."""
     import torch
 
-    from dialsum.modeling import load_model, load_tokenizer
-    from dialsum.seq2seq import Seq2SeqCollator
-    from dialsum.train import encode_training_example, rdrop_loss, token_loss
+    from dialsum.models.loading import load_model, load_tokenizer
+    from dialsum.models.seq2seq import Seq2SeqCollator
+    from dialsum.models.encoding import encode_training_example
+    from dialsum.models.losses import rdrop_loss, token_loss
 
     tok = load_tokenizer(tiny_bart_cfg.path, tiny_bart_cfg)
     model = load_model(tiny_bart_cfg.path, tiny_bart_cfg, quantization="none").eval()  # no dropout: passes agree
@@ -215,7 +219,7 @@ def test_full_fine_tuning_keeps_fp32_master_weights_under_bf16(tiny_bart_cfg, sa
     import torch
     from safetensors.torch import load_file
 
-    from dialsum.train import train_model
+    from dialsum.models.training import train_model
 
     base = load_file(str(Path(tiny_bart_cfg.path) / "model.safetensors"))
     share = {}
@@ -238,8 +242,8 @@ def test_memory_plan_counts_the_bytes_full_fine_tuning_allocates(tiny_bart_cfg):
     session counted 18: a bf16 copy the code never allocates)."""
     import torch
 
-    from dialsum.modeling import load_model
-    from dialsum.plan import GIB, estimate_gpu_gib
+    from dialsum.models.loading import load_model
+    from dialsum.models.memory import GIB, estimate_gpu_gib
 
     model = load_model(tiny_bart_cfg.path, tiny_bart_cfg.model_copy(update={"precision": "bf16"}), quantization="none",
                        master_fp32=True)

@@ -9,7 +9,7 @@ from dialsum.config import load_config
 
 
 def _ctx(tmp_path, edit=None):
-    from dialsum.pipeline import open_run
+    from dialsum.engine.runs import open_run
 
     cfg = load_config(ROOT / "configs" / "competition.yaml", {"output_dir": str(tmp_path / "runs"),
                                                                "data": {"dir": str(SAMPLE)}})
@@ -26,7 +26,7 @@ def _with_model(cfg, i, **update):
 
 def test_arch_is_not_keyed_but_the_hub_commit_is(tmp_path, monkeypatch):
     from dialsum.config import ArchSpec
-    from dialsum.pipeline import generate_stage, train_stage
+    from dialsum.engine.graph import generate_stage, train_stage
 
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     ctx = _ctx(tmp_path)
@@ -48,7 +48,7 @@ def test_arch_is_not_keyed_but_the_hub_commit_is(tmp_path, monkeypatch):
 
 
 def test_a_local_base_folders_files_are_keyed(tmp_path, tiny_model_dir):
-    from dialsum.pipeline import train_stage
+    from dialsum.engine.graph import train_stage
 
     base = tmp_path / "base"
     shutil.copytree(tiny_model_dir, base)
@@ -63,7 +63,7 @@ def test_a_local_base_folders_files_are_keyed(tmp_path, tiny_model_dir):
 def test_auto_backend_is_resolved_before_keying(tmp_path):
     import importlib.util
 
-    from dialsum.pipeline import generate_stage
+    from dialsum.engine.graph import generate_stage
 
     have_vllm = importlib.util.find_spec("vllm") is not None
     keys = {}

@@ -6,7 +6,7 @@ import pytest
 
 from conftest import SAMPLE, run_cli
 from dialsum.errors import DialsumError
-from dialsum.submit import validate_submission, write_submission
+from dialsum.io.submission import validate_submission, write_submission
 
 
 def test_written_submission_parses_back_and_never_overwrites(tmp_path, sample_data):

@@ -8,9 +8,11 @@ import pytest
 import torch
 
 from dialsum.config import MetricSpec
-from dialsum.modeling import load_model, load_tokenizer
-from dialsum.prompts import IGNORE_INDEX, AUGMENT_INSTRUCTIONS, PromptStyle, encode_example
-from dialsum.train import build_examples, style_of, train_model
+from dialsum.faults import StopAfter
+from dialsum.models.loading import load_model, load_tokenizer
+from dialsum.models.prompts import IGNORE_INDEX, AUGMENT_INSTRUCTIONS, PromptStyle, encode_example
+from dialsum.models.encoding import style_of
+from dialsum.models.training import build_examples, train_model
 
 
 @pytest.mark.parametrize("fmt", ["instruction", "chat"])
@@ -103,7 +105,7 @@ def test_resume_after_kill_reaches_the_same_total_steps(tiny_cfg, sample_data, t
     cfg = _short(tiny_cfg, max_steps=12, eval_steps=4, logging_steps=2, eval_subset=4, early_stopping_patience=None,
                  save_total_limit=5)
     with pytest.raises(KeyboardInterrupt):
-        train_model(cfg, cfg.path, sample_data.train, sample_data.dev, tmp_path, MetricSpec(), stop_after_steps=4)
+        train_model(cfg, cfg.path, sample_data.train, sample_data.dev, tmp_path, MetricSpec(), callbacks=[StopAfter(4)])
     ckpt = tmp_path / "checkpoints" / "checkpoint-4"
     assert (ckpt / "optimizer.pt").exists() and (ckpt / "scheduler.pt").exists()
     state = json.loads((ckpt / "trainer_state.json").read_text())
@@ -179,8 +181,8 @@ def test_lora_and_tag_rows_are_fp32_on_a_bf16_base(tiny_cfg, sample_data, tmp_pa
     from peft import LoraConfig, get_peft_model
 
     from dialsum.config import TinyModelSpec
-    from dialsum.modeling import fit_embeddings, trainable_token_rows
-    from dialsum.tiny_model import build_tiny_model
+    from dialsum.models.loading import fit_embeddings, trainable_token_rows
+    from dialsum.models.tiny import build_tiny_model
 
     out = build_tiny_model(tmp_path / "m", sample_data.train[:20], TinyModelSpec(pretrain_steps=0, with_tags=False,
                                                                                   tie_word_embeddings=False))

@@ -7,8 +7,9 @@ import multiprocessing
 import pytest
 
 from dialsum.config import DecodingSpec, GenerateSpec, MetricSpec
-from dialsum.prompts import encode_prompt
-from dialsum.train import style_of, train_model
+from dialsum.models.prompts import encode_prompt
+from dialsum.models.encoding import style_of
+from dialsum.models.training import train_model
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +27,7 @@ def chat_model_with_its_own_end_token(tiny_cfg, dst, rows):
 
     from transformers import GenerationConfig
 
-    from dialsum.generate import HFEngine
+    from dialsum.models.generation import HFEngine
 
     shutil.copytree(tiny_cfg.path, dst)
     cfg = tiny_cfg.model_copy(update={"path": str(dst), "prompt_format": "chat", "max_new_tokens": 32})
@@ -43,8 +44,8 @@ def chat_model_with_its_own_end_token(tiny_cfg, dst, rows):
 
 @pytest.fixture(scope="module")
 def engines(tiny_cfg, adapter, sample_data, tmp_path_factory):
-    from dialsum.generate import HFEngine
-    from dialsum.vllm_backend import VLLMEngine
+    from dialsum.models.generation import HFEngine
+    from dialsum.models.vllm_backend import VLLMEngine
 
     work = tmp_path_factory.mktemp("vllm")
     cfg, plain = chat_model_with_its_own_end_token(tiny_cfg, work / "chat-model", sample_data.dev[:8])
@@ -106,9 +107,9 @@ def test_counts_and_seeded_reproducibility(engines, sample_data):
 
 
 def test_generate_stage_with_vllm_backend_covers_every_fname(engines, sample_data, tmp_path, monkeypatch, adapter):
-    from dialsum import generate as gen_mod
-    from dialsum.candidates import read_part
-    from dialsum.generate import generate_candidates
+    from dialsum.models import generation as gen_mod
+    from dialsum.io.candidates import read_part
+    from dialsum.models.generation import generate_candidates
 
     cfg, v, _, _ = engines
     monkeypatch.setattr(gen_mod, "make_engine", lambda *a, **k: _Borrowed(v))  # reuse the started engine

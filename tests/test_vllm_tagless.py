@@ -11,13 +11,13 @@ import pytest
 
 from conftest import ROOT
 from dialsum.config import DecodingSpec, GenerateSpec, MetricSpec, TinyModelSpec
-from dialsum.special_tokens import TAGS
+from dialsum.models.special_tokens import TAGS
 
 
 @pytest.fixture(scope="module")
 def tagless(tmp_path_factory, sample_data):
     from dialsum.config import load_model_config
-    from dialsum.tiny_model import build_tiny_model
+    from dialsum.models.tiny import build_tiny_model
 
     out = tmp_path_factory.mktemp("tagless") / "model"
     build_tiny_model(out, sample_data.train, TinyModelSpec(pretrain_steps=60, with_tags=False,
@@ -28,7 +28,7 @@ def tagless(tmp_path_factory, sample_data):
 
 @pytest.fixture(scope="module")
 def tagless_adapter(tagless, sample_data, tmp_path_factory):
-    from dialsum.train import train_model
+    from dialsum.models.training import train_model
 
     cfg = tagless.model_copy(update={"train": tagless.train.model_copy(
         update={"max_steps": 12, "eval_steps": 12, "eval_subset": 2, "early_stopping_patience": None})})
@@ -40,8 +40,8 @@ def test_tags_are_added_trained_and_mean_initialised(tagless, tagless_adapter, t
     import torch
     from transformers import AutoTokenizer
 
-    from dialsum.modeling import fit_embeddings, load_model, load_tokenizer
-    from dialsum.vllm_backend import _has_token_rows
+    from dialsum.models.loading import fit_embeddings, load_model, load_tokenizer
+    from dialsum.models.vllm_backend import _has_token_rows
 
     assert not set(TAGS) & set(AutoTokenizer.from_pretrained(tagless.path).get_vocab())
     tok = load_tokenizer(tagless.path, tagless)
@@ -50,7 +50,7 @@ def test_tags_are_added_trained_and_mean_initialised(tagless, tagless_adapter, t
     # the tiny Llama's LM head is its own matrix: the tags' output rows are trained too, or they could never be written
     assert conf["trainable_token_indices"] == {"embed_tokens": tok.dialsum_added_ids, "lm_head": tok.dialsum_added_ids}
     assert _has_token_rows(tagless_adapter)
-    from dialsum.generate import HFEngine
+    from dialsum.models.generation import HFEngine
 
     tuned = HFEngine(tagless, tagless.path, tagless_adapter, 4).model.merge_and_unload()
     base = load_model(tagless.path, tagless, "none")
@@ -95,9 +95,9 @@ def test_tags_are_added_trained_and_mean_initialised(tagless, tagless_adapter, t
 def test_merged_base_without_adapter_is_the_model_transformers_runs(tagless, tmp_path):
     import torch
 
-    from dialsum.generate import HFEngine
-    from dialsum.modeling import load_model
-    from dialsum.vllm_backend import servable_checkpoint
+    from dialsum.models.generation import HFEngine
+    from dialsum.models.loading import load_model
+    from dialsum.models.vllm_backend import servable_checkpoint
 
     path, lora = servable_checkpoint(tagless, tagless.path, None, tmp_path)
     assert lora is None and path == str(tmp_path.resolve() / "vllm-model")
@@ -111,10 +111,10 @@ def test_merged_base_without_adapter_is_the_model_transformers_runs(tagless, tmp
 
 
 def test_vllm_serves_the_merged_adapter_like_transformers(tagless, tagless_adapter, sample_data, tmp_path):
-    from dialsum.generate import HFEngine
-    from dialsum.prompts import encode_prompt
-    from dialsum.train import style_of
-    from dialsum.vllm_backend import VLLMEngine
+    from dialsum.models.generation import HFEngine
+    from dialsum.models.prompts import encode_prompt
+    from dialsum.models.encoding import style_of
+    from dialsum.models.vllm_backend import VLLMEngine
 
     v = VLLMEngine(tagless, tagless.path, tagless_adapter, GenerateSpec(), tmp_path)
     try:

@@ -1,0 +1,104 @@
+"""`dialsum run`, `train`, `generate` and `build-tiny-model`: the commands that run stages through the engine."""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from dialsum.config import TinyModelSpec, load_config
+from dialsum.engine.graph import forced_set, generate_stage, select_models, train_stage
+from dialsum.engine.pipeline import engine_for, preflight, run_pipeline, run_stages
+from dialsum.engine.runs import open_run
+from dialsum.errors import DialsumError
+from dialsum.io.data import load_dialogues
+
+
+def config_of(args):
+    overrides = {}
+    if getattr(args, "output_dir", None):
+        overrides["output_dir"] = str(Path(args.output_dir).resolve())
+    if getattr(args, "submissions_dir", None):
+        overrides["submissions_dir"] = str(Path(args.submissions_dir).resolve())
+    return load_config(Path(args.config), overrides)
+
+
+def run(args) -> int:
+    out = run_pipeline(config_of(args), args.data_dir, args.run_id, args.backend, args.only_model, args.from_stage,
+                       args.force)
+    if out["submission"] is None:
+        print(f"run: {out['run_dir']} (model stages only: {', '.join(args.only_model)})")
+        return 0
+    print(f"  {'stage':<12} {'dev-select':>10} {'dev-report':>10}  detail")
+    for r in out["rows"]:
+        sel = f"{r['select']['final']:10.4f}" if r.get("select") else f"{'-':>10}"
+        rep = f"{r['report']['final']:10.4f}" if r.get("report") else f"{'-':>10}"
+        print(f"  {r['stage']:<12} {sel} {rep}  {r['detail']}")
+    print(f"run: {out['run_dir']}")
+    print(f"report: {out['report']}")
+    print(f"submission: {out['submission']}")
+    return 0
+
+
+def build_tiny_model(args) -> int:
+    from dialsum.models.tiny import build_tiny_model
+
+    rows = load_dialogues(Path(args.train), with_summary=True)
+    spec = TinyModelSpec(pretrain_steps=args.pretrain_steps) if args.pretrain_steps is not None else TinyModelSpec()
+    print(build_tiny_model(Path(args.out_dir), rows, spec, args.family))
+    return 0
+
+
+def train(args) -> int:
+    cfg = config_of(args)
+    models = select_models(cfg, args.model)
+    if args.dry_run:
+        from dialsum.models.memory import describe_plan
+
+        for m in models:
+            print(describe_plan(m, cfg.generate))
+        return 0
+    preflight(models)
+    ctx = open_run(cfg, args.data_dir, args.run_id)
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1  # torchrun/accelerate: every rank trains in-process
+    eng = engine_for(ctx, in_process=distributed)
+    stages = []
+    for m in models:
+        tr = train_stage(ctx, m)
+        stages += [ctx.stages[d] for d in tr.deps] + [tr]
+    results = run_stages(eng, stages, forced_set(stages, ["train"] if args.force else [], None))
+    if int(os.environ.get("RANK", "0")) == 0:
+        for m in models:
+            r = results[f"train:{m.name}"]
+            print(f"{m.name}: best dev-select final {r['best_dev_select']} -> {r['adapter']}")
+        print(f"run: {ctx.run_dir}")
+    return 0
+
+
+def generate(args) -> int:
+    cfg = config_of(args)
+    models = select_models(cfg, args.model)
+    if args.adapter and len(models) != 1:
+        raise DialsumError("--adapter needs exactly one model (--model NAME, or a config with one model)")
+    preflight(models)
+    ctx = open_run(cfg, args.data_dir, args.run_id, args.backend)
+    eng = engine_for(ctx)
+    for m in models:
+        if args.adapter:
+            stage = generate_stage(ctx, m, Path(args.adapter))
+        else:
+            tr = train_stage(ctx, m)
+            if eng.done(tr) is None:
+                raise DialsumError(f"model {m.name}: not trained yet for this config (stage {tr.name}, key {tr.key}); "
+                                   f"run `dialsum train --config {args.config}` first, or pass --adapter PATH")
+            for d in tr.deps:
+                eng.run(ctx.stages[d])
+            eng.run(tr)
+            stage = generate_stage(ctx, m)
+        result = eng.run(stage, force=args.force)
+        for part in result["parts"]:
+            if args.out:
+                Path(args.out).mkdir(parents=True, exist_ok=True)
+                shutil.copy2(part, Path(args.out) / Path(part).name)
+            print(part)
+    print(f"run: {ctx.run_dir}")
+    return 0

@@ -1,0 +1,32 @@
+"""`dialsum tune`: start or resume a study (or be one of its worker processes) and print the held-out check."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from dialsum.config import load_config, load_tune_config
+from dialsum.errors import DialsumError
+from dialsum.tune.storage import study_dir
+from dialsum.tune.study import run_worker, tune as run_study
+
+
+def tune(args) -> int:
+    tc = load_tune_config(Path(args.config))
+    tc = tc.model_copy(update={k: v for k, v in (("study", args.study), ("space", args.space)) if v})
+    if args.trials < 1 or args.workers < 1:
+        raise DialsumError("--trials and --workers must be at least 1")
+    run_dir = Path(args.run) if args.run else None
+    if args.worker is not None:  # one of the processes `tune --workers W` starts
+        base = load_config(tc.run_config)
+        run_worker(tc, base, study_dir(base, tc.study), args.storage or tc.storage, args.trials, run_dir, args.worker)
+        return 0
+    s = run_study(tc, args.trials, args.workers, args.storage or tc.storage, run_dir, Path(args.config))
+    c = s["check"]
+    print(f"study {s['study']} ({s['space']}): {s['trials']}")
+    print(f"  tuned   dev-select {c['tuned']['select']:.4f}  dev-report {c['tuned']['report']:.4f}  {s['best_params']}")
+    print(f"  default dev-select {c['default']['select']:.4f}  dev-report {c['default']['report']:.4f}")
+    if "best_single" in c:
+        b = c["best_single"]
+        print(f"  best single ({b['source']}) dev-select {b['select']:.4f}  dev-report {b['report']:.4f}")
+    print(f"tuned config: {s['tuned_config']}")
+    print(f"summary: {Path(s['tuned_config']).name and study_dir(load_config(tc.run_config), tc.study) / 'summary.md'}")
+    return 0

@@ -1,0 +1,320 @@
+"""The stage engine: every stage is a function of declared inputs, its output keyed by a hash of exactly those.
+
+A `Stage` names the function that computes it, the inputs it is keyed by (config sections, data hashes, upstream
+keys: JSON data, nothing else) and a context that does not change the output (where files are, worker counts).
+Its output lives in `<output_dir>/cache/<kind>/<key>/`; `meta.json`, written last, marks it done. A run folder only
+points at keys (manifest.json), so an edited config re-runs exactly the stages whose keys changed, under any run id,
+and nothing stale can be read: a different input is a different folder.
+
+Stages that load a model (`child=True`) run in a spawned child process (`python -m dialsum.engine.worker DIR`): the
+parent never imports torch, so GPU memory returns to baseline between models; the child's output is shown live and
+kept in `runs/<id>/logs/<stage>.log`. Each stage folder is guarded by an advisory lock (flock), so two processes never
+compute the same key at once, and a stage killed mid-way resumes in place (Trainer checkpoints, generation journals).
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import importlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from dialsum.errors import DialsumError
+from dialsum.io.files import atomic_write_json
+
+META = "meta.json"
+PRUNED_EXIT = 3  # a child's exit code for "stopped by the Optuna pruner"
+
+
+class StagePruned(DialsumError):
+    """The stage's child stopped because its Optuna trial was pruned."""
+SPEC = "stage.json"
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def hash_json(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False, default=str).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str                  # e.g. "train:tiny"; also the log file's name
+    kind: str                  # cache folder: train, generate, ensemble, ...
+    version: int               # bump when the stage's code changes what it writes
+    fn: str                    # "module:function", called as fn(inputs, context, out_dir) -> dict
+    inputs: dict               # keyed: everything the output depends on
+    context: dict = field(default_factory=dict)  # not keyed: paths, workers
+    child: bool = False        # run in a spawned child process (loads a model)
+    deps: tuple[str, ...] = ()  # upstream stage names (for --force/--from-stage propagation)
+
+    @property
+    def key(self) -> str:
+        return hash_json({"kind": self.kind, "version": self.version, "inputs": self.inputs})[:20]
+
+    def out_dir(self, cache: Path) -> Path:
+        return Path(cache) / self.kind / self.key
+
+
+def cached_result(stage: Stage, cache: Path) -> dict | None:
+    meta = stage.out_dir(cache) / META
+    if not meta.is_file():
+        return None
+    try:
+        return json.loads(meta.read_text(encoding="utf-8"))["result"]
+    except (json.JSONDecodeError, KeyError):
+        return None
+
+
+def log(msg: str) -> None:
+    print(f"[dialsum] {msg}", file=sys.stderr, flush=True)
+
+
+def dist_rank() -> tuple[int, int]:
+    """(rank, world size) under torchrun / accelerate launch; (0, 1) otherwise."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+@contextmanager
+def stage_lock(out: Path, name: str):
+    """Exclusive flock on the stage folder; released by the kernel if the holder dies (kill -9 included)."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / ".lock"
+    f = open(path, "a+")
+    try:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            log(f"{name}: waiting for {holder}, which is computing the same stage")
+            fcntl.flock(f, fcntl.LOCK_EX)
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} on {os.uname().nodename}")
+        f.flush()
+        yield
+    finally:
+        fcntl.flock(f, fcntl.LOCK_UN)
+        f.close()
+
+
+_HELD: dict[str, object] = {}  # run folders this process holds (the file stays open, so the flock stays)
+
+
+def hold_run_folder(run_dir: Path) -> None:
+    """One writer per run folder: an exclusive flock on run_dir/.lock for this process's lifetime, naming its holder.
+
+    A second `dialsum run/train/generate/tune` on the same folder stops with one line naming the holder; a lock left
+    by a dead process is no lock at all (the kernel drops flocks with their process), so it is simply taken over."""
+    key = str(Path(run_dir).resolve())
+    if key in _HELD or dist_rank()[0] != 0:
+        return
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    f = open(Path(run_dir) / ".lock", "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or "another process"
+        f.close()
+        raise DialsumError(f"{run_dir}: in use by {holder}; wait for it to finish (or stop it), then run the same "
+                           f"command again") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"pid {os.getpid()} on {os.uname().nodename} since {time.strftime('%Y-%m-%d %H:%M:%S')}")
+    f.flush()
+    _HELD[key] = f
+
+
+def resolve(path: str) -> Callable:
+    """The function a "module:function" string names (stage functions and context callbacks are named, not pickled,
+    so a stage folder says in JSON what computes it)."""
+    module, _, func = path.partition(":")
+    return getattr(importlib.import_module(module), func)
+
+
+def execute(out: Path) -> dict:
+    """Run the stage described in out/stage.json in this process and mark it done (meta.json written last)."""
+    spec = json.loads((out / SPEC).read_text(encoding="utf-8"))
+    fn = resolve(spec["fn"])
+    started = time.time()
+    result = fn(spec["inputs"], spec["context"], out)
+    rank, _ = dist_rank()
+    if rank == 0:
+        atomic_write_json(out / META, {"stage": spec["name"], "key": spec["key"], "result": result,
+                                       "seconds": round(time.time() - started, 3),
+                                       "finished_at": time.strftime("%Y-%m-%d %H:%M:%S")})
+    return result
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:  # noqa: BLE001 - best effort; non-Linux simply lacks it
+        pass
+
+
+def _tee(src, sinks, last: list) -> None:
+    fd = src.fileno()
+    while True:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        last[:] = [chunk[-1:]]
+        for s in sinks:
+            try:
+                s.write(chunk)
+                s.flush()
+            except (OSError, ValueError):
+                pass
+
+
+def run_child(out: Path, log_path: Path, name: str) -> None:
+    """`python -m dialsum.engine.worker out`, its output shown live and copied to log_path; one line on failure."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with open(log_path, "ab") as logf:
+        logf.write(f"\n==== {name} {time.strftime('%Y-%m-%d %H:%M:%S')} ====\n".encode())
+        proc = subprocess.Popen([sys.executable, "-m", "dialsum.engine.worker", str(out)], stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent)
+        last: list = []
+        t = threading.Thread(target=_tee, args=(proc.stdout, [sys.stderr.buffer, logf], last), daemon=True)
+        t.start()
+        try:
+            rc = proc.wait()
+        except KeyboardInterrupt:
+            proc.send_signal(signal.SIGINT)
+            proc.wait()
+            raise
+        t.join(timeout=5)
+    if last and last[0] not in (b"\n", b""):  # a progress bar left mid-line: end it so messages start clean
+        sys.stderr.write("\n")
+        sys.stderr.flush()
+    if rc == PRUNED_EXIT:
+        raise StagePruned(f"stage {name} pruned")
+    if rc != 0:
+        why = f"killed by signal {-rc}" if rc < 0 else f"exit {rc}"
+        reason = _last_error_line(log_path)
+        raise DialsumError(f"stage {name} failed ({why}{': ' + reason if reason else ''}); log: {log_path}")
+
+
+def _last_error_line(log_path: Path) -> str:
+    try:
+        lines = log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-200:]
+    except OSError:
+        return ""
+    for line in reversed(lines):
+        if line.startswith("dialsum: error: "):
+            return line[len("dialsum: error: "):].strip()
+    for line in reversed(lines):
+        s = line.strip()
+        if s and ("Error" in s.split(":")[0] or s.startswith("torch.OutOfMemoryError") or "MemoryError" in s):
+            return s[:300]
+    return ""
+
+
+def log_name(stage_name: str) -> str:
+    return stage_name.replace(":", "-").replace("/", "_") + ".log"
+
+
+class Engine:
+    """Runs stages against one cache folder, recording in a run folder's manifest what each stage resolved to."""
+
+    def __init__(self, cache: Path, run_dir: Path, in_process: bool = False):
+        self.cache = Path(cache)
+        self.run_dir = Path(run_dir)
+        self.in_process = in_process  # torchrun workers: every rank runs the stage itself
+        self.manifest_path = self.run_dir / "manifest.json"
+        self.manifest = self._load_manifest()
+        self.ran: list[str] = []
+
+    def _load_manifest(self) -> dict:
+        if self.manifest_path.is_file():
+            try:
+                data = json.loads(self.manifest_path.read_text(encoding="utf-8"))
+                if isinstance(data, dict) and isinstance(data.get("stages"), dict):
+                    return data
+            except json.JSONDecodeError:
+                pass
+        return {"stages": {}}
+
+    def record(self, stage: Stage, result: dict, status: str) -> None:
+        self.manifest["stages"][stage.name] = {"key": stage.key, "dir": str(stage.out_dir(self.cache)),
+                                               "status": status, "result": result,
+                                               "at": time.strftime("%Y-%m-%d %H:%M:%S")}
+        if dist_rank()[0] == 0:
+            atomic_write_json(self.manifest_path, self.manifest)
+
+    def set(self, key: str, value) -> None:
+        self.manifest[key] = value
+        if dist_rank()[0] == 0:
+            atomic_write_json(self.manifest_path, self.manifest)
+
+    def done(self, stage: Stage) -> dict | None:
+        return cached_result(stage, self.cache)
+
+    def run(self, stage: Stage, force: bool = False) -> dict:
+        out = stage.out_dir(self.cache)
+        rank, world = dist_rank()
+        if not force:
+            hit = cached_result(stage, self.cache)
+            if hit is not None:
+                self.record(stage, hit, "cached")
+                return hit
+        if rank != 0 and not (self.in_process and stage.kind == "train"):
+            return self._wait_for_rank0(stage)
+        lock = stage_lock(out, stage.name) if rank == 0 else _nullcontext()
+        with lock:
+            hit = None if force else cached_result(stage, self.cache)  # computed meanwhile by another process
+            if hit is not None:
+                self.record(stage, hit, "cached")
+                return hit
+            if force:
+                for p in out.iterdir():
+                    if p.name != ".lock":
+                        shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+            atomic_write_json(out / SPEC, {"name": stage.name, "kind": stage.kind, "key": stage.key,
+                                           "version": stage.version, "fn": stage.fn, "inputs": stage.inputs,
+                                           "context": stage.context})
+            log(f"{stage.name}: running (key {stage.key})")
+            if stage.child and not self.in_process:
+                run_child(out, self.run_dir / "logs" / log_name(stage.name), stage.name)
+                result = cached_result(stage, self.cache)
+                if result is None:
+                    raise DialsumError(f"stage {stage.name}: the child exited without marking {out / META}")
+            else:
+                result = execute(out)
+        self.ran.append(stage.name)
+        self.record(stage, result, "ran")
+        return result
+
+    def _wait_for_rank0(self, stage: Stage) -> dict:
+        while True:
+            hit = cached_result(stage, self.cache)
+            if hit is not None:
+                return hit
+            time.sleep(1.0)
+
+
+@contextmanager
+def _nullcontext():
+    yield

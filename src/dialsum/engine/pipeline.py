@@ -1,0 +1,137 @@
+"""Running a run: every stage of the plan in order through the engine, then the run's report.
+
+Finished stages (same key) are reused, the rest computed; `--force`/`--from-stage` recompute what they name and
+everything downstream (dialsum.engine.graph.forced_set).
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from dialsum.config import ModelConfig, RunConfig
+from dialsum.engine.core import Engine, Stage, log
+from dialsum.engine.graph import forced_set, full_plan, model_stages, select_models
+from dialsum.engine.runs import RunContext, open_run
+from dialsum.io.candidates import read_split_table
+from dialsum.io.files import atomic_write_json
+from dialsum.io.report import write_report
+
+
+def preflight(models: list[ModelConfig]) -> None:
+    """Checks that need no model loaded: hub ids reachable or cached, the hardware able to hold the model."""
+    from dialsum.models.loading import check_feasible, check_source
+
+    for m in models:
+        if m.path is not None:
+            check_source(m.path)
+        check_feasible(m)
+
+
+def engine_for(ctx: RunContext, in_process: bool = False) -> Engine:
+    eng = Engine(ctx.cache, ctx.run_dir, in_process=in_process)
+    eng.manifest.update({"run_id": ctx.run_id, "data_dir": str(ctx.data_dir), "backend": ctx.backend,
+                         "cache": str(ctx.cache.resolve())})
+    return eng
+
+
+def run_stages(eng: Engine, stages: list[Stage], forced: set[str] = frozenset()) -> dict[str, dict]:
+    results = {}
+    for s in stages:
+        results[s.name] = eng.run(s, force=s.name in forced)
+    return results
+
+
+def run_pipeline(cfg: RunConfig, data_dir: Path | None = None, run_id: str | None = None,
+                 backend: str | None = None, only_models: list[str] | None = None, from_stage: str | None = None,
+                 force: list[str] | None = None) -> dict:
+    """Every stage in order; finished stages (same key) are reused, the rest computed."""
+    ctx = open_run(cfg, data_dir, run_id, backend)
+    log(f"run {ctx.run_id} in {ctx.run_dir} (cache {ctx.cache})")
+    models = select_models(cfg, only_models)
+    preflight(models)
+    eng = engine_for(ctx)
+    if only_models:
+        stages = model_stages(ctx, models)
+        results = run_stages(eng, stages, forced_set(stages, force or [], from_stage))
+        eng.set("parent_imported_torch", "torch" in sys.modules)
+        return {"run_id": ctx.run_id, "run_dir": ctx.run_dir, "ran": eng.ran, "results": results,
+                "submission": None, "report": None, "rows": []}
+    stages = full_plan(ctx)
+    results = run_stages(eng, stages, forced_set(stages, force or [], from_stage))
+    report, rows = write_run_report(ctx, stages, results)
+    eng.set("parent_imported_torch", "torch" in sys.modules)
+    log(f"report: {report}")
+    return {"run_id": ctx.run_id, "run_dir": ctx.run_dir, "submission": Path(results["submit"]["path"]),
+            "report": report, "rows": rows, "ran": eng.ran, "results": results}
+
+
+def truncation_lines(stages: list[Stage], results: dict[str, dict]) -> list[str]:
+    """The report's table of what each model's tokenizer truncates (measured by its train stage)."""
+    out = ["", "## Truncation (each model's own tokenizer, before training)", "",
+           "| model | split | rows | dialogues > max_input_tokens | references > max_new_tokens |", "|---|---|---:|---:|---:|"]
+    problems = []
+    for s in stages:
+        t = results.get(s.name, {}).get("truncation") if s.kind == "train" else None
+        if not t:
+            continue
+        for r in t["splits"]:
+            summ = "-" if r["summary_truncated"] is None else f"{r['summary_truncated']:.2%}"
+            out.append(f"| {r['model']} | {r['split']} | {r['rows']} | {r['dialogue_truncated']:.2%} "
+                       f"(> {r['max_input_tokens']}) | {summ} (> {r['max_new_tokens']}) |")
+        problems += t["problems"]
+    return out + ([""] + [f"**Warning:** {p}" for p in problems] if problems else [])
+
+
+def write_run_report(ctx: RunContext, stages: list[Stage], results: dict[str, dict]) -> tuple[Path, list[dict]]:
+    ens, post = results["ensemble"], results["postprocess"]
+    rows = []
+    for s in stages:
+        if s.kind == "train":
+            r = results[s.name]
+            name = s.name.split(":", 1)[1]
+            greedy = next((v for k, v in ens["sources"].items() if k.startswith(f"{name}/") and "greedy" in k), None)
+            rows.append({"stage": "train", "detail": f"{name}: best checkpoint (dev-select subset); report = its greedy output",
+                         "select": {"final": r["best_dev_select"]} if r.get("best_dev_select") is not None else None,
+                         "report": greedy["report"] if greedy else None})
+    for src, sc in ens["sources"].items():
+        rows.append({"stage": "generate", "detail": f"{src} (first candidate)", **sc})
+    fit = ens.get("fit")
+    if not fit:
+        how = f"{ens['method']} (not fitted)"
+    elif ens["method"] == "fitted consensus":
+        how = f"fitted consensus on dev-select ({len(fit['members'])} member(s), {fit['params']}; chosen by {fit['chosen_by']})"
+    elif ens["method"] == "best single source":
+        how = f"fell back to the best single source {ens['chosen']} (chosen by {fit['chosen_by']} on dev-select)"
+    else:
+        how = (f"uniform consensus: the fitted one did not beat it on held-out dev-select folds "
+               f"(chosen by {fit['chosen_by']})")
+    rows.append({"stage": "ensemble", "detail": f"uniform MBR over {ens['n_sources']} sources (reference)",
+                 **ens["uniform"]})
+    rows.append({"stage": "ensemble", "detail": how, **ens["ensemble"]})
+    rows.append({"stage": "postprocess", "detail": post["describe"], "select": post["select"], "report": post["report"]})
+    fitted = post["fitted"]
+    extra = [f"Dev split: {len(ctx.split.select)} dev-select rows, {len(ctx.split.report)} dev-report rows "
+             f"(`dev_select.csv`, `dev_report.csv`; seeded, stratified by topic).", "",
+             f"Ensemble: {how}. Best single source on dev-select: {ens['best_source']} (dev-report "
+             f"{ens['sources'][ens['best_source']]['report']['final']:.4f}); the ensemble on dev-report: "
+             f"{ens['ensemble']['report']['final']:.4f}."
+             + (f" {fit['cross_validation']['folds']}-fold estimate inside dev-select: fitted "
+                f"{fit['cross_validation']['fitted']:.4f}, best single {fit['cross_validation']['best_single']:.4f}, "
+                f"uniform {fit['cross_validation']['uniform']:.4f}." if fit and fit.get("cross_validation") else ""), "",
+             "## Post-processing ablation (fitted on dev-select; half A / half B are its two halves)", "",
+             "| rule | on | off | delta | half A | half B | enabled |", "|---|---:|---:|---:|---:|---:|---|"]
+    extra += [f"| {g['rule']} | {g['on']:.4f} | {g['off']:.4f} | {g['on'] - g['off']:+.4f} | {g['delta_a']:+.4f} | "
+              f"{g['delta_b']:+.4f} | {'yes' if g['enabled'] else 'no'} |" for g in fitted["gains"]]
+    emp = post.get("empty_replaced", {})
+    extra += ["", f"Empty outputs replaced by a fixed sentence: dev {emp.get('dev', 0)}, test {emp.get('test', 0)}.",
+              "", "## Stages", "", "| stage | key | this run |", "|---|---|---|"]
+    man = json.loads((ctx.run_dir / "manifest.json").read_text(encoding="utf-8"))["stages"]
+    extra += [f"| {s.name} | `{s.key}` | {man.get(s.name, {}).get('status', '?')} |" for s in stages]
+    extra += truncation_lines(stages, results)
+    extra += ["", f"Submission: `{results['submit']['path']}`"]
+    picks = read_split_table(Path(ens["picks"]))
+    pick_sources = {f: src for f, (_, src) in picks.get("dev", {}).items()}
+    path = write_report(ctx.run_dir, ctx.run_id, rows, pick_sources, extra)
+    atomic_write_json(ctx.run_dir / "scores.json", {"rows": rows, "ensemble_chosen": ens["chosen"]})
+    return path, rows

@@ -1,0 +1,46 @@
+"""Fault injection for tests, in one place: environment variables a test sets to make a stage die the way real
+runs die, so that resuming can be tested through the real command line.
+
+    DIALSUM_KILL_AFTER_STEPS=N   a training child sends itself SIGKILL (as the OOM killer would) at the first
+                                 checkpoint save at or after optimizer step N; its checkpoints stay on disk.
+
+`StopAfter(n)` does the in-process equivalent for tests that call `train_model` directly (raises
+KeyboardInterrupt after the checkpoint of step n). Production code only calls `from_env()`, which returns no
+callback unless a variable above is set. Imports nothing from dialsum; transformers only when a hook is built.
+"""
+from __future__ import annotations
+
+import os
+import signal
+
+KILL_AFTER_STEPS = "DIALSUM_KILL_AFTER_STEPS"
+
+
+def _callback(step: int, action):
+    from transformers import TrainerCallback
+
+    class _At(TrainerCallback):
+        def on_save(self, args, state, control, **kw):
+            if state.global_step >= step:
+                action(state.global_step)
+
+    return _At()
+
+
+def _sigkill(step: int) -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _interrupt(step: int) -> None:
+    raise KeyboardInterrupt(f"stopped after {step} steps")
+
+
+def from_env() -> list:
+    """TrainerCallbacks the environment asks for (none in a normal run)."""
+    n = int(os.environ.get(KILL_AFTER_STEPS, "0") or 0)
+    return [_callback(n, _sigkill)] if n > 0 else []
+
+
+def StopAfter(steps: int):  # noqa: N802 - reads as the callback it builds
+    """A TrainerCallback that ends training with KeyboardInterrupt after the checkpoint save at step `steps`."""
+    return _callback(steps, _interrupt)

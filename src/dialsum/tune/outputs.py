@@ -1,0 +1,101 @@
+"""A finished study's outputs: the tuned run config as YAML `dialsum run --config` takes unchanged, the Optuna
+plots, and a Markdown summary."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from dialsum.config import TuneConfig, deep_merge, load_config, read_yaml
+from dialsum.engine.core import log
+from dialsum.io.files import atomic_write_text
+
+
+def _rel(path: Path, start: Path) -> str:
+    return os.path.relpath(Path(path).resolve(), start.resolve())
+
+
+def write_tuned_yaml(tc: TuneConfig, best: dict, tuned_dir: Path) -> Path:
+    """The run config with the best parameters, as YAML that `dialsum run --config` takes unchanged, in `tuned/`
+    beside the tuning YAML (configs/tuned/<study>.yaml for configs/tune.yaml)."""
+    import yaml
+
+    out = Path(tuned_dir).resolve() / f"{tc.study}.yaml"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    src = Path(tc.run_config)
+    raw = read_yaml(src)
+    here = out.parent
+    for key in ("output_dir", "submissions_dir"):
+        if key in raw:
+            raw[key] = _rel(src.parent / str(raw[key]), here)
+    if isinstance(raw.get("data"), dict) and "dir" in raw["data"]:
+        raw["data"]["dir"] = _rel(src.parent / str(raw["data"]["dir"]), here)
+    models = []
+    for entry in raw.get("models", []):
+        entry = {"base": entry} if isinstance(entry, str) else dict(entry)
+        if "base" in entry:
+            entry["base"] = _rel(src.parent / entry["base"], here)
+        models.append(entry)
+    raw["models"] = models
+    if "overrides" in best:
+        for entry in models:
+            name = entry.get("name") or read_yaml((here / entry["base"]).resolve()).get("name")
+            if name == best["model"]:
+                entry.update(deep_merge({k: entry.get(k, {}) for k in best["overrides"]}, best["overrides"]))
+        raw["name"] = f"{raw.get('name', 'run')}-tuned-{tc.study}"
+    else:
+        raw["ensemble"] = {"fit": False, "weights": best["weights"], "utility": best["utility"]}
+        pp = best["postprocess"]
+        if pp is not None:
+            raw["postprocess"] = {"rules": list(pp.rules), "ablate": False, "tune_length_cap": False,
+                                  **({"max_sentences": pp.cap.max_sentences} if pp.cap else {})}
+        raw["name"] = f"{raw.get('name', 'run')}-tuned-{tc.study}"
+    text = f"# Written by `dialsum tune` (study {tc.study}, {tc.space} space): run with `dialsum run --config {out}`\n"
+    text += yaml.safe_dump(raw, allow_unicode=True, sort_keys=False)
+    atomic_write_text(out, text)
+    load_config(out)  # what we write must load
+    return out
+
+
+def write_plots(study, folder: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import warnings
+
+    import matplotlib.pyplot as plt
+    import optuna.visualization.matplotlib as vm
+
+    made = []
+    for name, fn in (("history", vm.plot_optimization_history), ("importances", vm.plot_param_importances),
+                     ("slice", vm.plot_slice)):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ax = fn(study)
+            fig = (ax.flat[0] if hasattr(ax, "flat") else ax).figure
+            fig.set_size_inches(max(6, fig.get_size_inches()[0]), 4)
+            path = folder / f"{name}.png"
+            fig.savefig(path, dpi=90, bbox_inches="tight")
+            plt.close(fig)
+            made.append(str(path))
+        except (ValueError, RuntimeError, ZeroDivisionError) as e:  # e.g. importances need 2+ distinct trials
+            log(f"plot {name} skipped: {e}")
+    return made
+
+
+def write_summary_md(path: Path, s: dict) -> None:
+    c = s["check"]
+    lines = [f"# Study {s['study']} ({s['space']} space)", "",
+             f"Trials: {', '.join(f'{k.lower()} {v}' for k, v in s['trials'].items() if v)}; best trial {s['best_trial']}.",
+             "", "| config | dev-select | dev-report |", "|---|---:|---:|",
+             f"| tuned (best trial) | {c['tuned']['select']:.4f} | {c['tuned']['report']:.4f} |",
+             f"| untuned default | {c['default']['select']:.4f} | {c['default']['report']:.4f} |"]
+    if "best_single" in c:
+        b = c["best_single"]
+        lines.append(f"| best single source ({b['source']}) | {b['select']:.4f} | {b['report']:.4f} |")
+    lines += ["", "Tuning saw only dev-select; dev-report was scored once, after the study.", "",
+              "Best parameters:", "", "```json", json.dumps(s["best_params"], indent=2, ensure_ascii=False), "```", "",
+              f"Tuned config: `{s['tuned_config']}`", ""]
+    lines += [f"![{Path(p).stem}]({Path(p).name})" for p in s["plots"]]
+    atomic_write_text(path, "\n".join(lines) + "\n")

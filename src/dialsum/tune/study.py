@@ -1,0 +1,114 @@
+"""Running a study: W worker processes optimise one shared study (each its own seed), then the best trial is checked
+once on dev-report next to the untuned config and written out (dialsum.tune.outputs)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from dialsum.config import RunConfig, TuneConfig, load_config
+from dialsum.engine.core import log
+from dialsum.engine.runs import data_hashes, default_run_id
+from dialsum.errors import DialsumError
+from dialsum.hardware import gpu_count
+from dialsum.io.files import atomic_write_json
+from dialsum.tune.infer_space import InferProblem, infer_objective, infer_params
+from dialsum.tune.outputs import write_plots, write_summary_md, write_tuned_yaml
+from dialsum.tune.storage import open_study, study_dir
+from dialsum.tune.train_space import score_model, train_objective, with_model_overrides
+
+
+def run_worker(tc: TuneConfig, base: RunConfig, folder: Path, storage_url: str | None, n_trials: int,
+               run_dir: Path | None, worker: int = 0) -> None:
+    """One worker process: optimise n_trials on the shared study."""
+    study = open_study(tc, storage_url, folder, worker)
+    if tc.space == "train":
+        obj = train_objective(tc, base, tc.model or base.models[0].name, folder, storage_url)
+    else:
+        obj = infer_objective(tc, InferProblem(run_dir, tc))
+    study.optimize(obj, n_trials=n_trials, catch=(DialsumError,))
+
+
+def tune(tc: TuneConfig, trials: int, workers: int, storage_url: str | None, run_dir: Path | None,
+         config_path: Path) -> dict:
+    base = load_config(tc.run_config)
+    folder = study_dir(base, tc.study)
+    folder.mkdir(parents=True, exist_ok=True)
+    if tc.model and tc.model not in [m.name for m in base.models]:
+        raise DialsumError(f"{config_path}: model {tc.model!r} is not in {tc.run_config}")
+    if tc.space == "infer" and run_dir is None:
+        run_dir = Path(base.output_dir) / default_run_id(base, data_hashes(Path(base.data.dir)))
+    if tc.space == "infer" and not (run_dir / "manifest.json").is_file():
+        raise DialsumError(f"{run_dir}: no finished run to tune over (run `dialsum run --config {tc.run_config}`)")
+    study = open_study(tc, storage_url, folder)
+    before = len(study.trials)
+    if before == 0:
+        for params in tc.enqueue:
+            study.enqueue_trial(params)
+    shares = [trials // workers + (1 if i < trials % workers else 0) for i in range(workers)]
+    shares = [s for s in shares if s > 0]
+    log(f"study {tc.study} ({tc.space}): {before} trial(s) so far, adding {trials} with {len(shares)} worker(s); "
+        f"storage {storage_url or folder / 'journal.log'}")
+    if len(shares) == 1:
+        run_worker(tc, base, folder, storage_url, shares[0], run_dir)
+    else:
+        procs = []
+        gpus = gpu_count()
+        for i, n in enumerate(shares):
+            env = {**os.environ}
+            if gpus:
+                env["CUDA_VISIBLE_DEVICES"] = str(i % gpus)
+            procs.append(subprocess.Popen([sys.executable, "-m", "dialsum", "tune", "--config", str(config_path),
+                                           "--trials", str(n), "--workers", "1", "--worker", str(i),
+                                           "--space", tc.space,
+                                           "--study", tc.study, *(["--storage", storage_url] if storage_url else []),
+                                           *(["--run", str(run_dir)] if run_dir else [])], env=env))
+        codes = [p.wait() for p in procs]
+        if any(codes):
+            log(f"worker exit codes {codes} (the study stays usable; re-run to add trials)")
+    study = open_study(tc, storage_url, folder)
+    return summarise(tc, base, study, folder, run_dir, Path(config_path).resolve().parent / "tuned")
+
+
+def summarise(tc: TuneConfig, base: RunConfig, study, folder: Path, run_dir: Path | None, tuned_dir: Path) -> dict:
+    import optuna
+
+    states = {s.name: sum(t.state == s for t in study.trials) for s in optuna.trial.TrialState}
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not done:
+        raise DialsumError(f"study {tc.study}: no trial completed ({states}); see {folder}")
+    best = study.best_trial
+    if tc.space == "train":
+        model = tc.model or base.models[0].name
+        over = best.user_attrs["overrides"]
+        tuned = with_model_overrides(base, model, over)
+        check = {"tuned": {"select": best.value,
+                           "report": score_model(tuned, model, "report", folder / "check" / "tuned")},
+                 "default": {"select": score_model(base, model, "select", folder / "check" / "default"),
+                             "report": score_model(base, model, "report", folder / "check" / "default")}}
+        yaml_path = write_tuned_yaml(tc, {"model": model, "overrides": over}, tuned_dir)
+    else:
+        problem = InferProblem(run_dir, tc)
+        weights, utility, fitted = _replay_infer(tc, problem, best)
+        uniform = {s: 1.0 for s in problem.sources}
+        q = {s: problem.score({s: 1.0}, "mean", None, "select") for s in problem.sources}
+        best_src = max(problem.sources, key=lambda s: q[s])
+        check = {"tuned": {"select": best.value, "report": problem.score(weights, utility, fitted, "report")},
+                 "default": {p: problem.score(uniform, "mean", None, p) for p in ("select", "report")},
+                 "best_single": {"source": best_src, "select": q[best_src],
+                                 "report": problem.score({best_src: 1.0}, "mean", None, "report")}}
+        yaml_path = write_tuned_yaml(tc, {"weights": weights, "utility": utility, "postprocess": fitted}, tuned_dir)
+    plots = write_plots(study, folder)
+    summary = {"study": tc.study, "space": tc.space, "trials": states, "best_params": best.params,
+               "best_trial": best.number, "check": check, "tuned_config": str(yaml_path), "plots": plots}
+    atomic_write_json(folder / "summary.json", summary)
+    write_summary_md(folder / "summary.md", summary)
+    return summary
+
+
+def _replay_infer(tc: TuneConfig, problem: InferProblem, trial):
+    import optuna
+
+    fixed = optuna.trial.FixedTrial(trial.params)
+    return infer_params(tc, problem, fixed)

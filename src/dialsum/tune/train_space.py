@@ -1,0 +1,77 @@
+"""The train space: a trial samples LoRA rank, alpha multiple, dropout, learning rate and epochs for one model,
+trains it as the ordinary keyed `train:<model>` stage (with the trial's reporter as its `on_evaluate` callback), and
+is scored by greedy decoding of dev-select (a `devscore` stage)."""
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from dialsum.config import RunConfig, TuneConfig, deep_merge
+from dialsum.engine.core import Engine, StagePruned
+from dialsum.engine.graph import devscore_stage, select_models, train_stage
+from dialsum.engine.runs import open_run
+from dialsum.errors import DialsumError
+
+
+def train_overrides(tc: TuneConfig, trial) -> dict:
+    s = tc.train
+    r = trial.suggest_categorical("lora_r", s.lora_r)
+    mult = trial.suggest_categorical("alpha_multiple", s.alpha_multiple)
+    return {"lora": {"r": r, "alpha": float(r * mult),
+                     "dropout": trial.suggest_float("dropout", *s.dropout)},
+            "train": {"learning_rate": trial.suggest_float("learning_rate", *s.learning_rate, log=True),
+                      "epochs": trial.suggest_int("epochs", *s.epochs)}}
+
+
+def with_model_overrides(cfg: RunConfig, model: str, over: dict) -> RunConfig:
+    """The run config with one model's sections overridden, validated as any config is."""
+    from pydantic import ValidationError
+
+    models = []
+    for m in cfg.models:
+        d = m.model_dump(mode="json")
+        if m.name == model:
+            d = deep_merge(d, over)
+        models.append(d)
+    try:
+        return RunConfig.model_validate({**cfg.model_dump(mode="json"), "models": models})
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise DialsumError(f"trial parameters {over}: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+
+
+def score_model(cfg: RunConfig, model: str, rows_part: str, run_dir: Path,
+                optuna_info: dict | None = None) -> float:
+    """Train (or reuse) one model of `cfg`, then its greedy score on dev-select or dev-report."""
+    ctx = open_run(cfg, run_dir=run_dir)
+    m = select_models(cfg, [model])[0]
+    eng = Engine(ctx.cache, run_dir)
+    tr = train_stage(ctx, m)
+    if optuna_info:  # the trial's reporter reaches the training child as a named callback (see tune.reporter)
+        tr = ctx.add(replace(tr, context={**tr.context, "on_evaluate": {"fn": "dialsum.tune.reporter:trial_reporter",
+                                                                        "args": optuna_info}}))
+    for d in tr.deps:
+        eng.run(ctx.stages[d])
+    eng.run(tr)
+    rows = list(ctx.split.select if rows_part == "select" else ctx.split.report)
+    return eng.run(devscore_stage(ctx, m, rows, rows_part))["score"]["final"]
+
+
+def train_objective(tc: TuneConfig, base: RunConfig, model: str, folder: Path, storage_url: str | None):
+    import optuna
+
+    def objective(trial) -> float:
+        over = train_overrides(tc, trial)
+        trial.set_user_attr("overrides", over)
+        try:
+            cfg = with_model_overrides(base, model, over)
+            info = {"study": tc.study, "storage": storage_url, "folder": str(folder), "trial_id": trial._trial_id,
+                    "tune": tc.model_dump(mode="json")}
+            return score_model(cfg, model, "select", folder / "trials" / f"{trial.number:04d}", info)
+        except StagePruned:
+            raise optuna.TrialPruned() from None
+        except DialsumError as e:
+            trial.set_user_attr("fail_reason", str(e))
+            raise
+
+    return objective

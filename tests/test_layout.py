@@ -1,0 +1,169 @@
+"""The package layout's rules, checked on the source: imports run one way (top-level and function-level imports
+alike), no two modules import each other even indirectly, cli stays a thin parser, modules stay small.
+
+The rules are data (ALLOWED); the checker runs on the real tree and, to show it can fail, on a small synthetic tree
+with one forbidden import and one cycle.
+"""
+from __future__ import annotations
+
+import ast
+import textwrap
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+CORE = ("errors", "config", "hardware", "faults")  # top-level modules every package may use
+
+# group -> groups it may import (its own group always included). Mirrors the docstring of dialsum/__init__.py.
+ALLOWED = {
+    "core": {"core"},
+    "io": {"core"},
+    "scoring": {"core"},
+    "selection": {"core", "scoring"},
+    "models": {"core", "io", "scoring"},
+    "engine": {"core", "io", "scoring", "selection", "models"},
+    "tune": {"core", "io", "scoring", "selection", "engine"},
+    "commands": {"core", "io", "scoring", "selection", "models", "engine", "tune"},
+    "cli": {"core", "engine.kinds"},  # a thin parser: errors, and the stage kinds `--from-stage` lists
+    "main": {"cli"},
+}
+
+
+def group_of(module: str, top: str = "dialsum") -> str:
+    """The rule group of a module: its sub-package, `core` for the top-level core modules, or the module itself."""
+    parts = module.split(".")
+    if parts == [top]:
+        return "core"
+    name = parts[1]
+    if name in CORE:
+        return "core"
+    if name == "__main__":
+        return "main"
+    if module == f"{top}.engine.kinds":
+        return "engine.kinds"
+    return name
+
+
+def modules(root: Path, top: str = "dialsum") -> dict[str, Path]:
+    out = {}
+    for p in sorted((root / top).rglob("*.py")):
+        rel = p.relative_to(root).with_suffix("")
+        name = ".".join(rel.parts)
+        out[name[: -len(".__init__")] if name.endswith(".__init__") else name] = p
+    return out
+
+
+def imports(path: Path, mods: dict[str, Path], top: str = "dialsum") -> list[tuple[str, int]]:
+    """(imported dialsum module, line) for every import statement anywhere in the file."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in mods else node.module
+                     for a in node.names]
+        for n in names:
+            if n == top or n.startswith(top + "."):
+                while n not in mods and "." in n:
+                    n = n.rpartition(".")[0]
+                found.append((n, node.lineno))
+    return list(dict.fromkeys(found))
+
+
+def graph(root: Path, top: str = "dialsum") -> dict[str, list[tuple[str, int]]]:
+    mods = modules(root, top)
+    return {m: [(t, line) for t, line in imports(p, mods, top) if t != m] for m, p in mods.items()}
+
+
+def violations(g: dict[str, list[tuple[str, int]]], top: str = "dialsum") -> list[str]:
+    out = []
+    for m, edges in g.items():
+        src = group_of(m, top)
+        src = "engine" if src == "engine.kinds" else src
+        allowed = ALLOWED.get(src, set()) | {src}
+        for t, line in edges:
+            dst = group_of(t, top)
+            if dst not in allowed and not (dst == "engine.kinds" and "engine" in allowed):
+                out.append(f"{m} imports {t} (line {line}): rule '{src} may import only "
+                           f"{', '.join(sorted(allowed))}'")
+    return out
+
+
+def cycles(g: dict[str, list[tuple[str, int]]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan), i.e. import cycles."""
+    index, low, stack, on, out, counter = {}, {}, [], set(), [], [0]
+
+    def visit(v):
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w, _ in g.get(v, []):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in g:
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_imports_run_one_way():
+    bad = violations(graph(SRC))
+    assert not bad, "forbidden imports:\n" + "\n".join(bad)
+
+
+def test_no_import_cycles():
+    found = cycles(graph(SRC))
+    assert not found, "import cycles:\n" + "\n".join(" <-> ".join(c) for c in found)
+
+
+def test_every_package_says_what_it_owns_and_cli_is_thin():
+    mods = modules(SRC)
+    for name, path in mods.items():
+        doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8")))
+        if path.name == "__init__.py" or name.count(".") == 1:
+            assert doc, f"{path}: no docstring"
+    lines = {name: len(p.read_text(encoding="utf-8").splitlines()) for name, p in mods.items()}
+    assert lines["dialsum.cli"] <= 250, f"cli.py has {lines['dialsum.cli']} lines"
+    long = {n: k for n, k in lines.items() if k > 400}
+    assert not long, f"modules over 400 lines: {long}"
+
+
+def test_the_checker_finds_a_forbidden_import_and_a_cycle(tmp_path):
+    """The same checker on a small tree: scoring importing models, and engine <-> tune through function-level
+    imports, are both reported (with the rule and the line)."""
+    files = {
+        "pkg/__init__.py": "",
+        "pkg/errors.py": "",
+        "pkg/scoring/__init__.py": "",
+        "pkg/scoring/metric.py": "from pkg.errors import X\n\ndef f():\n    from pkg.models.loading import load\n",
+        "pkg/models/__init__.py": "",
+        "pkg/models/loading.py": "import pkg.scoring.metric\n",
+        "pkg/engine/__init__.py": "",
+        "pkg/engine/graph.py": "def g():\n    from pkg.tune import study\n",
+        "pkg/tune/__init__.py": "",
+        "pkg/tune/study.py": "from pkg.engine.graph import g\n",
+    }
+    for rel, text in files.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(textwrap.dedent(text))
+    g = graph(tmp_path, "pkg")
+    bad = violations(g, "pkg")
+    assert "pkg.scoring.metric imports pkg.models.loading (line 4): rule 'scoring may import only core, scoring'" in bad
+    assert any(b.startswith("pkg.engine.graph imports pkg.tune.study (line 2)") for b in bad)
+    assert len(bad) == 2, bad  # models -> scoring and tune -> engine are allowed
+    assert sorted(cycles(g)) == [["pkg.engine.graph", "pkg.tune.study"], ["pkg.models.loading", "pkg.scoring.metric"]]
