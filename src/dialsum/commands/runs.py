@@ -14,6 +14,7 @@ from dialsum.io.data import load_dialogues
 
 
 def config_of(args):
+    """The run config of `--config`, with the folder flags every run command takes applied."""
     overrides = {}
     if getattr(args, "output_dir", None):
         overrides["output_dir"] = str(Path(args.output_dir).resolve())
@@ -40,11 +41,11 @@ def run(args) -> int:
 
 
 def build_tiny_model(args) -> int:
-    from dialsum.models.tiny import build_tiny_model
+    from dialsum.models.tiny import build_tiny_model as build
 
     rows = load_dialogues(Path(args.train), with_summary=True)
     spec = TinyModelSpec(pretrain_steps=args.pretrain_steps) if args.pretrain_steps is not None else TinyModelSpec()
-    print(build_tiny_model(Path(args.out_dir), rows, spec, args.family))
+    print(build(Path(args.out_dir), rows, spec, args.family))
     return 0
 
 

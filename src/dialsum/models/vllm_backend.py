@@ -16,6 +16,7 @@ import shutil
 from pathlib import Path
 
 from dialsum.config import DecodingSpec, GenerateSpec, ModelConfig, vllm_lora_rank
+from dialsum.hardware import has_cuda
 
 
 def _vllm_dtype(cfg: ModelConfig, cuda: bool) -> str:
@@ -96,8 +97,6 @@ def _merge(cfg: ModelConfig, base_path: str, adapter: Path | None, out: Path) ->
 
 class VLLMEngine:
     def __init__(self, cfg: ModelConfig, base_path: str, adapter_dir: Path | None, gen: GenerateSpec, work_dir: Path):
-        import torch
-
         cache = Path(work_dir).resolve() / "vllm-cache"
         cache.mkdir(parents=True, exist_ok=True)
         os.environ.setdefault("VLLM_CACHE_ROOT", str(cache))
@@ -109,7 +108,7 @@ class VLLMEngine:
             import tempfile
 
             tempfile.tempdir = None  # recompute gettempdir() from TMPDIR
-        cuda = torch.cuda.is_available()
+        cuda = has_cuda()
         if not cuda:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, int(gen.cpu_kv_cache_gb))))
         from vllm import LLM
