@@ -72,11 +72,13 @@ def test_report_scores_every_stage_on_dev_select_and_dev_report(e2e):
     tmp, r = e2e
     run_dir = run_dir_of(r.stdout)
     report = (run_dir / "report.md").read_text(encoding="utf-8")
-    assert "| stage | detail | dev-select final | dev-report final |" in report
+    assert "| stage | detail | dev-select final | dev-report final [95 %] |" in report
     for stage in ("train", "generate", "ensemble", "postprocess"):
-        rows = re.findall(rf"^\| {stage} \| .*? \| ([0-9.]+) \| ([0-9.]+) \|", report, flags=re.M)
+        rows = re.findall(rf"^\| {stage} \| .*? \| ([0-9.]+) \| ([0-9.]+) \[([0-9.]+), ([0-9.]+)\] \|", report,
+                          flags=re.M)
         assert rows, stage
         assert all(0 <= float(x) <= 100 for row in rows for x in row)
+        assert all(float(lo) <= float(rep) + 0.01 and float(rep) <= float(hi) + 0.01 for _, rep, lo, hi in rows)
     assert len(re.findall(r"^\| generate \|", report, flags=re.M)) == 9  # 3 models x 3 decodings
     # both families are ensemble sources: the decoder-only tiny Llamas and the seq2seq tiny BART
     assert re.search(r"^\| generate \| tiny-bart/greedy", report, flags=re.M)
@@ -87,7 +89,7 @@ def test_report_scores_every_stage_on_dev_select_and_dev_report(e2e):
     with open(run_dir / "dev_report.csv", encoding="utf-8") as f:
         assert [x["fname"] for x in csv.DictReader(f)] == split["report"]
     # the models really learned: the fine-tuned greedy output beats an untrained model's (which scores ~0-20)
-    greedy = re.findall(r"^\| generate \| tiny/greedy .*? \| [0-9.]+ \| ([0-9.]+) \|", report, flags=re.M)
+    greedy = re.findall(r"^\| generate \| tiny/greedy .*? \| [0-9.]+ \| ([0-9.]+) \[", report, flags=re.M)
     assert greedy and float(greedy[0]) > 30
     # truncation measured by each model's train stage with its own tokenizer, on every split
     trunc = re.findall(r"^\| (tiny|tiny-chat|tiny-bart) \| (train|dev|test) \| \d+ \| ([0-9.]+)% ", report, flags=re.M)
@@ -106,6 +108,31 @@ def test_ensemble_on_dev_report_is_at_least_the_best_single_source_or_says_why(e
     else:
         assert scores["ensemble"]["report"]["final"] >= scores["sources"][best]["report"]["final"]
     assert scores["fit"]["chosen_by"].startswith(("k-fold estimate", "fitting rows"))
+
+
+def test_report_gives_paired_intervals_and_compare_reads_run_folders(e2e):
+    """Every "A vs B" of the report is a paired bootstrap over the same dev-report dialogues; `dialsum compare` on
+    two run folders compares their post-processed dev-report outputs (here a run against itself: exactly 0)."""
+    tmp, r = e2e
+    run_dir = run_dir_of(r.stdout)
+    scores = json.loads((run_dir / "scores.json").read_text())
+    comp = {(c["a_name"], c["b_name"].split(" (")[0]): c for c in scores["comparisons"]}
+    assert set(comp) == {("ensemble", "best single source"), ("ensemble", "uniform consensus"),
+                         ("post-processed", "ensemble picks")}
+    rows = {(x["stage"], x["detail"].split(" ")[0]): x for x in scores["rows"]}
+    post = next(x for x in scores["rows"] if x["stage"] == "postprocess")
+    ens = next(x for x in scores["rows"] if x["stage"] == "ensemble" and not x["detail"].startswith("uniform"))
+    c = comp[("post-processed", "ensemble picks")]
+    assert c["a"] == pytest.approx(post["report"]["final"]) and c["b"] == pytest.approx(ens["report"]["final"])
+    assert c["diff"] == pytest.approx(c["a"] - c["b"]) and c["ci_low"] <= c["diff"] <= c["ci_high"]
+    assert c["n"] == 24 and rows
+    report = (run_dir / "report.md").read_text(encoding="utf-8")
+    assert "## Is the difference real?" in report and "| rule | on | off | delta | held-out gain | SE |" in report
+    r2 = run_cli("compare", str(run_dir), str(run_dir), "--json")
+    assert r2.returncode == 0, r2.stderr
+    same = json.loads(r2.stdout)
+    assert (same["diff"], same["p_value"], same["n"]) == (0.0, 1.0, 24)
+    assert same["a"] == pytest.approx(post["report"]["final"], abs=1e-9)
 
 
 def test_the_parent_process_never_loaded_a_model(e2e):

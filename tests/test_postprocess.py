@@ -25,18 +25,47 @@ def test_empty_result_falls_back_to_input():
     assert apply_rules("### Response:", ["strip_prompt_echo"]) == "### Response:"
 
 
-def test_ablate_keeps_only_rules_that_help_on_one_half_and_do_not_hurt_the_other():
+def exact(p, r):  # per row: an exact match scores 1 (a metric where each rule's effect is obvious)
+    return [float(a == b[0]) for a, b in zip(p, r)]
+
+
+def test_ablate_keeps_only_rules_whose_gain_beats_one_standard_error():
     refs = [["민수는 병원에 간다."], ["지현은 학교에 온다."], ["준호는 집에 간다."], ["수아는 밥을 먹는다."]]
     preds = ["요약: 민수는 병원에 간다.", "요약: 지현은 학교에 온다.", "준호는 집에 간다.", "수아는 밥을 먹는다."]
-
-    def exact(p, r):  # share of exact matches: a metric where each rule's effect is obvious
-        return sum(a == b[0] for a, b in zip(p, r)) / len(p)
-
-    enabled, cap, gains = ablate(preds, refs, ["strip_prompt_echo", "final_punctuation", "drop_repeated_sentences"], exact)
+    enabled, cap, gains = ablate(preds, refs, ["strip_prompt_echo", "final_punctuation", "drop_repeated_sentences"],
+                                 exact)
     assert enabled == ["strip_prompt_echo"] and cap is None
     g = {x.rule: x for x in gains}
-    assert g["strip_prompt_echo"].delta == pytest.approx(0.5) and g["strip_prompt_echo"].enabled
+    # per-row gains [1, 1, 0, 0]: mean 0.5, standard error std/sqrt(4) = 0.2887
+    assert g["strip_prompt_echo"].delta == pytest.approx(0.5) and g["strip_prompt_echo"].gain == pytest.approx(0.5)
+    assert g["strip_prompt_echo"].se == pytest.approx(0.57735026919 / 2) and g["strip_prompt_echo"].enabled
     assert g["drop_repeated_sentences"].delta == 0 and not g["drop_repeated_sentences"].enabled
+    assert g["drop_repeated_sentences"].why == "changes nothing"
+
+
+def _tilted(effects):
+    """Rows whose score moves by effects[i] when final_punctuation adds the full stop: a rule with a known per-row
+    gain, scored through the real ablation."""
+    preds = [f"행 {i}" for i in range(len(effects))]
+    refs = [[p] for p in preds]
+
+    def rows(p, r):
+        return [10.0 + (effects[i] if t.endswith(".") else 0.0) for i, t in enumerate(p)]
+
+    return ablate(preds, refs, ["final_punctuation"], rows)
+
+
+def test_one_standard_error_rule_rejects_a_gain_within_noise_and_keeps_a_clear_one():
+    noise = [1.1, -1.0] * 20  # mean +0.05, standard error ~0.17: helps "on average" on these rows, by chance
+    enabled, _, (g,) = _tilted(noise)
+    assert enabled == [] and not g.enabled and g.gain == pytest.approx(0.05) and g.se > g.gain
+    assert g.why.startswith("gain within one standard error")
+    clear = [1.0 + (0.1 if i % 2 else -0.1) for i in range(40)]  # mean +1, standard error ~0.016
+    enabled, _, (g,) = _tilted(clear)
+    assert enabled == ["final_punctuation"] and g.enabled and g.gain == pytest.approx(1.0) and g.se < 0.02
+    hurts = [-0.5] * 40
+    enabled, _, (g,) = _tilted(hurts)
+    assert enabled == [] and g.why == "does not help"
 
 
 def test_ablate_cli_on_real_dev_predictions():
@@ -47,13 +76,13 @@ def test_ablate_cli_on_real_dev_predictions():
     r = run_cli("postprocess", "--ablate", "--pred", str(pred), "--refs", str(refs))
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
-    assert lines[0].split()[:4] == ["rule", "on", "off", "delta"]
+    assert lines[0].split()[:7] == ["rule", "on", "off", "delta", "gain", "se", "enabled"]
     assert {ln.split()[0] for ln in lines[1:-2]} == set(RULES)
     assert lines[-2].startswith("length_cap(")
     for ln in lines[1:-1]:
-        name, on, off, delta, a, b, enabled = ln.split()
+        name, on, off, delta, gain, se, enabled, *why = ln.split()
         assert float(delta) == pytest.approx(float(on) - float(off), abs=2e-4)
-        assert (enabled == "yes") == (max(float(a), float(b)) > 0 and min(float(a), float(b)) >= 0)
+        assert (enabled == "yes") == (float(gain) > float(se) and float(gain) > 0) and why
     assert lines[-1].startswith("enabled rules:")
 
 
@@ -66,18 +95,14 @@ def test_cap_length_keeps_whole_sentences_under_both_caps():
     assert apply_rules(t, [], LengthCap(max_sentences=1)) == "가 나 다."
 
 
-def test_length_cap_is_tuned_on_dev_and_kept_only_when_it_helps_both_halves():
+def test_length_cap_is_chosen_by_cross_validation_and_kept_only_beyond_noise():
     refs = [["민수는 병원에 간다."], ["지현은 학교에 온다."], ["준호는 집에 간다."], ["수아는 밥을 먹는다."]]
     preds = [r[0] + " 그리고 덧붙인 말이다. 또 다른 말이다." for r in refs]
-
-    def exact(p, r):
-        return sum(a == b[0] for a, b in zip(p, r)) / len(p)
-
     grid = length_cap_grid(refs, lambda x: len(x.split()))
     assert LengthCap(max_sentences=1) in grid and LengthCap(max_morphemes=3) in grid
     enabled, cap, gains = ablate(preds, refs, [], exact, grid)
     assert enabled == [] and cap == LengthCap(max_sentences=1)
-    assert gains[-1].rule == "length_cap(sentences<=1)" and gains[-1].delta == 1.0
+    assert gains[-1].rule == "length_cap(sentences<=1)" and gains[-1].delta == 1.0 and gains[-1].gain == 1.0
     # already short predictions: no cap helps, none is kept
     _, cap, gains = ablate([r[0] for r in refs], refs, [], exact, grid)
     assert cap is None and not gains[-1].enabled

@@ -61,6 +61,11 @@ def test_two_workers_on_a_journal_write_the_tuned_yaml_and_plots(study):
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["check"]["tuned"]["select"] == pytest.approx(best.value)
     assert set(summary["check"]["default"]) == {"select", "report"}
+    paired = summary["check"]["paired"]  # tuned - default on the same dev-report dialogues
+    assert paired["diff"] == pytest.approx(summary["check"]["tuned"]["report"] - summary["check"]["default"]["report"])
+    assert paired["ci_low"] <= paired["diff"] <= paired["ci_high"] and 0 < paired["p_value"] <= 1
+    assert summary["check"]["better"] == (paired["ci_low"] > 0)
+    assert f"better than untuned: {'yes' if summary['check']['better'] else 'no'}" in r.stdout
     assert "| tuned (best trial) |" in (folder / "summary.md").read_text()
     # each trial ran its own training in a child process: one train log per trial folder
     assert len(list((folder / "trials").glob("*/logs/train-tiny.log"))) == 4
@@ -112,7 +117,10 @@ def test_infer_space_on_a_finished_run_with_sqlite_storage(tuned_run, tmp_path):
     study = optuna.load_study(study_name="infer", storage=db)
     assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials) == 120
     s = json.loads((tmp_path / "runs" / "tune" / "infer" / "summary.json").read_text())  # the tune YAML's runs/
-    assert set(s["check"]) == {"tuned", "default", "best_single"}
+    assert set(s["check"]) == {"tuned", "default", "best_single", "paired", "paired_best_single", "better"}
+    assert s["check"]["paired_best_single"]["diff"] == pytest.approx(
+        s["check"]["tuned"]["report"] - s["check"]["best_single"]["report"])
+    assert s["check"]["better"] == (s["check"]["paired"]["ci_low"] > 0 and s["check"]["paired_best_single"]["ci_low"] > 0)
     assert s["check"]["tuned"]["select"] == pytest.approx(study.best_value)
     tuned = yaml.safe_load((tmp_path / "tuned" / "infer.yaml").read_text())
     assert tuned["ensemble"]["fit"] is False and set(tuned["ensemble"]["weights"]) == {

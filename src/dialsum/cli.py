@@ -132,6 +132,20 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true", help="machine-readable output")
     sp.set_defaults(func="preview:preview")
 
+    sp = sub.add_parser("compare", help="is A really better than B? paired bootstrap interval and permutation "
+                                        "p-value over the same dialogues")
+    sp.add_argument("a", help="predictions CSV (fname, summary), or a finished run folder (its dev-report outputs)")
+    sp.add_argument("b", help="the same kind as A")
+    sp.add_argument("--refs", help="references CSV (fname + summary or summary1..K); run folders use their "
+                                   "dev_report.csv")
+    sp.add_argument("--semantics", choices=["pltrdy", "rouge-score"], default="pltrdy")
+    sp.add_argument("--tokenizer", choices=["mecab", "latin", "whitespace"], default="mecab")
+    sp.add_argument("--samples", type=int, default=10000, help="bootstrap and permutation resamples (default: "
+                                                                "%(default)s)")
+    sp.add_argument("--seed", type=int, default=0, help="resampling seed (default: %(default)s)")
+    sp.add_argument("--json", action="store_true", help='print {"a", "b", "diff", "ci_low", "ci_high", "p_value", "n"}')
+    sp.set_defaults(func="score:compare")
+
     sp = sub.add_parser("score", help="leaderboard metric of a predictions CSV against references")
     sp.add_argument("--pred", required=True)
     sp.add_argument("--refs", required=True)

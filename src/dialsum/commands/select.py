@@ -13,7 +13,7 @@ from dialsum.errors import DialsumError
 from dialsum.io.candidates import read_predictions, read_split_table, read_store
 from dialsum.io.files import atomic_write_json, atomic_write_text, csv_text
 from dialsum.io.references import read_references
-from dialsum.scoring.metric import metric_scorer
+from dialsum.scoring.metric import metric_rows
 from dialsum.selection.consensus import SCORE_COLUMNS, score_rows, select
 from dialsum.selection.postprocess import FittedPostprocess, LengthCap, PostProcessor, RULES
 
@@ -124,11 +124,11 @@ def postprocess(args) -> int:
             raise DialsumError(f"{args.pred}: no fname in common with {refs_path}")
         proc = PostProcessor(tuple(rules), True, args.length_cap == "tune", cap, "mecab")
         fitted = proc.fit([preds[f] for f in names], [refs[f] for f in names],
-                          metric_scorer({"semantics": args.semantics, "tokenizer": "mecab"}))
-        print(f"{'rule':<34}{'on':>10}{'off':>10}{'delta':>10}{'half A':>10}{'half B':>10}  enabled")
+                          metric_rows({"semantics": args.semantics, "tokenizer": "mecab"}))
+        print(f"{'rule':<34}{'on':>10}{'off':>10}{'delta':>10}{'gain':>10}{'se':>10}  enabled  why")
         for g in fitted.gains:
-            print(f"{g.rule:<34}{g.on:10.4f}{g.off:10.4f}{g.delta:+10.4f}{g.delta_a:+10.4f}{g.delta_b:+10.4f}  "
-                  f"{'yes' if g.enabled else 'no'}")
+            print(f"{g.rule:<34}{g.on:10.4f}{g.off:10.4f}{g.delta:+10.4f}{g.gain:+10.4f}{g.se:10.4f}  "
+                  f"{'yes' if g.enabled else 'no':<7}  {g.why}")
         print(f"enabled rules: {','.join(fitted.rules) or 'none'}; {fitted.cap or 'no length cap'} "
               f"(fitted on {len(names)} rows of {refs_path})")
     elif args.ablate:

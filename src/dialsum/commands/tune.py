@@ -27,6 +27,12 @@ def tune(args) -> int:
     if "best_single" in c:
         b = c["best_single"]
         print(f"  best single ({b['source']}) dev-select {b['select']:.4f}  dev-report {b['report']:.4f}")
+    for key, against in (("paired", "default"), ("paired_best_single", "best single")):
+        if key in c:
+            p = c[key]
+            print(f"  tuned - {against} on dev-report: {p['diff']:+.4f} [{p['ci_low']:+.4f}, {p['ci_high']:+.4f}] "
+                  f"(95 % paired bootstrap, p = {p['p_value']:.3f})")
+    print(f"  better than untuned: {'yes' if c['better'] else 'no (within dev-report noise)'}")
     print(f"tuned config: {s['tuned_config']}")
     print(f"summary: {Path(s['tuned_config']).name and study_dir(load_config(tc.run_config), tc.study) / 'summary.md'}")
     return 0

@@ -16,6 +16,7 @@ from dialsum.engine.runs import RunContext, open_run
 from dialsum.io.candidates import read_split_table
 from dialsum.io.files import atomic_write_json
 from dialsum.io.report import write_report
+from dialsum.scoring.bootstrap import compare, interval
 
 
 def preflight(models: list[ModelConfig]) -> None:
@@ -83,6 +84,34 @@ def truncation_lines(stages: list[Stage], results: dict[str, dict]) -> list[str]
     return out + ([""] + [f"**Warning:** {p}" for p in problems] if problems else [])
 
 
+def with_intervals(row: dict) -> dict:
+    """A report row with its dev-report 95 % bootstrap interval (ci_low, ci_high), per-dialogue scores dropped."""
+    out = dict(row)
+    for part in ("select", "report"):
+        sc = row.get(part)
+        if sc and "per_dialogue" in sc:
+            sc = {k: v for k, v in sc.items() if k != "per_dialogue"}
+            if part == "report":
+                low, high = interval(row[part]["per_dialogue"])
+                sc |= {"ci_low": low, "ci_high": high}
+            out[part] = sc
+    return out
+
+
+def compare_lines(ens: dict, post: dict) -> list[dict]:
+    """The report's "A vs B" lines, each a paired bootstrap over the same dev-report dialogues: the ensemble against
+    the best single source (chosen on dev-select) and the uniform consensus, post-processing against its input."""
+    best = ens["best_source"]
+    pairs = [("ensemble", ens["ensemble"], f"best single source ({best})", ens["sources"][best]),
+             ("ensemble", ens["ensemble"], "uniform consensus", ens["uniform"]),
+             ("post-processed", post, "ensemble picks (before post-processing)", ens["ensemble"])]
+    out = []
+    for a_name, a, b_name, b in pairs:
+        c = compare(a["report"]["per_dialogue"], b["report"]["per_dialogue"])
+        out.append({"a_name": a_name, "b_name": b_name, **c.as_dict()})
+    return out
+
+
 def write_run_report(ctx: RunContext, stages: list[Stage], results: dict[str, dict]) -> tuple[Path, list[dict]]:
     ens, post = results["ensemble"], results["postprocess"]
     rows = []
@@ -119,10 +148,17 @@ def write_run_report(ctx: RunContext, stages: list[Stage], results: dict[str, di
              + (f" {fit['cross_validation']['folds']}-fold estimate inside dev-select: fitted "
                 f"{fit['cross_validation']['fitted']:.4f}, best single {fit['cross_validation']['best_single']:.4f}, "
                 f"uniform {fit['cross_validation']['uniform']:.4f}." if fit and fit.get("cross_validation") else ""), "",
-             "## Post-processing ablation (fitted on dev-select; half A / half B are its two halves)", "",
-             "| rule | on | off | delta | half A | half B | enabled |", "|---|---:|---:|---:|---:|---:|---|"]
-    extra += [f"| {g['rule']} | {g['on']:.4f} | {g['off']:.4f} | {g['on'] - g['off']:+.4f} | {g['delta_a']:+.4f} | "
-              f"{g['delta_b']:+.4f} | {'yes' if g['enabled'] else 'no'} |" for g in fitted["gains"]]
+             "## Post-processing (fitted on dev-select; a rule or cap is kept only when its held-out gain exceeds one "
+             "standard error)", "",
+             "| rule | on | off | delta | held-out gain | SE | enabled | why |", "|---|---:|---:|---:|---:|---:|---|---|"]
+    extra += [f"| {g['rule']} | {g['on']:.4f} | {g['off']:.4f} | {g['on'] - g['off']:+.4f} | {g.get('gain', 0):+.4f} | "
+              f"{g.get('se', 0):.4f} | {'yes' if g['enabled'] else 'no'} | {g.get('why', '')} |" for g in fitted["gains"]]
+    comparisons = compare_lines(ens, post)
+    extra += ["", "## Is the difference real? (paired bootstrap over dev-report dialogues, 95 % intervals)", "",
+              "| A | B | A | B | A − B [95 % interval] | p (permutation) |", "|---|---|---:|---:|---|---:|"]
+    extra += [f"| {c['a_name']} | {c['b_name']} | {c['a']:.4f} | {c['b']:.4f} | {c['diff']:+.4f} "
+              f"[{c['ci_low']:+.4f}, {c['ci_high']:+.4f}] | {c['p_value']:.3f} |" for c in comparisons]
+    extra += ["", "An interval that contains 0 means dev-report cannot tell A from B: prefer the simpler one."]
     emp = post.get("empty_replaced", {})
     extra += ["", f"Empty outputs replaced by a fixed sentence: dev {emp.get('dev', 0)}, test {emp.get('test', 0)}.",
               "", "## Stages", "", "| stage | key | this run |", "|---|---|---|"]
@@ -132,6 +168,8 @@ def write_run_report(ctx: RunContext, stages: list[Stage], results: dict[str, di
     extra += ["", f"Submission: `{results['submit']['path']}`"]
     picks = read_split_table(Path(ens["picks"]))
     pick_sources = {f: src for f, (_, src) in picks.get("dev", {}).items()}
+    rows = [with_intervals(r) for r in rows]
     path = write_report(ctx.run_dir, ctx.run_id, rows, pick_sources, extra)
-    atomic_write_json(ctx.run_dir / "scores.json", {"rows": rows, "ensemble_chosen": ens["chosen"]})
+    atomic_write_json(ctx.run_dir / "scores.json", {"rows": rows, "ensemble_chosen": ens["chosen"],
+                                                    "comparisons": comparisons})
     return path, rows

@@ -87,11 +87,13 @@ def generate(inputs: dict, context: dict, out: Path) -> dict:
 
 # ---------------------------------------------------------------- choosing stages (parent process)
 def score_of(preds: dict[str, str], rows: list[Dialogue], metric: dict) -> dict:
+    """The leaderboard score of preds on rows, with each row's own final score (`per_dialogue`, in row order): what
+    the report's bootstrap intervals and paired comparisons resample."""
     from dialsum.scoring.metric import score_corpus
 
     s = score_corpus([preds.get(d.fname, "") for d in rows], [[d.summary] for d in rows], metric["semantics"],
                      metric["tokenizer"])
-    return s.as_dict()
+    return {**s.as_dict(), "per_dialogue": s.finals()}
 
 
 def ensemble(inputs: dict, context: dict, out: Path) -> dict:
@@ -144,7 +146,7 @@ def ensemble(inputs: dict, context: dict, out: Path) -> dict:
 def postprocess(inputs: dict, context: dict, out: Path) -> dict:
     """Fit the post-processor on dev-select picks, apply it to every row; an empty result gets a fixed sentence
     (logged and counted). Writes final.csv and fitted.json."""
-    from dialsum.scoring.metric import metric_scorer
+    from dialsum.scoring.metric import metric_rows
     from dialsum.selection.postprocess import LengthCap, PostProcessor
 
     data = load_competition(Path(context["data_dir"]))
@@ -156,7 +158,7 @@ def postprocess(inputs: dict, context: dict, out: Path) -> dict:
              if (pp.get("max_sentences") or pp.get("max_morphemes")) else None)
     proc = PostProcessor(tuple(pp["rules"]), pp["ablate"], pp["tune_length_cap"], fixed, metric["tokenizer"])
     fitted = proc.fit([picks["dev"][d.fname][0] for d in sel_rows], [[d.summary] for d in sel_rows],
-                      metric_scorer(metric))
+                      metric_rows(metric))
     rows, final, empty = [], {}, {"dev": [], "test": []}
     for split in ("dev", "test"):
         for d in data.split(split):

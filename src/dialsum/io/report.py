@@ -17,7 +17,10 @@ TRUST = ("**Which number to trust:** `dev-report`. Checkpoints, ensemble members
 
 
 def _cell(score: dict | None) -> str:
-    return "—" if not score else f"{score['final']:.4f}"
+    if not score:
+        return "—"
+    ci = f" [{score['ci_low']:.2f}, {score['ci_high']:.2f}]" if "ci_low" in score else ""
+    return f"{score['final']:.4f}{ci}"
 
 
 def write_report(out_dir: Path, title: str, rows: list[dict], pick_sources: dict[str, str] | None,
@@ -25,8 +28,10 @@ def write_report(out_dir: Path, title: str, rows: list[dict], pick_sources: dict
     """rows: [{stage, detail, select: score dict | None, report: score dict | None}] in pipeline order."""
     out_dir = Path(out_dir)
     lines = [f"# dialsum report: {title}", "",
-             "Dev scores (leaderboard metric; final = mean(R1, R2, RL) × 100).", "", TRUST, "",
-             "| stage | detail | dev-select final | dev-report final | dev-report R1 | dev-report R2 | dev-report RL |",
+             "Dev scores (leaderboard metric; final = mean(R1, R2, RL) × 100); dev-report finals carry a 95 % bootstrap "
+             "interval over its dialogues.", "", TRUST, "",
+             "| stage | detail | dev-select final | dev-report final [95 %] | dev-report R1 | dev-report R2 | "
+             "dev-report RL |",
              "|---|---|---:|---:|---:|---:|---:|"]
     for r in rows:
         rep = r.get("report")

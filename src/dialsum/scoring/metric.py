@@ -20,6 +20,10 @@ class CorpusScore:
     def final(self) -> float:
         return (self.rouge1 + self.rouge2 + self.rougeL) / 3 * 100
 
+    def finals(self) -> list[float]:
+        """Each sample's own final score; `final` is their mean (what bootstrap intervals resample)."""
+        return [(r1 + r2 + rl) / 3 * 100 for r1, r2, rl in self.per_sample]
+
     def as_dict(self) -> dict[str, float]:
         return {"rouge1": self.rouge1, "rouge2": self.rouge2, "rougeL": self.rougeL, "final": self.final}
 
@@ -51,3 +55,10 @@ def metric_scorer(metric: dict):
     """(preds, refs) -> the final score, for a metric section ({"semantics", "tokenizer"}): what choosers maximise."""
     return lambda preds, refs: score_corpus(list(preds), [list(r) for r in refs], metric["semantics"],
                                             metric["tokenizer"]).final
+
+
+def metric_rows(metric: dict):
+    """(preds, refs) -> each row's final score, for a metric section: what per-row choosers (post-processing's
+    one-standard-error rule) and bootstrap intervals need."""
+    return lambda preds, refs: score_corpus(list(preds), [list(r) for r in refs], metric["semantics"],
+                                            metric["tokenizer"]).finals()

@@ -1,13 +1,16 @@
 """Post-processing rules: small pure text -> text functions, applied in a configured order.
 
-Each rule must earn its place: `ablate` adds rules one at a time (in order) and keeps a rule only when it raises
-the dev score on one half of dev and does not lower it on the other.
+Each rule must earn its place: `ablate` adds rules one at a time (in order) and keeps a rule, and then a length cap,
+only when its held-out gain on the fitting rows exceeds one standard error (k-fold cross-validation for the cap,
+which is chosen from a grid), so a gain that is noise on a small dev set does not reach the submission.
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
 from typing import Callable, Sequence
+
+import numpy as np
 
 _ECHO = re.compile(r"^\s*(?:###\s*(?:Response|Answer|응답|요약)\s*:?|<\|?assistant\|?>|assistant\s*\n|"
                    r"(?:요약|요약문|Summary|summary)\s*[:：])\s*")
@@ -135,57 +138,83 @@ def apply_rules(text: str, rules: Sequence[str], cap: LengthCap | None = None,
 
 @dataclass(frozen=True)
 class RuleGain:
+    """One fitting step: the rule (or the length cap) tried on top of what was kept before it, its score on all
+    fitting rows with and without it, its held-out gain with one standard error, whether it was kept, and why."""
     rule: str
     on: float
     off: float
-    delta_a: float
-    delta_b: float
+    gain: float
+    se: float
     enabled: bool
+    why: str = ""
 
     @property
     def delta(self) -> float:
         return self.on - self.off
 
 
-def _helps(da: float, db: float) -> bool:
-    """Raises the score on one dev half and lowers it on neither."""
-    return max(da, db) > 1e-9 and min(da, db) >= -1e-9
+FOLDS, SEEDS = 5, (0, 1, 2)
+
+
+def folds(n: int, k: int, seed: int) -> list[np.ndarray]:
+    idx = np.random.default_rng(seed).permutation(n)
+    return [np.sort(idx[i::k]) for i in range(k)]
+
+
+def _judge(rule: str, on: np.ndarray, off: np.ndarray, held_gain: np.ndarray) -> RuleGain:
+    """Kept only when the held-out gain (mean over rows of a per-row gain) exceeds one standard error of it."""
+    n = len(held_gain)
+    gain = float(held_gain.mean()) if n else 0.0
+    se = float(held_gain.std(ddof=1) / np.sqrt(n)) if n > 1 else 0.0
+    if gain <= 1e-9:
+        keep, why = False, "does not help" if gain < -1e-9 else "changes nothing"
+    elif gain <= se + 1e-9:
+        keep, why = False, f"gain within one standard error ({gain:+.3f} <= {se:.3f}): noise"
+    else:
+        keep, why = True, f"gain beyond one standard error ({gain:+.3f} > {se:.3f})"
+    return RuleGain(rule, float(on.mean()) if n else 0.0, float(off.mean()) if n else 0.0, gain, se, keep, why)
 
 
 def ablate(preds: Sequence[str], refs: Sequence[Sequence[str]], rules: Sequence[str],
-           score: Callable[[Sequence[str], Sequence[Sequence[str]]], float],
+           rows_score: Callable[[Sequence[str], Sequence[Sequence[str]]], Sequence[float]],
            caps: Sequence[LengthCap] = (), count: Callable[[str], int] = lambda x: len(x.split()),
-           ) -> tuple[list[str], LengthCap | None, list[RuleGain]]:
-    """Greedy forward selection of rules in the given order, then the best length cap from `caps`, each judged on
-    two dev halves (even / odd rows): kept only if it helps on one half and does not hurt the other."""
-    halves = [list(range(0, len(preds), 2)), list(range(1, len(preds), 2))]
-    allidx = list(range(len(preds)))
+           k: int = FOLDS, seeds: Sequence[int] = SEEDS) -> tuple[list[str], LengthCap | None, list[RuleGain]]:
+    """Greedy forward selection of rules in the given order, then a length cap from `caps`, each kept only when its
+    held-out gain beats one standard error (the ensemble's rule; small dev sets keep the simpler choice).
 
-    def score_on(idx, active, cap=None):
-        if not idx:
-            return 0.0
-        return score([apply_rules(preds[i], active, cap, count) for i in idx], [refs[i] for i in idx])
+    `rows_score(preds, refs)` gives each row's leaderboard score (the corpus score is their mean). A rule has nothing
+    to fit, so every row is held out for it: its gain is the mean per-row change. The cap is chosen from the grid, so
+    it is judged by k-fold cross-validation repeated over seeds: the cap that is best on the other folds, scored on
+    the held-out fold, against no cap; a row's gain is averaged over the repeats."""
+    n = len(preds)
+
+    def rows(active, cap=None) -> np.ndarray:
+        return np.asarray(rows_score([apply_rules(p, active, cap, count) for p in preds], refs), dtype=np.float64)
 
     enabled: list[str] = []
     gains = []
+    current = rows(enabled)
     for rule in rules:
-        off = score_on(allidx, enabled)
-        on = score_on(allidx, enabled + [rule])
-        da = score_on(halves[0], enabled + [rule]) - score_on(halves[0], enabled)
-        db = score_on(halves[1], enabled + [rule]) - score_on(halves[1], enabled)
-        keep = _helps(da, db)
-        if keep:
+        trial = rows(enabled + [rule])
+        g = _judge(rule, trial, current, trial - current)
+        if g.enabled:
             enabled.append(rule)
-        gains.append(RuleGain(rule, on, off, da, db, keep))
+            current = trial
+        gains.append(g)
     chosen = None
-    if caps:
-        off = score_on(allidx, enabled)
-        best = max(caps, key=lambda c: score_on(allidx, enabled, c))  # first of equals: the grid's order
-        da = score_on(halves[0], enabled, best) - score_on(halves[0], enabled)
-        db = score_on(halves[1], enabled, best) - score_on(halves[1], enabled)
-        keep = _helps(da, db)
-        chosen = best if keep else None
-        gains.append(RuleGain(str(best), score_on(allidx, enabled, best), off, da, db, keep))
+    if caps and n >= 2:
+        by_cap = [rows(enabled, c) for c in caps]
+        held = np.zeros(n)
+        for seed in seeds:
+            for part in folds(n, min(k, n), seed):
+                train = np.setdiff1d(np.arange(n), part)
+                best = max(range(len(caps)), key=lambda c: (by_cap[c][train].mean(), -c))  # ties: grid order
+                held[part] += by_cap[best][part] - current[part]
+        held /= len(seeds)
+        best_all = max(range(len(caps)), key=lambda c: (by_cap[c].mean(), -c))
+        g = _judge(str(caps[best_all]), by_cap[best_all], current, held)
+        chosen = caps[best_all] if g.enabled else None
+        gains.append(g)
     return enabled, chosen, gains
 
 
@@ -212,8 +241,8 @@ class FittedPostprocess:
     def to_dict(self) -> dict:
         cap = None if self.cap is None else {"max_sentences": self.cap.max_sentences,
                                              "max_morphemes": self.cap.max_morphemes}
-        gains = [{"rule": g.rule, "on": g.on, "off": g.off, "delta_a": g.delta_a, "delta_b": g.delta_b,
-                  "enabled": g.enabled} for g in self.gains]
+        gains = [{"rule": g.rule, "on": g.on, "off": g.off, "gain": g.gain, "se": g.se, "enabled": g.enabled,
+                  "why": g.why} for g in self.gains]
         return {"rules": list(self.rules), "cap": cap, "gains": gains, "tokenizer": self.tokenizer}
 
     @classmethod
@@ -222,8 +251,11 @@ class FittedPostprocess:
         if unknown:
             raise ValueError(f"unknown post-processing rule(s) {unknown}")
         cap = LengthCap(**d["cap"]) if d.get("cap") else None
-        return cls(tuple(d.get("rules", [])), cap, tuple(RuleGain(**g) for g in d.get("gains", [])),
-                   d.get("tokenizer", "mecab"))
+        known = set(RuleGain.__dataclass_fields__)
+        gains = tuple(RuleGain(**{k: v for k, v in g.items() if k in known} | {"gain": g.get("gain", 0.0),
+                                                                              "se": g.get("se", 0.0)})
+                      for g in d.get("gains", []))  # a fit written by an older dialsum has no gain/se
+        return cls(tuple(d.get("rules", [])), cap, gains, d.get("tokenizer", "mecab"))
 
 
 def _counter(tokenizer: str) -> Callable[[str], int]:
@@ -243,7 +275,8 @@ class PostProcessor:
     tokenizer: str = "mecab"
 
     def fit(self, texts: Sequence[str], refs: Sequence[Sequence[str]],
-            score: Callable[[Sequence[str], Sequence[Sequence[str]]], float]) -> FittedPostprocess:
+            rows_score: Callable[[Sequence[str], Sequence[Sequence[str]]], Sequence[float]]) -> FittedPostprocess:
+        """Choose on (texts, refs); `rows_score` gives each row's leaderboard score (scoring.metric.metric_rows)."""
         unknown = [r for r in self.rules if r not in RULES]
         if unknown:
             raise ValueError(f"unknown post-processing rule(s) {unknown} (known: {', '.join(RULES)})")
@@ -251,5 +284,5 @@ class PostProcessor:
             return FittedPostprocess(tuple(self.rules), self.fixed_cap, (), self.tokenizer)
         count = _counter(self.tokenizer)
         caps = [] if self.fixed_cap or not self.tune_length_cap else length_cap_grid(refs, count)
-        rules, cap, gains = ablate(texts, refs, self.rules, score, caps, count)
+        rules, cap, gains = ablate(texts, refs, self.rules, rows_score, caps, count)
         return FittedPostprocess(tuple(rules), self.fixed_cap or cap, tuple(gains), self.tokenizer)

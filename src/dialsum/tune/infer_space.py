@@ -9,7 +9,7 @@ from dialsum.config import TuneConfig
 from dialsum.engine.runs import reopen_run
 from dialsum.errors import DialsumError
 from dialsum.io.candidates import read_candidates
-from dialsum.scoring.metric import metric_scorer
+from dialsum.scoring.metric import metric_rows, metric_scorer
 from dialsum.selection.consensus import Rule, prepare
 from dialsum.selection.postprocess import RULES, FittedPostprocess, LengthCap
 
@@ -42,14 +42,20 @@ class InferProblem:
                                                                    self.ctx.cfg.metric.tokenizer, refs, utility)}
         return self._prepared[utility]
 
-    def score(self, weights: dict[str, float], utility: str, fitted_pp, part: str) -> float:
+    def predictions(self, weights: dict[str, float], utility: str, fitted_pp, part: str) -> list[str]:
         rule = Rule(tuple(weights.get(s, 0.0) for s in self.sources))
         dl = self.dialogues(utility)
-        rows = self.parts[part]
-        preds = [dl[d.fname].texts[rule.pick(dl[d.fname])] for d in rows]
-        if fitted_pp is not None:
-            preds = fitted_pp.apply_all(preds)
-        return metric_scorer(self.ctx.cfg.metric.model_dump())(preds, [[d.summary] for d in rows])
+        preds = [dl[d.fname].texts[rule.pick(dl[d.fname])] for d in self.parts[part]]
+        return fitted_pp.apply_all(preds) if fitted_pp is not None else preds
+
+    def score(self, weights: dict[str, float], utility: str, fitted_pp, part: str) -> float:
+        preds = self.predictions(weights, utility, fitted_pp, part)
+        return metric_scorer(self.ctx.cfg.metric.model_dump())(preds, [[d.summary] for d in self.parts[part]])
+
+    def rows(self, weights: dict[str, float], utility: str, fitted_pp, part: str) -> list[float]:
+        """Each dialogue's own score (what a paired comparison resamples)."""
+        preds = self.predictions(weights, utility, fitted_pp, part)
+        return metric_rows(self.ctx.cfg.metric.model_dump())(preds, [[d.summary] for d in self.parts[part]])
 
 
 def infer_params(tc: TuneConfig, problem: InferProblem, trial) -> tuple[dict, str, object]:

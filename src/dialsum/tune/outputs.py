@@ -94,6 +94,14 @@ def write_summary_md(path: Path, s: dict) -> None:
     if "best_single" in c:
         b = c["best_single"]
         lines.append(f"| best single source ({b['source']}) | {b['select']:.4f} | {b['report']:.4f} |")
+    for key, against in (("paired", "untuned default"), ("paired_best_single", "best single source")):
+        if key in c:
+            p = c[key]
+            lines.append(f"\nTuned − {against} on dev-report (paired bootstrap over {p['n']} dialogues): "
+                         f"{p['diff']:+.4f}, 95 % interval [{p['ci_low']:+.4f}, {p['ci_high']:+.4f}], "
+                         f"p = {p['p_value']:.3f}.")
+    lines += ["", f"**Better than untuned: {'yes' if c.get('better') else 'no'}** (only when every interval above "
+              "lies above zero; otherwise the difference is within what dev-report can resolve).", ""]
     lines += ["", "Tuning saw only dev-select; dev-report was scored once, after the study.", "",
               "Best parameters:", "", "```json", json.dumps(s["best_params"], indent=2, ensure_ascii=False), "```", "",
               f"Tuned config: `{s['tuned_config']}`", ""]

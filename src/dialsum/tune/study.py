@@ -13,10 +13,11 @@ from dialsum.engine.runs import data_hashes, default_run_id
 from dialsum.errors import DialsumError
 from dialsum.hardware import gpu_count
 from dialsum.io.files import atomic_write_json
+from dialsum.scoring.bootstrap import compare
 from dialsum.tune.infer_space import InferProblem, infer_objective, infer_params
 from dialsum.tune.outputs import write_plots, write_summary_md, write_tuned_yaml
 from dialsum.tune.storage import open_study, study_dir
-from dialsum.tune.train_space import score_model, train_objective, with_model_overrides
+from dialsum.tune.train_space import model_scores, score_model, train_objective, with_model_overrides
 
 
 def run_worker(tc: TuneConfig, base: RunConfig, folder: Path, storage_url: str | None, n_trials: int,
@@ -83,10 +84,12 @@ def summarise(tc: TuneConfig, base: RunConfig, study, folder: Path, run_dir: Pat
         model = tc.model or base.models[0].name
         over = best.user_attrs["overrides"]
         tuned = with_model_overrides(base, model, over)
-        check = {"tuned": {"select": best.value,
-                           "report": score_model(tuned, model, "report", folder / "check" / "tuned")},
+        tuned_rep = model_scores(tuned, model, "report", folder / "check" / "tuned")
+        default_rep = model_scores(base, model, "report", folder / "check" / "default")
+        check = {"tuned": {"select": best.value, "report": tuned_rep["final"]},
                  "default": {"select": score_model(base, model, "select", folder / "check" / "default"),
-                             "report": score_model(base, model, "report", folder / "check" / "default")}}
+                             "report": default_rep["final"]},
+                 "paired": compare(tuned_rep["per_dialogue"], default_rep["per_dialogue"]).as_dict()}
         yaml_path = write_tuned_yaml(tc, {"model": model, "overrides": over}, tuned_dir)
     else:
         problem = InferProblem(run_dir, tc)
@@ -94,11 +97,17 @@ def summarise(tc: TuneConfig, base: RunConfig, study, folder: Path, run_dir: Pat
         uniform = {s: 1.0 for s in problem.sources}
         q = {s: problem.score({s: 1.0}, "mean", None, "select") for s in problem.sources}
         best_src = max(problem.sources, key=lambda s: q[s])
+        tuned_rows = problem.rows(weights, utility, fitted, "report")
         check = {"tuned": {"select": best.value, "report": problem.score(weights, utility, fitted, "report")},
                  "default": {p: problem.score(uniform, "mean", None, p) for p in ("select", "report")},
                  "best_single": {"source": best_src, "select": q[best_src],
-                                 "report": problem.score({best_src: 1.0}, "mean", None, "report")}}
+                                 "report": problem.score({best_src: 1.0}, "mean", None, "report")},
+                 "paired": compare(tuned_rows, problem.rows(uniform, "mean", None, "report")).as_dict(),
+                 "paired_best_single": compare(tuned_rows, problem.rows({best_src: 1.0}, "mean", None,
+                                                                        "report")).as_dict()}
         yaml_path = write_tuned_yaml(tc, {"weights": weights, "utility": utility, "postprocess": fitted}, tuned_dir)
+    # better only when the paired interval on dev-report lies above zero (against the best single source too)
+    check["better"] = all(check[k]["ci_low"] > 0 for k in ("paired", "paired_best_single") if k in check)
     plots = write_plots(study, folder)
     summary = {"study": tc.study, "space": tc.space, "trials": states, "best_params": best.params,
                "best_trial": best.number, "check": check, "tuned_config": str(yaml_path), "plots": plots}

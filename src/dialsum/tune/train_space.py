@@ -43,6 +43,12 @@ def with_model_overrides(cfg: RunConfig, model: str, over: dict) -> RunConfig:
 def score_model(cfg: RunConfig, model: str, rows_part: str, run_dir: Path,
                 optuna_info: dict | None = None) -> float:
     """Train (or reuse) one model of `cfg`, then its greedy score on dev-select or dev-report."""
+    return model_scores(cfg, model, rows_part, run_dir, optuna_info)["final"]
+
+
+def model_scores(cfg: RunConfig, model: str, rows_part: str, run_dir: Path,
+                 optuna_info: dict | None = None) -> dict:
+    """score_model's whole score dict: final, R1/R2/RL and each dialogue's own score (`per_dialogue`)."""
     ctx = open_run(cfg, run_dir=run_dir)
     m = select_models(cfg, [model])[0]
     eng = Engine(ctx.cache, run_dir)
@@ -54,7 +60,7 @@ def score_model(cfg: RunConfig, model: str, rows_part: str, run_dir: Path,
         eng.run(ctx.stages[d])
     eng.run(tr)
     rows = list(ctx.split.select if rows_part == "select" else ctx.split.report)
-    return eng.run(devscore_stage(ctx, m, rows, rows_part))["score"]["final"]
+    return eng.run(devscore_stage(ctx, m, rows, rows_part))["score"]
 
 
 def train_objective(tc: TuneConfig, base: RunConfig, model: str, folder: Path, storage_url: str | None):
