@@ -104,6 +104,7 @@ CASES = {
     "refs without summary": lambda t: _score(t, "fname,summary\ndev_0,x\n", "fname,text\ndev_0,x\n"),
     "refs empty reference": lambda t: _score(t, "fname,summary\ndev_0,x\n", "fname,summary1,summary2\ndev_0,,\n"),
     "pred misses refs rows": lambda t: _score(t, "fname,summary\ndev_0,x\n", "fname,summary\ndev_0,x\ndev_1,y\n"),
+    "refs duplicate fname": lambda t: _score(t, "fname,summary\ndev_0,x\n", "fname,summary\ndev_0,x\ndev_0,y\n"),
     # configs
     "config unknown key": lambda t: _cfg(t, lambda c: {**c, "seeed": 1}),
     "config wrong type": lambda t: _cfg(t, lambda c: {**c, "seed": "abc"}),

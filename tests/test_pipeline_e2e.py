@@ -142,6 +142,7 @@ def test_the_parent_process_never_loaded_a_model(e2e):
     assert {"train:tiny", "generate:tiny", "train:tiny-chat", "generate:tiny-chat"} <= set(man["stages"])
     logs = {p.name for p in (run_dir_of(r.stdout) / "logs").iterdir()}
     assert {"train-tiny.log", "generate-tiny.log", "train-tiny-chat.log", "generate-tiny-chat.log"} <= logs
+    assert "kernels-community" not in r.stderr  # bitsandbytes' notice about an optional package dialsum never uses
 
 
 def test_full_fine_tuning_writes_model_and_lora_writes_adapter(e2e):
