@@ -98,3 +98,23 @@ def test_vectorised_selection_equals_the_reference_mbr_on_real_systems(sem):
     got, _, _, _, _ = select(groups, sem)
     assert [got[f].text for f in names] == [ref[f].text for f in names]
     assert [got[f].source for f in names] == [ref[f].source for f in names]
+
+
+def test_fixed_weights_are_guarded_like_a_fit(pool):
+    """Weights given (e.g. by a tuning study) are not refitted but judged by the same k-fold one-SE rule: weights
+    that amount to the weakest system fall back; weights spread over every system survive as a weighted consensus
+    only if the held-out folds support them."""
+    files, _, refs, tables = pool
+    groups = {f: [(t[f], n) for n, t in tables] for f in refs}
+    names = [n for n, _ in tables]
+    _, plain, _, _, _ = select(groups, "pltrdy", fit_refs=refs)
+    quality = plain["source_quality"]
+    worst = min(quality, key=quality.get)
+    only_worst = {n: (1.0 if n == worst else 0.0) for n in names}
+    _, rep, _, _, rule = select(groups, "pltrdy", fit_refs=refs, weights=only_worst, guard=True)
+    assert rep["method"] in ("best single source", "uniform consensus") and "one-standard-error" in rep["chosen_by"]
+    assert rep["cross_validation"]["fitted"] < rep["cross_validation"]["best_single"] - 5  # the weakest system
+    assert rep["params"] == {"fixed_weights": True}
+    # without the guard the same weights are taken as given
+    _, rep2, _, _, rule2 = select(groups, "pltrdy", fit_refs=None, weights=only_worst)
+    assert rep2 is None and rule2.weights == tuple(only_worst[n] for n in names)

@@ -49,8 +49,15 @@ def test_two_workers_on_a_journal_write_the_tuned_yaml_and_plots(study):
     trials = trials_of(tmp, "lora")
     assert len(trials) == 4 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
     assert all(0 < t.value <= 100 for t in trials)
-    tuned = tmp / "tuned" / "lora.yaml"
-    assert f"tuned config: {tuned}" in r.stdout
+    summary = json.loads((tmp / "runs" / "tune" / "lora" / "summary.json").read_text())
+    tuned = tmp / "tuned" / ("lora.yaml" if summary["accepted"] else "lora.rejected.yaml")
+    assert sorted(p.name for p in (tmp / "tuned").glob("lora*.yaml")) == [tuned.name]  # one verdict, one file
+    header = tuned.read_text().splitlines()[:4]
+    assert any(h.startswith("# dev-report, tuned - untuned: ") for h in header)
+    if summary["accepted"]:
+        assert f"tuned config: {tuned}" in r.stdout
+    else:
+        assert any(h.startswith("# REJECTED") for h in header) and "not better than untuned" in r.stdout
     best = max(trials, key=lambda t: t.value)
     tiny = next(m for m in yaml.safe_load(tuned.read_text())["models"] if "name" not in m)
     assert tiny["lora"]["r"] == best.params["lora_r"]
@@ -81,7 +88,8 @@ def test_the_same_command_resumes_the_study_and_adds_trials(study):
 @pytest.fixture(scope="module")
 def tuned_run(study):
     tmp, _, _ = study
-    r = run_cli("run", "--config", str(tmp / "tuned" / "lora.yaml"))
+    (tuned,) = (tmp / "tuned").glob("lora*.yaml")  # accepted or rejected, it is a config `dialsum run` takes
+    r = run_cli("run", "--config", str(tuned))
     assert r.returncode == 0, r.stderr[-3000:]
     return tmp, r
 
@@ -122,8 +130,25 @@ def test_infer_space_on_a_finished_run_with_sqlite_storage(tuned_run, tmp_path):
         s["check"]["tuned"]["report"] - s["check"]["best_single"]["report"])
     assert s["check"]["better"] == (s["check"]["paired"]["ci_low"] > 0 and s["check"]["paired_best_single"]["ci_low"] > 0)
     assert s["check"]["tuned"]["select"] == pytest.approx(study.best_value)
-    tuned = yaml.safe_load((tmp_path / "tuned" / "infer.yaml").read_text())
-    assert tuned["ensemble"]["fit"] is False and set(tuned["ensemble"]["weights"]) == {
-        k[2:] for k in study.best_params if k.startswith("w:")}
+    (path,) = (tmp_path / "tuned").glob("infer*.yaml")
+    assert path.name == ("infer.yaml" if s["accepted"] else "infer.rejected.yaml")
+    tuned = yaml.safe_load(path.read_text())
+    assert set(tuned["ensemble"]["weights"]) == {k[2:] for k in study.best_params if k.startswith("w:")}
+    # the tuned weights and rules stay under the guards: k-fold + one-SE for the ensemble, ablation for the rules
+    assert tuned["ensemble"]["guard"] is True and "fit" not in tuned["ensemble"]
+    assert tuned.get("postprocess", {"ablate": True})["ablate"] is True
     r = run_cli("tune", "--config", str(cfg), "--trials", "1", "--storage", "nonsense", "--run", run_dir)
     assert r.returncode == 2 and "--storage 'nonsense'" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_resumed_study_reseeds_so_no_parameter_set_repeats(tuned_run, tmp_path):
+    """The random sampler, resumed twice with the same seed in the YAML: 10 trials, 10 distinct parameter sets
+    (without reseeding, the second command would replay the first one's five)."""
+    tmp, run = tuned_run
+    run_dir = re.search(r"^run: (.+)$", run.stdout, flags=re.M).group(1)
+    cfg = tune_yaml(tmp_path, "again", space="infer", sampler={"name": "random", "seed": 3})
+    for _ in range(2):
+        r = run_cli("tune", "--config", str(cfg), "--trials", "5", "--run", run_dir)
+        assert r.returncode == 0, r.stderr[-3000:]
+    params = [tuple(sorted(t.params.items())) for t in trials_of(tmp_path, "again")]
+    assert len(params) == 10 and len(set(params)) == 10

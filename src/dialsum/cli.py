@@ -72,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="split(s) to write when selecting from a run folder or store (default: %(default)s)")
     sp.add_argument("--semantics", choices=["pltrdy", "rouge-score"], default="pltrdy")
     sp.add_argument("--tokenizer", choices=["mecab", "latin", "whitespace"], default="mecab")
-    sp.add_argument("--weights", help="source=weight,... (source = file stem, model or model/decoding)")
+    sp.add_argument("--weights", help="source=weight,... (source = file stem, model or model/decoding); with "
+                                      "--fit-refs the weights are not refitted but guarded (k-fold, one-SE rule)")
     sp.add_argument("--fit-refs", help="fit membership, weights and the quality prior on the fnames of this CSV "
                                        "(fname + summary or summary1..K); nothing else informs a choice")
     sp.add_argument("--report", help="with --fit-refs: write the fitted choices and the k-fold estimate as JSON")

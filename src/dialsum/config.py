@@ -187,6 +187,8 @@ class EnsembleSpec(Strict):
     fit: bool = Field(True, description="fit members, weights and the quality prior on dev-select (else uniform MBR)")
     weights: dict[str, float] = Field(default_factory=dict,
                                       description="fixed source (model or model/decoding) -> weight; disables fit")
+    guard: bool = Field(True, description="with fixed weights: judge them on dev-select like a fit (k-fold, "
+                                          "one-SE rule against the best single source and the uniform consensus)")
     cv_folds: int = Field(5, ge=0, description="k-fold estimate of the fit on dev-select (0: none)")
     utility: Literal["mean", "rouge1", "rouge2", "rougeL"] = Field(
         "mean", description="consensus utility from the three F1 matrices")

@@ -60,7 +60,7 @@ def ensemble(args) -> int:
             raise DialsumError(f"{args.fit_refs}: no fname in common with the candidates")
     picks, report, dialogues, names, rule = select(groups, args.semantics, args.tokenizer, refs,
                                                    _parse_weights(args.weights), utility=args.utility,
-                                                   workers=args.workers)
+                                                   workers=args.workers, guard=bool(args.weights))
     rows = [[f, picks[f].text, picks[f].source] for f in order if f in picks]
     if report is not None:
         _print_fit(report)

@@ -33,6 +33,10 @@ def tune(args) -> int:
             print(f"  tuned - {against} on dev-report: {p['diff']:+.4f} [{p['ci_low']:+.4f}, {p['ci_high']:+.4f}] "
                   f"(95 % paired bootstrap, p = {p['p_value']:.3f})")
     print(f"  better than untuned: {'yes' if c['better'] else 'no (within dev-report noise)'}")
-    print(f"tuned config: {s['tuned_config']}")
+    if s["accepted"]:
+        print(f"tuned config: {s['tuned_config']}")
+    else:
+        print(f"tuned config not better than untuned on dev-report: written as {s['tuned_config']} (not for "
+              f"submission)")
     print(f"summary: {Path(s['tuned_config']).name and study_dir(load_config(tc.run_config), tc.study) / 'summary.md'}")
     return 0

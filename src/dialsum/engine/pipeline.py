@@ -130,6 +130,8 @@ def write_run_report(ctx: RunContext, stages: list[Stage], results: dict[str, di
         how = f"{ens['method']} (not fitted)"
     elif ens["method"] == "fitted consensus":
         how = f"fitted consensus on dev-select ({len(fit['members'])} member(s), {fit['params']}; chosen by {fit['chosen_by']})"
+    elif ens["method"] == "weighted consensus":
+        how = f"the configured source weights, kept by the guard on dev-select (chosen by {fit['chosen_by']})"
     elif ens["method"] == "best single source":
         how = f"fell back to the best single source {ens['chosen']} (chosen by {fit['chosen_by']} on dev-select)"
     else:

@@ -118,10 +118,12 @@ def ensemble(inputs: dict, context: dict, out: Path) -> dict:
         groups.setdefault(c.fname, []).append((c.text, c.source))
     sources = {src: {"select": score_of(p, sel_rows, metric), "report": score_of(p, rep_rows, metric)}
                for src, p in first.items()}
-    fit_refs = {d.fname: [d.summary] for d in sel_rows} if spec.get("fit", True) and not spec.get("weights") else None
+    weights, guard = spec.get("weights") or {}, spec.get("guard", True)
+    fits = spec.get("fit", True) and not weights  # fixed weights are not refitted, but guarded on dev-select
+    fit_refs = {d.fname: [d.summary] for d in sel_rows} if fits or (weights and guard) else None
     picks, report, dialogues, names, rule = select(groups, metric["semantics"], metric["tokenizer"], fit_refs,
-                                                   spec.get("weights") or {}, cv_folds=spec.get("cv_folds", 5),
-                                                   utility=spec.get("utility", "mean"))
+                                                   weights, cv_folds=spec.get("cv_folds", 5),
+                                                   utility=spec.get("utility", "mean"), guard=guard)
     uniform = Rule(tuple(1.0 for _ in names))
     uni = {d.fname: d.texts[uniform.pick(d)] for d in dialogues}
     chosen = {f: p.text for f, p in picks.items()}

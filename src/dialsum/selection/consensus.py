@@ -176,7 +176,7 @@ def fit(dialogues: Sequence[CandidateSet], n_sources: int) -> Fit:
                params=best[3])
 
 
-METHODS = ("fitted consensus", "uniform consensus", "best single source")
+METHODS = ("fitted consensus", "weighted consensus", "uniform consensus", "best single source")
 
 
 def choose(f: Fit, cv: dict | None, n_sources: int) -> tuple[Rule, str, str]:
@@ -187,17 +187,51 @@ def choose(f: Fit, cv: dict | None, n_sources: int) -> tuple[Rule, str, str]:
     uniform = Rule(tuple(1.0 for _ in range(n_sources)))
     if cv is None:
         return f.rule, ("best single source" if f.fell_back else "fitted consensus"), "fitting rows"
-    per = {m: np.asarray(cv["per_row"][m]) for m in ("best_single", "uniform", "fitted")}
+    m = one_se_choice(cv["per_row"])
+    rules = {"best_single": (single(f.best_single, n_sources), "best single source"),
+             "uniform": (uniform, "uniform consensus"), "fitted": (f.rule, "fitted consensus")}
+    rule, name = rules[m]
+    return rule, name, "k-fold estimate, one-standard-error rule"
+
+
+def one_se_choice(per_row: dict[str, Sequence[float]]) -> str:
+    """The simplest of best_single, uniform, fitted whose held-out mean is within one standard error (of the paired
+    per-row differences) of the best one."""
+    per = {m: np.asarray(per_row[m]) for m in ("best_single", "uniform", "fitted")}
     best = max(per, key=lambda m: per[m].mean())
     for m in ("best_single", "uniform", "fitted"):  # simplest first
         diff = per[best] - per[m]
         se = diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else 0.0
         if per[m].mean() >= per[best].mean() - se - 1e-9:
-            break
-    rules = {"best_single": (single(f.best_single, n_sources), "best single source"),
-             "uniform": (uniform, "uniform consensus"), "fitted": (f.rule, "fitted consensus")}
-    rule, name = rules[m]
-    return rule, name, "k-fold estimate, one-standard-error rule"
+            return m
+    return best
+
+
+def guard_fixed(dialogues: Sequence[CandidateSet], n_sources: int, weighted: Rule, k: int = 5,
+                seeds: Sequence[int] = (0, 1, 2)) -> tuple[Fit, dict | None]:
+    """Fixed weights (e.g. tuned ones) judged like a fit, so they cannot sneak past the guard: k-fold on the rows
+    with references, the weighted rule (nothing to fit) against the best single source chosen on the other folds and
+    the uniform consensus. Returns the Fit-shaped record of the weighted rule and the cross-validation table."""
+    d = [x for x in dialogues if x.truth is not None]
+    q = source_quality(d, n_sources)
+    best_single = int(np.argmax(np.where(np.isfinite(q), q, -np.inf)))
+    uni = Rule(tuple(1.0 for _ in range(n_sources)))
+    f = Fit(weighted, evaluate(weighted, d), best_single, evaluate(single(best_single, n_sources), d),
+            evaluate(uni, d), q.tolist(), 1, params={"fixed_weights": True})
+    if k < 2 or len(d) < 2 * k:
+        return f, None
+    rows: dict[str, list[float]] = {"fitted": [], "best_single": [], "uniform": [], "oracle": []}
+    for seed in seeds:
+        for held in folds(len(d), k, seed):
+            held_set = set(held.tolist())
+            train = [x for i, x in enumerate(d) if i not in held_set]
+            qt = source_quality(train, n_sources)
+            bs = single(int(np.argmax(np.where(np.isfinite(qt), qt, -np.inf))), n_sources)
+            for name, rule in (("fitted", weighted), ("best_single", bs), ("uniform", uni)):
+                rows[name] += [100.0 * float(d[i].truth[rule.pick(d[i])]) for i in held]
+            rows["oracle"] += [100.0 * float(d[i].truth.max()) for i in held]
+    cv = {key: float(np.mean(v)) for key, v in rows.items()} | {"folds": k, "repeats": len(seeds), "rows": len(d)}
+    return f, cv | {"per_row": rows}
 
 
 def folds(n: int, k: int, seed: int) -> list[np.ndarray]:
@@ -267,16 +301,25 @@ class Selection:
 
 def select(groups: dict[str, list[tuple[str, str]]], semantics: str, tokenizer: str = "mecab",
            fit_refs: dict[str, list[str]] | None = None, weights: dict[str, float] | None = None,
-           cv_folds: int = 5, utility: str = "mean", workers: int = 1
+           cv_folds: int = 5, utility: str = "mean", workers: int = 1, guard: bool = False
            ) -> tuple[dict[str, Selection], dict | None, list[CandidateSet], list[str], Rule]:
     """Consensus over every fname of `groups`. With `fit_refs`, the rule is fitted on those fnames only (and its
-    k-fold estimate computed there); otherwise plain MBR with the given source weights (1 by default).
+    k-fold estimate computed there); with `fit_refs`, `weights` and `guard`, the given weights are not refitted but
+    judged the same way (`guard_fixed`: the one-SE rule may fall back to the best single source or the uniform
+    consensus); otherwise plain MBR with the given source weights (1 by default).
     Returns (selections, fit report or None, prepared dialogues, source names, the rule used)."""
     sources = list(dict.fromkeys(s for c in groups.values() for _, s in c))
     refs = {f: r for f, r in (fit_refs or {}).items() if f in groups}
     dialogues = prepare(groups, sources, semantics, tokenizer, refs, utility, workers)
     report = None
-    if refs:
+    if refs and weights and guard:
+        fitting = [d for d in dialogues if d.truth is not None]
+        f, cv = guard_fixed(fitting, len(sources), Rule(tuple(source_weight(s, weights) for s in sources)), cv_folds)
+        rule, method, chosen_by = choose(f, cv, len(sources))
+        method = "weighted consensus" if method == "fitted consensus" else method
+        report = report_dict(f, sources, {k: v for k, v in cv.items() if k != "per_row"} if cv else None)
+        report["method"], report["chosen_by"] = method, chosen_by
+    elif refs:
         fitting = [d for d in dialogues if d.truth is not None]
         f = fit(fitting, len(sources))
         cv = cross_validate(fitting, len(sources), cv_folds, (0,)) if cv_folds > 1 and len(fitting) >= 2 * cv_folds else None

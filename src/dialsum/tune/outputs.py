@@ -15,12 +15,15 @@ def _rel(path: Path, start: Path) -> str:
     return os.path.relpath(Path(path).resolve(), start.resolve())
 
 
-def write_tuned_yaml(tc: TuneConfig, best: dict, tuned_dir: Path) -> Path:
+def write_tuned_yaml(tc: TuneConfig, best: dict, tuned_dir: Path, check: dict) -> Path:
     """The run config with the best parameters, as YAML that `dialsum run --config` takes unchanged, in `tuned/`
-    beside the tuning YAML (configs/tuned/<study>.yaml for configs/tune.yaml)."""
+    beside the tuning YAML: `<study>.yaml` (configs/tuned/<study>.yaml for configs/tune.yaml) only when the held-out
+    check says the tuned config is better (`check["better"]`), else `<study>.rejected.yaml` with the numbers in its
+    header, so following the README never submits a config dev-report could not tell from the untuned one."""
     import yaml
 
-    out = Path(tuned_dir).resolve() / f"{tc.study}.yaml"
+    accepted = bool(check.get("better"))
+    out = Path(tuned_dir).resolve() / f"{tc.study}{'' if accepted else '.rejected'}.yaml"
     out.parent.mkdir(parents=True, exist_ok=True)
     src = Path(tc.run_config)
     raw = read_yaml(src)
@@ -44,15 +47,26 @@ def write_tuned_yaml(tc: TuneConfig, best: dict, tuned_dir: Path) -> Path:
                 entry.update(deep_merge({k: entry.get(k, {}) for k in best["overrides"]}, best["overrides"]))
         raw["name"] = f"{raw.get('name', 'run')}-tuned-{tc.study}"
     else:
-        raw["ensemble"] = {"fit": False, "weights": best["weights"], "utility": best["utility"]}
+        # the tuned weights stay under the ensemble's guard (k-fold on dev-select, one-SE rule against the best single
+        # source and the uniform consensus); the tuned rules stay under the post-processing ablation (one-SE rule)
+        raw["ensemble"] = {"weights": best["weights"], "utility": best["utility"], "guard": True}
         pp = best["postprocess"]
         if pp is not None:
-            raw["postprocess"] = {"rules": list(pp.rules), "ablate": False, "tune_length_cap": False,
-                                  **({"max_sentences": pp.cap.max_sentences} if pp.cap else {})}
+            raw["postprocess"] = {"rules": list(pp.rules), "ablate": True, "tune_length_cap": True}
         raw["name"] = f"{raw.get('name', 'run')}-tuned-{tc.study}"
     text = f"# Written by `dialsum tune` (study {tc.study}, {tc.space} space): run with `dialsum run --config {out}`\n"
+    for key, against in (("paired", "untuned"), ("paired_best_single", "best single source")):
+        if key in check:
+            p = check[key]
+            text += (f"# dev-report, tuned - {against}: {p['diff']:+.4f}, 95 % interval [{p['ci_low']:+.4f}, "
+                     f"{p['ci_high']:+.4f}] over {p['n']} dialogues\n")
+    if not accepted:
+        text += ("# REJECTED: dev-report cannot tell this config from the untuned one (an interval above reaches 0 or "
+                 "below); keep the untuned config\n")
     text += yaml.safe_dump(raw, allow_unicode=True, sort_keys=False)
     atomic_write_text(out, text)
+    stale = out.with_name(f"{tc.study}{'.rejected' if accepted else ''}.yaml")
+    stale.unlink(missing_ok=True)  # an earlier verdict on this study must not outlive this one
     load_config(out)  # what we write must load
     return out
 

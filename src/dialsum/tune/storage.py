@@ -41,11 +41,12 @@ def make_storage(url: str | None, folder: Path):
         optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
-def make_sampler(tc: TuneConfig, worker: int = 0):
-    """Seeded; each worker process gets its own seed (seed + worker index), or parallel workers sample alike."""
+def make_sampler(tc: TuneConfig, worker: int = 0, finished: int = 0):
+    """Seeded; each worker process gets its own seed (seed + 1000 x worker index), or parallel workers sample alike,
+    and a resumed study reseeds by the trials it already holds, or its random and start-up trials repeat."""
     import optuna
 
-    seed = tc.sampler.seed + 1000 * worker
+    seed = tc.sampler.seed + 1000 * worker + finished
     if tc.sampler.name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=4)
@@ -67,7 +68,11 @@ def open_study(tc: TuneConfig, storage_url: str | None, folder: Path, worker: in
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = make_storage(storage_url, folder)
+    try:
+        finished = len(optuna.load_study(study_name=tc.study, storage=storage).trials)
+    except KeyError:  # a new study
+        finished = 0
     study = optuna.create_study(storage=storage, study_name=tc.study, direction="maximize", load_if_exists=True,
-                                sampler=make_sampler(tc, worker), pruner=make_pruner(tc))
+                                sampler=make_sampler(tc, worker, finished), pruner=make_pruner(tc))
     study.set_user_attr("space", tc.space)
     return study

@@ -90,7 +90,7 @@ def summarise(tc: TuneConfig, base: RunConfig, study, folder: Path, run_dir: Pat
                  "default": {"select": score_model(base, model, "select", folder / "check" / "default"),
                              "report": default_rep["final"]},
                  "paired": compare(tuned_rep["per_dialogue"], default_rep["per_dialogue"]).as_dict()}
-        yaml_path = write_tuned_yaml(tc, {"model": model, "overrides": over}, tuned_dir)
+        best_cfg = {"model": model, "overrides": over}
     else:
         problem = InferProblem(run_dir, tc)
         weights, utility, fitted = _replay_infer(tc, problem, best)
@@ -105,12 +105,14 @@ def summarise(tc: TuneConfig, base: RunConfig, study, folder: Path, run_dir: Pat
                  "paired": compare(tuned_rows, problem.rows(uniform, "mean", None, "report")).as_dict(),
                  "paired_best_single": compare(tuned_rows, problem.rows({best_src: 1.0}, "mean", None,
                                                                         "report")).as_dict()}
-        yaml_path = write_tuned_yaml(tc, {"weights": weights, "utility": utility, "postprocess": fitted}, tuned_dir)
+        best_cfg = {"weights": weights, "utility": utility, "postprocess": fitted}
     # better only when the paired interval on dev-report lies above zero (against the best single source too)
     check["better"] = all(check[k]["ci_low"] > 0 for k in ("paired", "paired_best_single") if k in check)
+    yaml_path = write_tuned_yaml(tc, best_cfg, tuned_dir, check)
     plots = write_plots(study, folder)
     summary = {"study": tc.study, "space": tc.space, "trials": states, "best_params": best.params,
-               "best_trial": best.number, "check": check, "tuned_config": str(yaml_path), "plots": plots}
+               "best_trial": best.number, "check": check, "tuned_config": str(yaml_path),
+               "accepted": check["better"], "plots": plots}
     atomic_write_json(folder / "summary.json", summary)
     write_summary_md(folder / "summary.md", summary)
     return summary
