@@ -178,6 +178,25 @@ def test_changing_only_postprocess_reruns_only_postprocess_and_later(e2e, tmp_pa
     assert all(st[k] == "cached" for k in st if k.split(":")[0] in ("build", "train", "generate", "ensemble"))
 
 
+def test_set_overrides_give_the_same_keys_and_bytes_as_the_same_yaml_edit(e2e, tmp_path):
+    tmp, _ = e2e
+    edited = write_config(tmp_path / "edited.yaml", lambda c: {
+        **c, "postprocess": {**c["postprocess"], "tune_length_cap": False, "rules": ["normalise_whitespace"]}})
+    a = run_in(tmp, edited)
+    b = run_in(tmp, write_config(tmp_path / "plain.yaml"), "--set", "postprocess.tune_length_cap=false",
+               "--set", "postprocess.rules=[normalise_whitespace]")
+    assert a.returncode == 0 and b.returncode == 0, (a.stderr[-2000:], b.stderr[-2000:])
+    keys = [{k: v["key"] for k, v in json.loads((run_dir_of(r.stdout) / "manifest.json").read_text())["stages"].items()}
+            for r in (a, b)]
+    assert keys[0] == keys[1]
+    subs = [Path(re.search(r"^submission: (.+)$", r.stdout, flags=re.M).group(1)) for r in (a, b)]
+    assert subs[0].read_bytes() == subs[1].read_bytes()
+    run_b = run_dir_of(b.stdout)
+    assert json.loads((run_b / "config.snapshot.json").read_text())["postprocess"]["rules"] == ["normalise_whitespace"]
+    assert json.loads((run_b / "provenance.json").read_text())["set"] == [
+        "postprocess.tune_length_cap=false", "postprocess.rules=[normalise_whitespace]"]
+
+
 def test_changing_one_models_lora_rank_retrains_only_that_model(e2e, tmp_path):
     tmp, _ = e2e
 

@@ -15,6 +15,8 @@ from dialsum.engine.kinds import STAGE_KINDS
 from dialsum.errors import DialsumError
 
 DEFAULT_CONFIG = "configs/default.yaml"
+SET_HELP = ("edit the config as the same edit in the YAML would (repeatable): a dotted path, models by name, a YAML "
+            "value, e.g. --set models.tiny.lora.r=32 --set postprocess.ablate=false --set generate.backend=vllm")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--run-id", help="run folder name under output_dir (default: <name>-<config/data hash>)")
         sp.add_argument("--output-dir", help="override the config's output_dir (run folders)")
         sp.add_argument("--submissions-dir", help="override the config's submissions_dir")
+        sp.add_argument("--set", action="append", default=[], metavar="PATH=VALUE", help=SET_HELP)
 
     sp = sub.add_parser("run", help="all stages: train, generate, ensemble, postprocess, submit, report")
     with_config(sp)
@@ -117,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--space", choices=["train", "infer"], help="override the YAML's `space`")
     sp.add_argument("--run", help="infer space: the run folder whose candidates to tune over "
                                   "(default: the run config's default run)")
+    sp.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
+                    help="edit the tuning YAML (repeatable), e.g. --set sampler.name=random --set train.epochs=[1,2]")
     sp.add_argument("--worker", type=int, help=argparse.SUPPRESS)  # index of a worker process
     sp.set_defaults(func="tune:tune")
 

@@ -295,8 +295,44 @@ def _format_validation(path: Path, e: ValidationError) -> str:
     return f"{path}: {loc}: {err['msg']}" + (f" ({len(e.errors()) - 1} more)" if len(e.errors()) > 1 else "")
 
 
-def load_config(path: Path, overrides: dict | None = None) -> RunConfig:
-    """Load a run config (YAML) with its model files, apply overrides, validate."""
+def parse_set(item: str) -> tuple[list[str], Any]:
+    """`PATH=VALUE` of `--set`: a dotted path and a YAML scalar or list (`r=32`, `ablate=false`, `rules=[a, b]`)."""
+    path, eq, value = item.partition("=")
+    keys = path.strip().split(".")
+    if not eq or not all(k.strip() for k in keys):
+        raise DialsumError(f"--set {item!r}: expected PATH=VALUE, e.g. models.tiny.lora.r=32 or generate.backend=hf")
+    try:
+        return [k.strip() for k in keys], yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError as e:
+        raise DialsumError(f"--set {item!r}: the value is not YAML ({str(e).splitlines()[0]})") from None
+
+
+def apply_sets(raw: dict, sets: list[str] | None) -> dict:
+    """The config dict with `--set` edits applied, exactly where the same edit in the YAML would land; a model is
+    addressed by name (`models.<name>.<key>...`). Validation (unknown keys, types, ranges) is the schema's, after."""
+    for item in sets or []:
+        keys, value = parse_set(item)
+        node: Any = raw
+        if keys[0] == "models" and isinstance(raw.get("models"), list):
+            named = {m.get("name"): m for m in raw["models"] if isinstance(m, dict)}
+            if len(keys) < 3 or keys[1] not in named:
+                raise DialsumError(f"--set {item!r}: no model named {keys[1] if len(keys) > 1 else ''!r} "
+                                   f"(models: {', '.join(str(n) for n in named)}); use models.<name>.<key>=VALUE")
+            node, keys = named[keys[1]], keys[2:]
+        for k in keys[:-1]:
+            if not isinstance(node, dict):
+                raise DialsumError(f"--set {item!r}: {k!r} is inside a value, not a section")
+            if node.get(k) is None:  # a section the YAML leaves out: created, then checked by the schema
+                node[k] = {}
+            node = node[k]
+        if not isinstance(node, dict):
+            raise DialsumError(f"--set {item!r}: {keys[-1]!r} is inside a value, not a section")
+        node[keys[-1]] = value
+    return raw
+
+
+def load_config(path: Path, overrides: dict | None = None, sets: list[str] | None = None) -> RunConfig:
+    """Load a run config (YAML) with its model files, apply `--set` edits and overrides, validate."""
     path = Path(path).resolve()
     raw = read_yaml(path)
     base_dir = path.parent
@@ -307,6 +343,7 @@ def load_config(path: Path, overrides: dict | None = None) -> RunConfig:
         except DialsumError as e:
             raise DialsumError(f"{path}: models[{i}]: {e}") from None
     raw["models"] = models
+    raw = apply_sets(raw, sets)  # before paths are resolved: a --set path means what it means in the YAML
     for key in ("output_dir", "submissions_dir"):
         if key in raw:
             raw[key] = _resolve(base_dir, str(raw[key]))
@@ -386,9 +423,9 @@ class TuneConfig(Strict):
     enqueue: list[dict[str, Any]] = Field(default_factory=list, description="parameter sets tried first")
 
 
-def load_tune_config(path: Path) -> TuneConfig:
+def load_tune_config(path: Path, sets: list[str] | None = None) -> TuneConfig:
     path = Path(path).resolve()
-    raw = read_yaml(path)
+    raw = apply_sets(read_yaml(path), sets)
     if "run_config" in raw:
         raw["run_config"] = str((path.parent / str(raw["run_config"])).resolve())
     try:

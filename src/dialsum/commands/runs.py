@@ -20,12 +20,12 @@ def config_of(args):
         overrides["output_dir"] = str(Path(args.output_dir).resolve())
     if getattr(args, "submissions_dir", None):
         overrides["submissions_dir"] = str(Path(args.submissions_dir).resolve())
-    return load_config(Path(args.config), overrides)
+    return load_config(Path(args.config), overrides, getattr(args, "set", None))
 
 
 def run(args) -> int:
     out = run_pipeline(config_of(args), args.data_dir, args.run_id, args.backend, args.only_model, args.from_stage,
-                       args.force)
+                       args.force, args.set)
     if out["submission"] is None:
         print(f"run: {out['run_dir']} (model stages only: {', '.join(args.only_model)})")
         return 0
@@ -59,7 +59,7 @@ def train(args) -> int:
             print(describe_plan(m, cfg.generate))
         return 0
     preflight(models)
-    ctx = open_run(cfg, args.data_dir, args.run_id)
+    ctx = open_run(cfg, args.data_dir, args.run_id, sets=args.set)
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1  # torchrun/accelerate: every rank trains in-process
     eng = engine_for(ctx, in_process=distributed)
     stages = []
@@ -81,7 +81,7 @@ def generate(args) -> int:
     if args.adapter and len(models) != 1:
         raise DialsumError("--adapter needs exactly one model (--model NAME, or a config with one model)")
     preflight(models)
-    ctx = open_run(cfg, args.data_dir, args.run_id, args.backend)
+    ctx = open_run(cfg, args.data_dir, args.run_id, args.backend, sets=args.set)
     eng = engine_for(ctx)
     for m in models:
         if args.adapter:

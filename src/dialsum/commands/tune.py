@@ -10,7 +10,7 @@ from dialsum.tune.study import run_worker, tune as run_study
 
 
 def tune(args) -> int:
-    tc = load_tune_config(Path(args.config))
+    tc = load_tune_config(Path(args.config), args.set)
     tc = tc.model_copy(update={k: v for k, v in (("study", args.study), ("space", args.space)) if v})
     if args.trials < 1 or args.workers < 1:
         raise DialsumError("--trials and --workers must be at least 1")
@@ -19,7 +19,7 @@ def tune(args) -> int:
         base = load_config(tc.run_config)
         run_worker(tc, base, study_dir(base, tc.study), args.storage or tc.storage, args.trials, run_dir, args.worker)
         return 0
-    s = run_study(tc, args.trials, args.workers, args.storage or tc.storage, run_dir, Path(args.config))
+    s = run_study(tc, args.trials, args.workers, args.storage or tc.storage, run_dir, Path(args.config), args.set)
     c = s["check"]
     print(f"study {s['study']} ({s['space']}): {s['trials']}")
     print(f"  tuned   dev-select {c['tuned']['select']:.4f}  dev-report {c['tuned']['report']:.4f}  {s['best_params']}")

@@ -45,9 +45,9 @@ def run_stages(eng: Engine, stages: list[Stage], forced: set[str] = frozenset())
 
 def run_pipeline(cfg: RunConfig, data_dir: Path | None = None, run_id: str | None = None,
                  backend: str | None = None, only_models: list[str] | None = None, from_stage: str | None = None,
-                 force: list[str] | None = None) -> dict:
+                 force: list[str] | None = None, sets: list[str] | None = None) -> dict:
     """Every stage in order; finished stages (same key) are reused, the rest computed."""
-    ctx = open_run(cfg, data_dir, run_id, backend)
+    ctx = open_run(cfg, data_dir, run_id, backend, sets=sets)
     log(f"run {ctx.run_id} in {ctx.run_dir} (cache {ctx.cache})")
     models = select_models(cfg, only_models)
     preflight(models)

@@ -51,7 +51,8 @@ def default_run_id(cfg: RunConfig, hashes: dict[str, str]) -> str:
 
 
 def open_run(cfg: RunConfig, data_dir: Path | None = None, run_id: str | None = None,
-             backend: str | None = None, run_dir: Path | None = None, lock: bool = True) -> RunContext:
+             backend: str | None = None, run_dir: Path | None = None, lock: bool = True,
+             sets: list[str] | None = None) -> RunContext:
     """Load and check the data, fix the run folder and the dev split, write the run's snapshot files."""
     data_dir = Path(data_dir or cfg.data.dir).resolve()
     data = load_competition(data_dir)
@@ -71,7 +72,7 @@ def open_run(cfg: RunConfig, data_dir: Path | None = None, run_id: str | None = 
     snapshot = json.dumps(cfg.model_dump(mode="json"), indent=2, ensure_ascii=False)
     atomic_write_text(run_dir / "config.snapshot.json", snapshot + "\n")
     atomic_write_json(run_dir / "dev_split.json", {**split.as_dict(), "select_ratio": cfg.dev_split.select_ratio})
-    atomic_write_json(run_dir / "provenance.json", provenance(cfg, hashes, split))
+    atomic_write_json(run_dir / "provenance.json", {**provenance(cfg, hashes, split), "set": list(sets or [])})
     for part in ("select", "report"):
         rows = split.rows(data.dev, part)
         atomic_write_text(run_dir / f"dev_{part}.csv",

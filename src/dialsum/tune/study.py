@@ -32,7 +32,7 @@ def run_worker(tc: TuneConfig, base: RunConfig, folder: Path, storage_url: str |
 
 
 def tune(tc: TuneConfig, trials: int, workers: int, storage_url: str | None, run_dir: Path | None,
-         config_path: Path) -> dict:
+         config_path: Path, sets: list[str] | None = None) -> dict:
     base = load_config(tc.run_config)
     folder = study_dir(base, tc.study)
     folder.mkdir(parents=True, exist_ok=True)
@@ -64,7 +64,8 @@ def tune(tc: TuneConfig, trials: int, workers: int, storage_url: str | None, run
                                            "--trials", str(n), "--workers", "1", "--worker", str(i),
                                            "--space", tc.space,
                                            "--study", tc.study, *(["--storage", storage_url] if storage_url else []),
-                                           *(["--run", str(run_dir)] if run_dir else [])], env=env))
+                                           *(["--run", str(run_dir)] if run_dir else []),
+                                           *[x for s in sets or [] for x in ("--set", s)]], env=env))
         codes = [p.wait() for p in procs]
         if any(codes):
             log(f"worker exit codes {codes} (the study stays usable; re-run to add trials)")
