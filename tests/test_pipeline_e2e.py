@@ -167,6 +167,19 @@ def test_rerun_reuses_every_stage_and_does_not_overwrite(e2e):
     assert len(list((tmp / "subs").glob("*.csv"))) == 1
 
 
+def test_quiet_verbose_and_the_run_log(e2e):
+    tmp, first = e2e
+    run_dir = run_dir_of(first.stdout)
+    quiet = run_in(tmp, "configs/default.yaml", "--quiet")
+    assert quiet.returncode == 0, quiet.stderr[-2000:]
+    assert "[dialsum]" not in quiet.stderr and "submission:" in quiet.stdout
+    verbose = run_in(tmp, "configs/default.yaml", "--verbose")
+    assert verbose.returncode == 0 and "[dialsum] train:tiny: cached (key" in verbose.stderr
+    log = (run_dir / "logs" / "run.log").read_text(encoding="utf-8")
+    assert f"INFO run {run_dir.name} in" in log and "DEBUG train:tiny: cached (key" in log  # whatever the terminal got
+    assert "train:tiny: inputs {" in log  # the first run's DEBUG lines: what each stage was keyed by
+
+
 def test_changing_only_postprocess_reruns_only_postprocess_and_later(e2e, tmp_path):
     tmp, _ = e2e
     cfg = write_config(tmp_path / "pp.yaml", lambda c: {**c, "postprocess": {"ablate": True, "tune_length_cap": False,

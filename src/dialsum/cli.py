@@ -30,6 +30,10 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--output-dir", help="override the config's output_dir (run folders)")
         sp.add_argument("--submissions-dir", help="override the config's submissions_dir")
         sp.add_argument("--set", action="append", default=[], metavar="PATH=VALUE", help=SET_HELP)
+        talk = sp.add_mutually_exclusive_group()
+        talk.add_argument("--quiet", action="store_true", help="only warnings and errors on the terminal (stage "
+                                                               "output still goes to runs/<id>/logs/)")
+        talk.add_argument("--verbose", action="store_true", help="also debug messages (stage inputs, cache hits)")
 
     sp = sub.add_parser("run", help="all stages: train, generate, ensemble, postprocess, submit, report")
     with_config(sp)

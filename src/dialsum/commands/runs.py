@@ -1,11 +1,13 @@
 """`dialsum run`, `train`, `generate` and `build-tiny-model`: the commands that run stages through the engine."""
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from pathlib import Path
 
 from dialsum.config import TinyModelSpec, load_config
+from dialsum.engine.core import console
 from dialsum.engine.graph import forced_set, generate_stage, select_models, train_stage
 from dialsum.engine.pipeline import engine_for, preflight, run_pipeline, run_stages
 from dialsum.engine.runs import open_run
@@ -14,7 +16,10 @@ from dialsum.io.data import load_dialogues
 
 
 def config_of(args):
-    """The run config of `--config`, with the folder flags every run command takes applied."""
+    """The run config of `--config`, with the folder flags every run command takes applied (and --quiet/--verbose
+    set for the terminal)."""
+    if getattr(args, "quiet", False) or getattr(args, "verbose", False):
+        console(logging.WARNING if args.quiet else logging.DEBUG)
     overrides = {}
     if getattr(args, "output_dir", None):
         overrides["output_dir"] = str(Path(args.output_dir).resolve())

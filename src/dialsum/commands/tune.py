@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dialsum.config import load_config, load_tune_config
+from dialsum.config import load_config
 from dialsum.errors import DialsumError
+from dialsum.tune.config import load_tune_config
 from dialsum.tune.storage import study_dir
 from dialsum.tune.study import run_worker, tune as run_study
 

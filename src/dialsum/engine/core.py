@@ -17,6 +17,7 @@ import fcntl
 import hashlib
 import importlib
 import json
+import logging
 import os
 import shutil
 import signal
@@ -82,8 +83,56 @@ def cached_result(stage: Stage, cache: Path) -> dict | None:
         return None
 
 
-def log(msg: str) -> None:
-    print(f"[dialsum] {msg}", file=sys.stderr, flush=True)
+LOGGER = logging.getLogger("dialsum")
+
+
+class _Stderr(logging.StreamHandler):
+    """stderr as it is when a message is written (not when the handler was made), as `[dialsum] message`."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
+_console: logging.Handler | None = None
+_files: dict[str, logging.Handler] = {}
+
+
+def console(level: int = logging.INFO) -> None:
+    """Show dialsum's messages on stderr from `level` on (WARNING for --quiet, DEBUG for --verbose)."""
+    global _console
+    if _console is None:
+        _console = _Stderr()
+        _console.setFormatter(logging.Formatter("[dialsum] %(message)s"))
+        LOGGER.addHandler(_console)
+        LOGGER.setLevel(logging.DEBUG)
+        LOGGER.propagate = False
+    _console.setLevel(level)
+
+
+def quiet() -> bool:
+    """--quiet: stage children's output goes to their log files only, not to the terminal."""
+    return _console is not None and _console.level > logging.INFO
+
+
+def log_to_file(path: Path) -> None:
+    """Also keep every message, DEBUG included and timestamped, in `path` (a run's logs/run.log)."""
+    key = str(Path(path).resolve())
+    if key in _files:
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setLevel(logging.DEBUG)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    LOGGER.addHandler(handler)
+    LOGGER.setLevel(logging.DEBUG)
+    _files[key] = handler
+
+
+def log(msg: str, level: int = logging.INFO) -> None:
+    if _console is None:
+        console()
+    LOGGER.log(level, msg)
 
 
 def dist_rank() -> tuple[int, int]:
@@ -197,7 +246,8 @@ def run_child(out: Path, log_path: Path, name: str) -> None:
         proc = subprocess.Popen([sys.executable, "-m", "dialsum.engine.worker", str(out)], stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent)
         last: list = []
-        t = threading.Thread(target=_tee, args=(proc.stdout, [sys.stderr.buffer, logf], last), daemon=True)
+        sinks = [logf] if quiet() else [sys.stderr.buffer, logf]
+        t = threading.Thread(target=_tee, args=(proc.stdout, sinks, last), daemon=True)
         t.start()
         try:
             rc = proc.wait()
@@ -206,7 +256,7 @@ def run_child(out: Path, log_path: Path, name: str) -> None:
             proc.wait()
             raise
         t.join(timeout=5)
-    if last and last[0] not in (b"\n", b""):  # a progress bar left mid-line: end it so messages start clean
+    if last and last[0] not in (b"\n", b"") and not quiet():  # a progress bar left mid-line: end it cleanly
         sys.stderr.write("\n")
         sys.stderr.flush()
     if rc == PRUNED_EXIT:
@@ -278,6 +328,7 @@ class Engine:
         if not force:
             hit = cached_result(stage, self.cache)
             if hit is not None:
+                log(f"{stage.name}: cached (key {stage.key})", logging.DEBUG)
                 self.record(stage, hit, "cached")
                 return hit
         if rank != 0 and not (self.in_process and stage.kind == "train"):
@@ -296,6 +347,8 @@ class Engine:
                                            "version": stage.version, "fn": stage.fn, "inputs": stage.inputs,
                                            "context": stage.context})
             log(f"{stage.name}: running (key {stage.key})")
+            log(f"{stage.name}: inputs {json.dumps(stage.inputs, sort_keys=True, ensure_ascii=False)[:2000]}",
+                logging.DEBUG)
             if stage.child and not self.in_process:
                 run_child(out, self.run_dir / "logs" / log_name(stage.name), stage.name)
                 result = cached_result(stage, self.cache)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dialsum.config import RunConfig
-from dialsum.engine.core import Stage, hash_json, hold_run_folder, sha256_file
+from dialsum.engine.core import Stage, hash_json, hold_run_folder, log_to_file, sha256_file
 from dialsum.errors import DialsumError
 from dialsum.io.data import CompetitionData, load_competition
 from dialsum.io.devsplit import DevSplit, split_dev
@@ -69,6 +69,7 @@ def open_run(cfg: RunConfig, data_dir: Path | None = None, run_id: str | None = 
     if not lock:
         return ctx
     hold_run_folder(run_dir)
+    log_to_file(run_dir / "logs" / "run.log")
     snapshot = json.dumps(cfg.model_dump(mode="json"), indent=2, ensure_ascii=False)
     atomic_write_text(run_dir / "config.snapshot.json", snapshot + "\n")
     atomic_write_json(run_dir / "dev_split.json", {**split.as_dict(), "select_ratio": cfg.dev_split.select_ratio})

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-
-from dialsum.config import TuneConfig
 from dialsum.engine.runs import reopen_run
 from dialsum.errors import DialsumError
 from dialsum.io.candidates import read_candidates
 from dialsum.scoring.metric import metric_rows, metric_scorer
 from dialsum.selection.consensus import Rule, prepare
 from dialsum.selection.postprocess import RULES, FittedPostprocess, LengthCap
+from dialsum.tune.config import TuneConfig
 
 
 class InferProblem:

@@ -6,9 +6,10 @@ import json
 import os
 from pathlib import Path
 
-from dialsum.config import TuneConfig, deep_merge, load_config, read_yaml
+from dialsum.config import deep_merge, load_config, read_yaml
 from dialsum.engine.core import log
 from dialsum.io.files import atomic_write_text
+from dialsum.tune.config import TuneConfig
 
 
 def _rel(path: Path, start: Path) -> str:

@@ -4,8 +4,7 @@ never imports the tuning package."""
 from __future__ import annotations
 
 from pathlib import Path
-
-from dialsum.config import TuneConfig
+from dialsum.tune.config import TuneConfig
 from dialsum.tune.storage import make_pruner, make_storage
 
 

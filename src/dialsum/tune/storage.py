@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dialsum.config import RunConfig, TuneConfig
+from dialsum.config import RunConfig
 from dialsum.errors import DialsumError
+from dialsum.tune.config import TuneConfig
 
 
 def study_dir(cfg: RunConfig, study: str) -> Path:

@@ -7,13 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from dialsum.config import RunConfig, TuneConfig, load_config
+from dialsum.config import RunConfig, load_config
 from dialsum.engine.core import log
 from dialsum.engine.runs import data_hashes, default_run_id
 from dialsum.errors import DialsumError
 from dialsum.hardware import gpu_count
 from dialsum.io.files import atomic_write_json
 from dialsum.scoring.bootstrap import compare
+from dialsum.tune.config import TuneConfig
 from dialsum.tune.infer_space import InferProblem, infer_objective, infer_params
 from dialsum.tune.outputs import write_plots, write_summary_md, write_tuned_yaml
 from dialsum.tune.storage import open_study, study_dir

@@ -6,11 +6,12 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from dialsum.config import RunConfig, TuneConfig, deep_merge
+from dialsum.config import RunConfig, deep_merge
 from dialsum.engine.core import Engine, StagePruned
 from dialsum.engine.graph import devscore_stage, select_models, train_stage
 from dialsum.engine.runs import open_run
 from dialsum.errors import DialsumError
+from dialsum.tune.config import TuneConfig
 
 
 def train_overrides(tc: TuneConfig, trial) -> dict:

@@ -1,0 +1,72 @@
+"""The tuning YAML (`dialsum tune --config configs/tune.yaml`) as typed objects: the study, its storage, sampler and
+pruner, and what each space samples. Same loader rules as a run config (`--set`, one-line validation errors)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, field_validator
+
+from dialsum.config import Strict, _format_validation, apply_sets, read_yaml
+from dialsum.errors import DialsumError
+
+
+class SamplerSpec(Strict):
+    name: Literal["tpe", "random"] = "tpe"
+    seed: int = 42
+
+
+class PrunerSpec(Strict):
+    name: Literal["median", "hyperband", "none"] = "median"
+    n_startup_trials: int = Field(5, ge=0)
+    n_warmup_steps: int = Field(0, ge=0)
+
+
+class TrainSpace(Strict):
+    """What a training trial samples: LoRA rank from ranks vLLM serves, a log-uniform learning rate, alpha as a
+    multiple of the rank, dropout and epochs (uniform)."""
+    lora_r: list[int] = Field(default_factory=lambda: [8, 16, 32])
+    learning_rate: tuple[float, float] = (1e-4, 5e-3)
+    alpha_multiple: list[float] = Field(default_factory=lambda: [1.0, 2.0])
+    dropout: tuple[float, float] = (0.0, 0.1)
+    epochs: tuple[int, int] = (2, 6)
+
+    @field_validator("lora_r")
+    @classmethod
+    def _ranks(cls, v):
+        bad = [r for r in v if r not in (8, 16, 32, 64, 128)]
+        if bad or not v:
+            raise ValueError(f"lora_r {v}: ranks must come from 8, 16, 32, 64, 128 (what vLLM serves)")
+        return v
+
+
+class InferSpace(Strict):
+    """What an inference trial samples over a finished run's candidates: each source's weight in the consensus
+    (0 = out), the utility, and the post-processing rules and length cap."""
+    weights: list[float] = Field(default_factory=lambda: [0.0, 0.5, 1.0, 2.0])
+    utility: list[Literal["mean", "rouge1", "rouge2", "rougeL"]] = Field(default_factory=lambda: ["mean"])
+    postprocess: bool = True
+
+
+class TuneConfig(Strict):
+    study: str = Field("tune", pattern=r"^[A-Za-z0-9._-]+$")
+    run_config: Path
+    model: str | None = Field(None, description="train space: the model to tune (default: the run config's first)")
+    space: Literal["train", "infer"] = "train"
+    storage: str | None = Field(None, description="default: runs/tune/<study>/journal.log (journal file)")
+    sampler: SamplerSpec = SamplerSpec()
+    pruner: PrunerSpec = PrunerSpec()
+    train: TrainSpace = TrainSpace()
+    infer: InferSpace = InferSpace()
+    enqueue: list[dict[str, Any]] = Field(default_factory=list, description="parameter sets tried first")
+
+
+def load_tune_config(path: Path, sets: list[str] | None = None) -> TuneConfig:
+    path = Path(path).resolve()
+    raw = apply_sets(read_yaml(path), sets)
+    if "run_config" in raw:
+        raw["run_config"] = str((path.parent / str(raw["run_config"])).resolve())
+    try:
+        return TuneConfig.model_validate(raw)
+    except ValidationError as e:
+        raise DialsumError(_format_validation(path, e)) from None
