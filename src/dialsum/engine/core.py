@@ -95,7 +95,7 @@ class _Stderr(logging.StreamHandler):
 
 
 _console: logging.Handler | None = None
-_files: dict[str, logging.Handler] = {}
+_file: list = []  # [(path, handler)] of the run folder this process works in now
 
 
 def console(level: int = logging.INFO) -> None:
@@ -116,17 +116,21 @@ def quiet() -> bool:
 
 
 def log_to_file(path: Path) -> None:
-    """Also keep every message, DEBUG included and timestamped, in `path` (a run's logs/run.log)."""
+    """Also keep every message, DEBUG included and timestamped, in `path` (the run's logs/run.log): one file at a
+    time, the run folder opened last (a tuning study opens one per trial)."""
     key = str(Path(path).resolve())
-    if key in _files:
+    if _file and _file[0][0] == key:
         return
+    for _, old in _file:
+        LOGGER.removeHandler(old)
+        old.close()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setLevel(logging.DEBUG)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     LOGGER.addHandler(handler)
     LOGGER.setLevel(logging.DEBUG)
-    _files[key] = handler
+    _file[:] = [(key, handler)]
 
 
 def log(msg: str, level: int = logging.INFO) -> None:
