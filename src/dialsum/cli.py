@@ -156,6 +156,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true", help='print {"a", "b", "diff", "ci_low", "ci_high", "p_value", "n"}')
     sp.set_defaults(func="score:compare")
 
+    sp = sub.add_parser("report", help="rebuild a finished run's report.html (per-dialogue explorer) from its folder")
+    sp.add_argument("run_dir", help="runs/<id>")
+    sp.add_argument("--open", action="store_true", help="open it in the default browser")
+    sp.set_defaults(func="report:report")
+
     sp = sub.add_parser("score", help="leaderboard metric of a predictions CSV against references")
     sp.add_argument("--pred", required=True)
     sp.add_argument("--refs", required=True)

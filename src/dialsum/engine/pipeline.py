@@ -11,10 +11,12 @@ from pathlib import Path
 
 from dialsum.config import ModelConfig, RunConfig
 from dialsum.engine.core import Engine, Stage, log
+from dialsum.engine.explorer import explorer_data
 from dialsum.engine.graph import forced_set, full_plan, model_stages, select_models
 from dialsum.engine.runs import RunContext, open_run
 from dialsum.io.candidates import read_split_table
 from dialsum.io.files import atomic_write_json
+from dialsum.io.html_report import write_html
 from dialsum.io.report import write_report
 from dialsum.scoring.bootstrap import compare, interval
 
@@ -174,4 +176,5 @@ def write_run_report(ctx: RunContext, stages: list[Stage], results: dict[str, di
     path = write_report(ctx.run_dir, ctx.run_id, rows, pick_sources, extra)
     atomic_write_json(ctx.run_dir / "scores.json", {"rows": rows, "ensemble_chosen": ens["chosen"],
                                                     "comparisons": comparisons})
+    write_html(ctx.run_dir / "report.html", explorer_data(ctx.run_dir))
     return path, rows
