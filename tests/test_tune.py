@@ -152,3 +152,76 @@ def test_a_resumed_study_reseeds_so_no_parameter_set_repeats(tuned_run, tmp_path
         assert r.returncode == 0, r.stderr[-3000:]
     params = [tuple(sorted(t.params.items())) for t in trials_of(tmp_path, "again")]
     assert len(params) == 10 and len(set(params)) == 10
+
+
+def _workers_of(study_name: str) -> dict[int, int]:
+    """worker index -> pid of the `dialsum tune --worker i` processes of this study (read from /proc)."""
+    out = {}
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit():
+            continue
+        try:
+            args = (p / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if "tune" in args and "--worker" in args and study_name in args:
+            out[int(args[args.index("--worker") + 1])] = int(p.name)
+    return out
+
+
+def test_postgresql_study_survives_a_killed_worker_and_resumes(tmp_path):
+    """A real PostgreSQL server (pgserver, started and stopped here): two workers share the study, one is killed with
+    SIGKILL mid-trial; the other's heartbeat check marks that trial failed and runs its retry; the same command on the
+    same storage then resumes the study."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    try:
+        import pgserver
+    except ImportError:
+        if os.environ.get("CI") == "true":
+            raise
+        pytest.skip("pgserver is not installed (requirements-dev.txt)")
+    server = pgserver.get_server(str(tmp_path / "pg"), cleanup_mode="stop")
+    try:
+        url = server.get_uri()
+        cfg = tune_yaml(tmp_path, "pg", pruner={"name": "none"}, heartbeat={"interval": 1, "grace": 3},
+                        train={"lora_r": [8], "learning_rate": [1e-3, 5e-3], "alpha_multiple": [2.0],
+                               "dropout": [0.0, 0.05], "epochs": [1, 1]})
+        from conftest import ROOT
+
+        parent = subprocess.Popen([sys.executable, "-m", "dialsum", "tune", "--config", str(cfg), "--trials", "3",
+                                   "--workers", "2", "--storage", url], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True, cwd=ROOT)
+        killed = None
+        deadline = time.time() + 300
+        while killed is None and time.time() < deadline and parent.poll() is None:
+            try:
+                running = [t for t in optuna.load_study(study_name="pg", storage=url).trials
+                           if t.state == optuna.trial.TrialState.RUNNING]
+            except KeyError:  # the study is not created yet
+                running = []
+            workers = _workers_of("pg")
+            if len(running) == 2 and 1 in workers:
+                os.kill(workers[1], signal.SIGKILL)  # worker 1 dies mid-trial, as on a lost machine
+                killed = workers[1]
+            time.sleep(0.2)
+        out, err = parent.communicate(timeout=900)
+        assert killed is not None, err[-3000:]
+        assert parent.returncode == 0, err[-3000:]
+        assert "worker exit codes [0, -9]" in err
+        trials = optuna.load_study(study_name="pg", storage=url).trials
+        failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
+        assert len(failed) == 1, [(t.number, t.state) for t in trials]
+        retries = [t for t in trials
+                   if optuna.storages.RetryFailedTrialCallback.retried_trial_number(t) == failed[0].number]
+        assert len(retries) == 1 and retries[0].state == optuna.trial.TrialState.COMPLETE
+        assert retries[0].params == failed[0].params  # the same parameters, run again
+        r = run_cli("tune", "--config", str(cfg), "--trials", "1", "--workers", "1", "--storage", url)
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert len(optuna.load_study(study_name="pg", storage=url).trials) == len(trials) + 1
+    finally:
+        server.cleanup()

@@ -48,6 +48,13 @@ class InferSpace(Strict):
     postprocess: bool = True
 
 
+class HeartbeatSpec(Strict):
+    """RDB storage only: each worker beats every `interval` s; a trial whose worker is silent for `grace` s (killed,
+    machine lost) is marked failed and retried, at most twice."""
+    interval: int = Field(30, ge=1)
+    grace: int = Field(90, ge=2)
+
+
 class TuneConfig(Strict):
     study: str = Field("tune", pattern=r"^[A-Za-z0-9._-]+$")
     run_config: Path
@@ -59,6 +66,7 @@ class TuneConfig(Strict):
     train: TrainSpace = TrainSpace()
     infer: InferSpace = InferSpace()
     enqueue: list[dict[str, Any]] = Field(default_factory=list, description="parameter sets tried first")
+    heartbeat: HeartbeatSpec = HeartbeatSpec()
 
 
 def load_tune_config(path: Path, sets: list[str] | None = None) -> TuneConfig:

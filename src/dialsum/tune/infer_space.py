@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+
 from dialsum.engine.runs import reopen_run
 from dialsum.errors import DialsumError
 from dialsum.io.candidates import read_candidates

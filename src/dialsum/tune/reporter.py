@@ -4,6 +4,7 @@ never imports the tuning package."""
 from __future__ import annotations
 
 from pathlib import Path
+
 from dialsum.tune.config import TuneConfig
 from dialsum.tune.storage import make_pruner, make_storage
 
@@ -12,8 +13,9 @@ def trial_reporter(info: dict):
     """For the training child: report (step, dev-select score) to the trial, raise TrialPruned when told."""
     import optuna
 
-    study = optuna.load_study(study_name=info["study"], storage=make_storage(info["storage"], Path(info["folder"])),
-                              pruner=make_pruner(TuneConfig.model_validate(info["tune"])))
+    tc = TuneConfig.model_validate(info["tune"])
+    storage = make_storage(info["storage"], Path(info["folder"]), (tc.heartbeat.interval, tc.heartbeat.grace))
+    study = optuna.load_study(study_name=info["study"], storage=storage, pruner=make_pruner(tc))
     trial = optuna.trial.Trial(study, info["trial_id"])
 
     def report(step: int, value: float) -> None:

@@ -13,9 +13,10 @@ def study_dir(cfg: RunConfig, study: str) -> Path:
     return Path(cfg.output_dir) / "tune" / study
 
 
-def make_storage(url: str | None, folder: Path):
-    """A journal file by default; `sqlite:///…`, `postgresql://…`, `mysql://…` as RDB storage with heartbeats (a
-    killed worker's trial is failed and retried); a path ending in .log as a journal file."""
+def make_storage(url: str | None, folder: Path, heartbeat: tuple[int, int] = (30, 90)):
+    """A journal file by default; `sqlite:///…`, `postgresql://…`, `mysql://…` as RDB storage with heartbeats every
+    heartbeat[0] s (a worker silent for heartbeat[1] s has its trial failed and retried, twice at most); a path
+    ending in .log as a journal file."""
     import warnings
 
     import optuna
@@ -34,7 +35,7 @@ def make_storage(url: str | None, folder: Path):
             warnings.simplefilter("ignore")
             from optuna.storages import RetryHeartbeatStaleTrialCallback
 
-            return RDBStorage(url, heartbeat_interval=30, grace_period=90,
+            return RDBStorage(url, heartbeat_interval=heartbeat[0], grace_period=heartbeat[1],
                               heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2))
     except Exception as e:  # noqa: BLE001 - any driver/URL error is the user's to fix, in one line
         raise DialsumError(f"--storage {url!r}: cannot open ({str(e).splitlines()[0][:200]})") from None
@@ -68,7 +69,7 @@ def open_study(tc: TuneConfig, storage_url: str | None, folder: Path, worker: in
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = make_storage(storage_url, folder)
+    storage = make_storage(storage_url, folder, (tc.heartbeat.interval, tc.heartbeat.grace))
     try:
         finished = len(optuna.load_study(study_name=tc.study, storage=storage).trials)
     except KeyError:  # a new study
