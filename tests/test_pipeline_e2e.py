@@ -167,6 +167,37 @@ def test_rerun_reuses_every_stage_and_does_not_overwrite(e2e):
     assert len(list((tmp / "subs").glob("*.csv"))) == 1
 
 
+def test_tracking_tensorboard_by_default_and_mlflow_for_real(e2e, tmp_path):
+    """The default run wrote TensorBoard events (loss curves, dev scores); the same run with tracking.backend=mlflow
+    (all stages cached) logs the same numbers into a local MLflow store, read back with MLflow's own client."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tmp, first = e2e
+    run_dir = run_dir_of(first.stdout)
+    scores = json.loads((run_dir / "scores.json").read_text())
+    post = next(x for x in scores["rows"] if x["stage"] == "postprocess")
+    ea = EventAccumulator(str(run_dir / "tensorboard" / "dialsum"))
+    ea.Reload()
+    loss = [s.value for s in ea.Scalars("train/tiny/loss")]
+    assert len(loss) > 2 and loss[-1] < loss[0]  # the curve of a model that learned
+    (tag,) = [x for x in ea.Tags()["scalars"] if x.startswith("dev_report/postprocess/")]
+    assert ea.Scalars(tag)[0].value == pytest.approx(post["report"]["final"], abs=1e-4)
+    assert any(x.startswith("generate/tiny-bart/candidates_per_second") for x in ea.Tags()["scalars"])
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    r = run_in(tmp, "configs/default.yaml", "--set", "tracking.backend=mlflow", "--set", f"tracking.uri={store}")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert run_dir_of(r.stdout) == run_dir  # tracking is not part of the run id or of any stage key
+    import mlflow
+
+    client = mlflow.tracking.MlflowClient(store)
+    (run,) = client.search_runs([client.get_experiment_by_name("dialsum").experiment_id])
+    assert run.info.run_name == run_dir.name and run.data.params["ensemble.method"]
+    hist = [m.value for m in client.get_metric_history(run.info.run_id, "train.tiny.loss")]
+    assert hist == pytest.approx(loss)
+    (name,) = [m for m in run.data.metrics if m.startswith("dev_report.postprocess.")]
+    assert run.data.metrics[name] == pytest.approx(post["report"]["final"], abs=1e-9)
+
+
 def test_quiet_verbose_and_the_run_log(e2e):
     tmp, first = e2e
     run_dir = run_dir_of(first.stdout)

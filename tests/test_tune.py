@@ -76,6 +76,8 @@ def test_two_workers_on_a_journal_write_the_tuned_yaml_and_plots(study):
     assert "| tuned (best trial) |" in (folder / "summary.md").read_text()
     # each trial ran its own training in a child process: one train log per trial folder
     assert len(list((folder / "trials").glob("*/logs/train-tiny.log"))) == 4
+    # each trial is tracked (TensorBoard by default): its value and its dev-select curve
+    assert len(list((folder / "trials").glob("*/tensorboard/dialsum/events.out.tfevents.*"))) == 4
 
 
 def test_the_same_command_resumes_the_study_and_adds_trials(study):

@@ -210,6 +210,15 @@ class DevSplitSpec(Strict):
     seed: int | None = Field(None, description="default: the run's seed")
 
 
+class TrackingSpec(Strict):
+    """Where a run's numbers go besides report.md: TensorBoard event files under runs/<id>/tensorboard (default),
+    an MLflow tracking server or local SQLite store, Weights & Biases (offline unless logged in), or nowhere."""
+    backend: Literal["tensorboard", "mlflow", "wandb", "none"] = "tensorboard"
+    uri: str | None = Field(None, description="mlflow: tracking URI (default sqlite:///<output_dir>/mlflow.db); "
+                                              "wandb: its directory (default runs/<id>)")
+    experiment: str = Field("dialsum", description="mlflow experiment / wandb project")
+
+
 class RunConfig(Strict):
     name: str = Field("run", pattern=r"^[A-Za-z0-9._-]+$")
     seed: int = 42
@@ -222,6 +231,7 @@ class RunConfig(Strict):
     ensemble: EnsembleSpec = EnsembleSpec()
     postprocess: PostprocessSpec = PostprocessSpec()
     dev_split: DevSplitSpec = DevSplitSpec()
+    tracking: TrackingSpec = TrackingSpec()
 
     @field_validator("models")
     @classmethod

@@ -14,6 +14,7 @@ from dialsum.engine.core import Engine, Stage, log
 from dialsum.engine.explorer import explorer_data
 from dialsum.engine.graph import forced_set, full_plan, model_stages, select_models
 from dialsum.engine.runs import RunContext, open_run
+from dialsum.engine.tracking import track_run
 from dialsum.io.candidates import read_split_table
 from dialsum.io.files import atomic_write_json
 from dialsum.io.html_report import write_html
@@ -63,6 +64,8 @@ def run_pipeline(cfg: RunConfig, data_dir: Path | None = None, run_id: str | Non
     stages = full_plan(ctx)
     results = run_stages(eng, stages, forced_set(stages, force or [], from_stage))
     report, rows = write_run_report(ctx, stages, results)
+    comparisons = json.loads((ctx.run_dir / "scores.json").read_text(encoding="utf-8")).get("comparisons", [])
+    track_run(cfg.tracking, ctx.run_id, ctx.run_dir, Path(cfg.output_dir), eng.manifest["stages"], rows, comparisons)
     eng.set("parent_imported_torch", "torch" in sys.modules)
     log(f"report: {report}")
     return {"run_id": ctx.run_id, "run_dir": ctx.run_dir, "submission": Path(results["submit"]["path"]),

@@ -10,6 +10,7 @@ from pathlib import Path
 from dialsum.config import RunConfig, load_config
 from dialsum.engine.core import log
 from dialsum.engine.runs import data_hashes, default_run_id
+from dialsum.engine.tracking import trial_logger
 from dialsum.errors import DialsumError
 from dialsum.hardware import gpu_count
 from dialsum.io.files import atomic_write_json
@@ -29,7 +30,8 @@ def run_worker(tc: TuneConfig, base: RunConfig, folder: Path, storage_url: str |
         obj = train_objective(tc, base, tc.model or base.models[0].name, folder, storage_url)
     else:
         obj = infer_objective(tc, InferProblem(run_dir, tc))
-    study.optimize(obj, n_trials=n_trials, catch=(DialsumError,))
+    study.optimize(obj, n_trials=n_trials, catch=(DialsumError,),
+                   callbacks=[trial_logger(base.tracking, tc.study, folder, Path(base.output_dir))])
 
 
 def tune(tc: TuneConfig, trials: int, workers: int, storage_url: str | None, run_dir: Path | None,
