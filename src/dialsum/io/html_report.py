@@ -4,7 +4,8 @@ The stage table with dev-report intervals, the paired comparisons, the fitted en
 score distributions and score against length (inline PNGs), and a per-dialogue explorer over dev: the dialogue, its
 reference, every candidate with its source, its score against the reference and its consensus utility, the pick and
 the best candidate marked, the gap between them; sortable by gap, score or source, filterable by source and topic.
-Opened with `?selftest`, the page sorts itself and writes what it saw into `#selftest` (the browser test reads it).
+Opened with `?explore` it opens on the explorer; with `?selftest` it sorts itself and writes what it saw into
+`#selftest` (the browser test reads it).
 """
 from __future__ import annotations
 
@@ -73,6 +74,10 @@ options('ftopic', data.dialogues.map(d => d.topic).filter(t => t));
 document.getElementById('fsource').onchange = render; document.getElementById('ftopic').onchange = render;
 document.querySelectorAll('th.sort').forEach(th => th.onclick = () => sortBy(th.dataset.key));
 render();
+if (location.search.includes('explore')) {  // open on the explorer, the largest-gap dialogue expanded
+  document.body.prepend(document.getElementById('explorer-section'));
+  document.querySelector('#explorer-body tr.row').click();
+}
 if (location.search.includes('selftest')) {
   const order = () => [...document.querySelectorAll('#explorer-body tr.row')].map(t => t.dataset.fname);
   const first = order(); sortBy('fname'); const byName = order(); sortBy('gap'); const byGap = order();
@@ -160,21 +165,21 @@ def render(data: dict, images: dict[str, str]) -> str:
         f"{' Chosen by ' + html.escape(str(fit.get('chosen_by'))) + '.' if fit else ''}</p>",
         _table(["held-out (k-fold on dev-select)", "score"],
                [[k, f"{cv[k]:.4f}"] for k in ("fitted", "best_single", "uniform", "oracle") if k in cv]) if cv else "",
-        _table(["source", "quality (dev-select)", "weight"],
+        _table(["source", "quality (dev-select)", "weight in the fitted rule"],
                [[s, f"{q:.3f}", f"{fit.get('members', {}).get(s, 0):.3f}"]
                 for s, q in sorted(fit.get("source_quality", {}).items(), key=lambda kv: -kv[1])]) if fit else "",
         "<h2>Post-processing (one-standard-error rule on dev-select)</h2>",
         _table(["rule", "held-out gain", "SE", "kept", "why"], gains),
         "<h2>Scores by source and by length (dev)</h2>",
         *[f'<img alt="{k}" src="{v}">' for k, v in images.items()],
-        "<h2>Dialogues</h2><p>source <select id='fsource'><option value=''>all</option></select> topic "
+        "<div id='explorer-section'><h2>Dialogues</h2><p>source <select id='fsource'><option value=''>all</option></select> topic "
         "<select id='ftopic'><option value=''>all</option></select> · <span id='count'></span> dialogues · click a row "
         "for the dialogue, its reference and every candidate (pick and best marked)</p>",
         "<table id='explorer'><thead><tr>" + "".join(
             f"<th class='sort' data-key='{k}'>{n}</th>" for k, n in
             (("fname", "fname"), ("topic", "topic"), ("part", "dev part"), ("pick_source", "pick source"),
              ("pick_score", "pick score"), ("best_score", "best score"), ("gap", "gap"), ("length", "length"))) +
-        "</tr></thead><tbody id='explorer-body'></tbody></table>",
+        "</tr></thead><tbody id='explorer-body'></tbody></table></div>",
     ]
     blob = json.dumps(data, ensure_ascii=False).replace("</", "<\\/")
     return ("<!doctype html><html><head><meta charset='utf-8'><title>dialsum report</title>"
