@@ -13,9 +13,9 @@ Packages by job, imports one way (checked by tests/test_layout.py):
     io             competition data, candidate store, references, submission, report files
     core modules   errors, config, hardware (the GPU probe), faults (test hooks): import no package above
 
-A package imports only from packages listed below it (models may import io and scoring; selection only scoring;
-scoring and io only core modules), with two exceptions: engine builds stages whose functions live in models but
-never sees tune, commands or cli; and nothing imports cli.
+Allowed imports (besides core, which every package may use): commands -> tune, engine, models, selection,
+scoring, io; tune -> engine, selection, scoring, io; engine -> models, selection, scoring, io; models -> scoring, io;
+selection -> scoring; scoring, io -> nothing else; cli -> commands (by name) and engine.kinds; nothing imports cli.
 """
 
 __version__ = "0.1.0"
