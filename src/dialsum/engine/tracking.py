@@ -30,7 +30,10 @@ class Tracker:
         if self.backend == "tensorboard":
             from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
-            self._tb = EventFileWriter(str(Path(folder) / "tensorboard" / "dialsum"))
+            logdir = Path(folder) / "tensorboard" / "dialsum"
+            for old in logdir.glob("events.out.tfevents.*"):  # a re-run replaces the run's numbers, not repeats them
+                old.unlink()
+            self._tb = EventFileWriter(str(logdir))
         elif self.backend == "mlflow":
             try:
                 import mlflow
