@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from dialsum.errors import DialsumError
-from dialsum.io.data import read_table, require_columns
+from dialsum.io.data import read_table, require_columns, unique_key
 from dialsum.io.files import atomic_write_text, csv_text
 
 
@@ -134,12 +134,9 @@ def read_predictions(path: Path) -> dict[str, str]:
         raise DialsumError(f"{path}: missing column fname (or id)")
     require_columns(path, header, ["summary"])
     out: dict[str, str] = {}
+    seen: dict[str, int] = {}
     for i, r in enumerate(rows, start=1):
-        f = r[key].strip()
-        if not f:
-            raise DialsumError(f"{path}: row {i}: empty {key}")
-        if f in out:
-            raise DialsumError(f"{path}: row {i}: duplicate {key} {f!r}")
+        f = unique_key(path, i, r[key], seen, key)
         s = r["summary"]
         out[f] = "" if s.strip().lower() == "nan" else s  # verbatim: whitespace is post-processing's call
     return out

@@ -80,6 +80,17 @@ def normalise_dialogue(text: str) -> str:
     return "\n".join(line.strip() for line in text.strip().split("\n") if line.strip())
 
 
+def unique_key(path: Path, row: int, value: str, seen: dict[str, int], column: str = "fname") -> str:
+    """A row's key, stripped: refused (file, row) when empty or already seen; `seen` maps key -> first row."""
+    key = value.strip()
+    if not key:
+        raise DialsumError(f"{path}: row {row}: empty {column}")
+    if key in seen:
+        raise DialsumError(f"{path}: row {row}: duplicate {column} {key!r} (first at row {seen[key]})")
+    seen[key] = row
+    return key
+
+
 def load_dialogues(path: Path, with_summary: bool) -> list[Dialogue]:
     """Load train/dev (with summary) or test (without) dialogues; reject duplicates and empty fields."""
     path = Path(path)
@@ -89,12 +100,7 @@ def load_dialogues(path: Path, with_summary: bool) -> list[Dialogue]:
     seen: dict[str, int] = {}
     out = []
     for i, row in enumerate(rows, start=1):
-        fname = row["fname"].strip()
-        if not fname:
-            raise DialsumError(f"{path}: row {i}: empty fname")
-        if fname in seen:
-            raise DialsumError(f"{path}: row {i}: duplicate fname {fname!r} (first at row {seen[fname]})")
-        seen[fname] = i
+        fname = unique_key(path, i, row["fname"], seen)
         dialogue = normalise_dialogue(row["dialogue"])
         if not dialogue:
             raise DialsumError(f"{path}: row {i} ({fname}): empty dialogue")
@@ -114,17 +120,8 @@ def load_submission_fnames(path: Path) -> list[str]:
     path = Path(path)
     header, rows = read_table(path)
     require_columns(path, header, ["fname"])
-    fnames = []
-    seen = set()
-    for i, row in enumerate(rows, start=1):
-        fname = row["fname"].strip()
-        if not fname:
-            raise DialsumError(f"{path}: row {i}: empty fname")
-        if fname in seen:
-            raise DialsumError(f"{path}: row {i}: duplicate fname {fname!r}")
-        seen.add(fname)
-        fnames.append(fname)
-    return fnames
+    seen: dict[str, int] = {}
+    return [unique_key(path, i, row["fname"], seen) for i, row in enumerate(rows, start=1)]
 
 
 def load_competition(directory: Path) -> CompetitionData:
