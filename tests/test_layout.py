@@ -11,7 +11,7 @@ import textwrap
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src"
-CORE = ("errors", "config", "hardware", "faults")  # top-level modules every package may use
+CORE = ("errors", "config", "model_specs", "hardware", "faults")  # top-level modules every package may use
 
 # group -> groups it may import (its own group always included). Mirrors the docstring of dialsum/__init__.py.
 ALLOWED = {
@@ -20,9 +20,10 @@ ALLOWED = {
     "scoring": {"core"},
     "selection": {"core", "scoring"},
     "models": {"core", "io", "scoring"},
-    "engine": {"core", "io", "scoring", "selection", "models"},
+    "align": {"core", "io", "scoring", "models"},
+    "engine": {"core", "io", "scoring", "selection", "models", "align"},
     "tune": {"core", "io", "scoring", "selection", "engine"},
-    "commands": {"core", "io", "scoring", "selection", "models", "engine", "tune"},
+    "commands": {"core", "io", "scoring", "selection", "models", "align", "engine", "tune"},
     "cli": {"core", "engine.kinds"},  # a thin parser: errors, and the stage kinds `--from-stage` lists
     "main": {"cli"},
 }

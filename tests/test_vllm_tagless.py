@@ -36,6 +36,34 @@ def tagless_adapter(tagless, sample_data, tmp_path_factory):
                        MetricSpec()).adapter_dir
 
 
+@pytest.fixture(scope="module")
+def aligned_tagless_adapter(tagless, tagless_adapter, sample_data, tmp_path_factory):
+    """The SFT adapter continued by DPO (TRL, with its frozen `ref` copy) and saved the way the align stage saves it:
+    what `generate:<model>` serves after alignment."""
+    import torch
+
+    from dialsum.align import dpo
+    from dialsum.align.policy import load_policy, save_policy
+    from dialsum.config import AlignSpec
+
+    spec = AlignSpec(method="dpo", steps=4, batch_size=4, learning_rate=1e-2, save_steps=4)
+    tok, model, stops = load_policy(tagless, tagless.path, tagless_adapter)
+    rows = {d.fname: d for d in sample_data.train[:8]}
+    pairs = [(f, d.summary, d.summary.split(".")[0][:12], 1.0) for f, d in rows.items()]  # the reference beats a stub
+    out = tmp_path_factory.mktemp("aligned")
+    trainer = dpo.make_trainer(model, tok, tagless, spec, dpo.pair_dataset(tok, tagless, rows, pairs, stops), None,
+                               out / "checkpoints", [])
+    trainer.train()
+    assert set(model.peft_config) == {"default", "ref"}
+    saved = save_policy(trainer.model, tok, out)
+    from safetensors.torch import load_file
+
+    before, after = load_file(tagless_adapter / "adapter_model.safetensors"), load_file(saved / "adapter_model.safetensors")
+    assert set(before) == set(after)  # same adapter layout (tags' trainable rows included), no `ref` weights
+    assert any(not torch.equal(before[k], after[k]) for k in before)  # and DPO moved it
+    return saved
+
+
 def test_tags_are_added_trained_and_mean_initialised(tagless, tagless_adapter, tmp_path):
     import torch
     from transformers import AutoTokenizer
@@ -110,7 +138,10 @@ def test_merged_base_without_adapter_is_the_model_transformers_runs(tagless, tmp
     assert servable_checkpoint(tagless, tagless.path, None, tmp_path) == (path, None)  # written once
 
 
-def test_vllm_serves_the_merged_adapter_like_transformers(tagless, tagless_adapter, sample_data, tmp_path):
+def test_vllm_serves_the_merged_aligned_adapter_like_transformers(tagless, aligned_tagless_adapter, sample_data,
+                                                                 tmp_path):
+    """The merged path with an adapter after SFT and DPO (the SFT adapter goes through the same code)."""
+    tagless_adapter = aligned_tagless_adapter
     from dialsum.models.generation import HFEngine
     from dialsum.models.prompts import encode_prompt
     from dialsum.models.encoding import style_of

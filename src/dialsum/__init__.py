@@ -7,6 +7,7 @@ Packages by job, imports one way (checked by tests/test_layout.py):
     commands       one module per command group: reads arguments, calls the parts below, prints
     tune           Optuna studies over engine stages
     engine         keyed stages, run folders, locks, child processes, stage construction and stage functions
+    align          Phase 3 after SFT: DPO / GRPO / BRIO ranking rewarded by the leaderboard metric (TRL)
     models         loading, prompts, training, generation backends, tiny stand-ins       (torch lives here)
     selection      consensus (MBR) fitting and post-processing: pure functions
     scoring        morpheme tokenizers and their cache, the leaderboard metric: pure functions
@@ -14,7 +15,8 @@ Packages by job, imports one way (checked by tests/test_layout.py):
     core modules   errors, config, hardware (the GPU probe), faults (test hooks): import no package above
 
 Allowed imports (besides core, which every package may use): commands -> tune, engine, models, selection,
-scoring, io; tune -> engine, selection, scoring, io; engine -> models, selection, scoring, io; models -> scoring, io;
+scoring, io; tune -> engine, selection, scoring, io; engine -> align, models, selection, scoring, io;
+align -> models, scoring, io; models -> scoring, io;
 selection -> scoring; scoring, io -> nothing else; cli -> commands (by name) and engine.kinds; nothing imports cli.
 """
 

@@ -121,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--storage", help="storage URL (default: runs/tune/<study>/journal.log); sqlite:///x.db, "
                                       "postgresql://… for several machines")
     sp.add_argument("--study", help="study name (default: the YAML's `study`)")
-    sp.add_argument("--space", choices=["train", "infer"], help="override the YAML's `space`")
+    sp.add_argument("--space", choices=["train", "align", "infer"], help="override the YAML's `space`")
     sp.add_argument("--run", help="infer space: the run folder whose candidates to tune over "
                                   "(default: the run config's default run)")
     sp.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",

@@ -3,6 +3,7 @@ runs die, so that resuming can be tested through the real command line.
 
     DIALSUM_KILL_AFTER_STEPS=N   a training child sends itself SIGKILL (as the OOM killer would) at the first
                                  checkpoint save at or after optimizer step N; its checkpoints stay on disk.
+                                 `KIND:N` (e.g. `align:4`) aims at the stages of that kind instead of `train`.
 
 `StopAfter(n)` does the in-process equivalent for tests that call `train_model` directly (raises
 KeyboardInterrupt after the checkpoint of step n). Production code only calls `from_env()`, which returns no
@@ -35,10 +36,12 @@ def _interrupt(step: int) -> None:
     raise KeyboardInterrupt(f"stopped after {step} steps")
 
 
-def from_env() -> list:
-    """TrainerCallbacks the environment asks for (none in a normal run)."""
-    n = int(os.environ.get(KILL_AFTER_STEPS, "0") or 0)
-    return [_callback(n, _sigkill)] if n > 0 else []
+def from_env(kind: str = "train") -> list:
+    """TrainerCallbacks the environment asks a stage of this kind for (none in a normal run)."""
+    target, _, n = (os.environ.get(KILL_AFTER_STEPS, "") or "0").rpartition(":")
+    if (target or "train") != kind:
+        return []
+    return [_callback(int(n), _sigkill)] if int(n or 0) > 0 else []
 
 
 def StopAfter(steps: int):  # noqa: N802 - reads as the callback it builds

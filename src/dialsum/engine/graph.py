@@ -16,8 +16,9 @@ from dialsum.engine.runs import RunContext
 from dialsum.errors import DialsumError
 
 # Fields of a model config that cannot change a trained adapter / generated text.
-NOT_FOR_TRAINING = {"name", "decodings", "params_billion", "arch", "expect"}
-NOT_FOR_GENERATION = {"train", "lora", "quantization", "target_modules", "params_billion", "arch", "expect"}
+NOT_FOR_TRAINING = {"name", "decodings", "params_billion", "arch", "expect", "align"}
+NOT_FOR_GENERATION = {"train", "lora", "quantization", "target_modules", "params_billion", "arch", "expect",
+                      "align"}
 LARGE_FILE = 64 << 20  # files of a local model folder above this are keyed by size and mtime, not hashed
 
 
@@ -116,7 +117,13 @@ def generate_stage(ctx: RunContext, m: ModelConfig, adapter: Path | None = None)
     """Candidates of one model: with the train stage's weights (its `adapter/`, or `model/` after full fine-tuning),
     or with `adapter` when given (then no training)."""
     base_id, base_path, deps = base_of(ctx, m)
-    if adapter is None:
+    if adapter is None and m.align.method != "none":  # the aligned weights when they beat SFT, else SFT's
+        tr = ctx.stages.get(f"train:{m.name}") or train_stage(ctx, m)
+        al = ctx.stages.get(f"align:{m.name}") or align_stage(ctx, m)
+        upstream, deps = {"align": al.key}, [al.name]
+        where = {"trained": str(tr.out_dir(ctx.cache)), "aligned": str(al.out_dir(ctx.cache)),
+                 "adapter_label": f"align:{al.key}"}
+    elif adapter is None:
         tr = ctx.stages.get(f"train:{m.name}") or train_stage(ctx, m)
         upstream, deps = {"train": tr.key}, [tr.name]
         where = {"trained": str(tr.out_dir(ctx.cache)), "adapter_label": f"train:{tr.key}"}
@@ -135,6 +142,41 @@ def generate_stage(ctx: RunContext, m: ModelConfig, adapter: Path | None = None)
         {"data_dir": str(ctx.data_dir), "base_path": base_path, **where, "model": m.model_dump(mode="json"),
          "generate": gen_ctx},
         child=True, deps=tuple(deps)))
+
+
+def prefs_stage(ctx: RunContext, m: ModelConfig) -> Stage:
+    """K samples per aligned train dialogue from the SFT model, ranked by the metric (dpo and rank learn from them).
+    Keyed by the SFT weights, the sampling part of `align` and the generation backend: changing beta or the
+    learning rate reuses the samples."""
+    tr = ctx.stages.get(f"train:{m.name}") or train_stage(ctx, m)
+    base_id, base_path, _ = base_of(ctx, m)
+    gen = ctx.cfg.generate
+    backend = resolved_backend(m, ctx.backend or gen.backend)
+    return ctx.add(Stage(
+        f"prefs:{m.name}", "prefs", VERSIONS["prefs"], "dialsum.engine.tasks:prefs",
+        {"train": tr.key, "base": base_id, "model": _model_dump(m, NOT_FOR_GENERATION | {"decodings"}),
+         "sampling": m.align.model_dump(mode="json", include={"rows", "samples", "temperature", "top_p", "seed"}),
+         "backend": backend, "batch_size": gen.batch_size, "data": ctx.hashes["train"], "metric": metric_inputs(ctx.cfg)},
+        {"data_dir": str(ctx.data_dir), "base_path": base_path, "trained": str(tr.out_dir(ctx.cache)),
+         "model": m.model_dump(mode="json"), "generate": gen.model_copy(update={"backend": backend}).model_dump(mode="json")},
+        child=True, deps=(tr.name,)))
+
+
+def align_stage(ctx: RunContext, m: ModelConfig) -> Stage:
+    """Preference optimisation after SFT (`align.method`), kept only when it beats SFT on dev-select."""
+    tr = ctx.stages.get(f"train:{m.name}") or train_stage(ctx, m)
+    base_id, base_path, _ = base_of(ctx, m)
+    inputs = {"train": tr.key, "base": base_id, "align": m.align.model_dump(mode="json"),
+              "train_data": ctx.hashes["train"], "metric": metric_inputs(ctx.cfg), **split_inputs(ctx)}
+    context = {"data_dir": str(ctx.data_dir), "base_path": base_path, "trained": str(tr.out_dir(ctx.cache)),
+               "model": m.model_dump(mode="json")}
+    deps = [tr.name]
+    if m.align.method in ("dpo", "rank"):
+        pr = ctx.stages.get(f"prefs:{m.name}") or prefs_stage(ctx, m)
+        inputs["prefs"], context["prefs"] = pr.key, str(pr.out_dir(ctx.cache) / "preferences.csv")
+        deps.append(pr.name)
+    return ctx.add(Stage(f"align:{m.name}", "align", VERSIONS["align"], "dialsum.engine.tasks:align", inputs, context,
+                         child=True, deps=tuple(deps)))
 
 
 def parts_of(ctx: RunContext, gen: Stage) -> list[str]:
@@ -199,7 +241,11 @@ def model_stages(ctx: RunContext, models: list[ModelConfig]) -> list[Stage]:
     out = []
     for m in models:
         tr = train_stage(ctx, m)
-        out += [ctx.stages[d] for d in tr.deps] + [tr, generate_stage(ctx, m)]
+        out += [ctx.stages[d] for d in tr.deps] + [tr]
+        if m.align.method != "none":
+            al = align_stage(ctx, m)
+            out += [ctx.stages[d] for d in al.deps if d != tr.name] + [al]
+        out.append(generate_stage(ctx, m))
     return out
 
 
@@ -251,10 +297,14 @@ def devscore_stage(ctx: RunContext, m: ModelConfig, rows: list[str], tag: str) -
     """Greedy decoding of the given dev rows with the model's trained weights, scored (a tuning trial's value)."""
     tr = ctx.stages.get(f"train:{m.name}") or train_stage(ctx, m)
     base_id, base_path, _ = base_of(ctx, m)
+    upstream, dep, where = {"train": tr.key}, tr.name, {}
+    if m.align.method != "none":  # score what generation would use: the aligned weights when kept
+        al = ctx.stages.get(f"align:{m.name}") or align_stage(ctx, m)
+        upstream, dep, where = {"align": al.key}, al.name, {"aligned": str(al.out_dir(ctx.cache))}
     return Stage(f"devscore:{m.name}:{tag}", "devscore", VERSIONS["devscore"], "dialsum.engine.tasks:devscore",
-                 {"train": tr.key, "base": base_id, "rows": rows, "dev": ctx.hashes["dev"],
+                 {**upstream, "base": base_id, "rows": rows, "dev": ctx.hashes["dev"],
                   "metric": metric_inputs(ctx.cfg),
                   "model": m.model_dump(mode="json", include={"prompt_format", "system_prompt", "instruction",
                                                               "max_input_tokens", "max_new_tokens", "precision"})},
                  {"data_dir": str(ctx.data_dir), "base_path": base_path, "model": m.model_dump(mode="json"),
-                  "trained": str(tr.out_dir(ctx.cache))}, child=True, deps=(tr.name,))
+                  "trained": str(tr.out_dir(ctx.cache)), **where}, child=True, deps=(dep,))

@@ -89,6 +89,41 @@ def truncation_lines(stages: list[Stage], results: dict[str, dict]) -> list[str]
     return out + ([""] + [f"**Warning:** {p}" for p in problems] if problems else [])
 
 
+def align_rows(model: str, r: dict) -> list[dict]:
+    """The report's SFT row and aligned row of one model (greedy, on the same dev-select and dev-report rows)."""
+    verdict = "kept" if r.get("kept") else "not kept: SFT generates"
+    out = [{"stage": "align", "detail": f"{model}: SFT (greedy)", **(r.get("sft") or {})}]
+    out.append({"stage": "align", "detail": f"{model}: aligned by {r['method']} ({verdict})",
+                **(r.get("aligned") or {"select": None, "report": None})})
+    return out
+
+
+def align_lines(run_dir: Path, stages: list[Stage], results: dict[str, dict]) -> list[str]:
+    """The report's alignment table and the plot of each method's training curve."""
+    from dialsum.io.report import curve_chart
+
+    done = [(s.name.split(":", 1)[1], results[s.name]) for s in stages if s.kind == "align" and s.name in results]
+    if not done:
+        return []
+    out = ["", "## Alignment after SFT (reward = the leaderboard metric; kept only when dev-select improves)", "",
+           "| model | method | steps | held-out objective: before → after | SFT select | aligned select | "
+           "SFT report | aligned report | decision |", "|---|---|---:|---|---:|---:|---:|---:|---|"]
+    curves = {}
+    for model, r in done:
+        held = r.get("heldout") or {}
+        objective = ", ".join(f"{k} {held['before'][k]:.4f} → {held['after'][k]:.4f}" for k in held.get("after", {})
+                              if isinstance(held["after"].get(k), float) and isinstance(held["before"].get(k), float))
+        fin = lambda sc, part: f"{sc[part]['final']:.4f}" if sc and sc.get(part) else "—"  # noqa: E731
+        out.append(f"| {model} | {r['method']} | {r.get('steps', 0)} | {objective or '—'} | "
+                   f"{fin(r.get('sft'), 'select')} | {fin(r.get('aligned'), 'select')} | {fin(r.get('sft'), 'report')} | "
+                   f"{fin(r.get('aligned'), 'report')} | {r.get('reason', '')} |")
+        res_file = Path(r.get("result", ""))
+        if res_file.is_file():
+            curves[f"{model} ({r['method']})"] = json.loads(res_file.read_text(encoding="utf-8")).get("curve", [])
+    png = curve_chart(run_dir / "align.png", curves)
+    return out + (["", f"![alignment curves]({png.name})"] if png else [])
+
+
 def with_intervals(row: dict) -> dict:
     """A report row with its dev-report 95 % bootstrap interval (ci_low, ci_high), per-dialogue scores dropped."""
     out = dict(row)
@@ -128,6 +163,8 @@ def write_run_report(ctx: RunContext, stages: list[Stage], results: dict[str, di
             rows.append({"stage": "train", "detail": f"{name}: best checkpoint (dev-select subset); report = its greedy output",
                          "select": {"final": r["best_dev_select"]} if r.get("best_dev_select") is not None else None,
                          "report": greedy["report"] if greedy else None})
+        elif s.kind == "align":
+            rows += align_rows(s.name.split(":", 1)[1], results[s.name])
     for src, sc in ens["sources"].items():
         rows.append({"stage": "generate", "detail": f"{src} (first candidate)", **sc})
     fit = ens.get("fit")
@@ -172,6 +209,7 @@ def write_run_report(ctx: RunContext, stages: list[Stage], results: dict[str, di
     man = json.loads((ctx.run_dir / "manifest.json").read_text(encoding="utf-8"))["stages"]
     extra += [f"| {s.name} | `{s.key}` | {man.get(s.name, {}).get('status', '?')} |" for s in stages]
     extra += truncation_lines(stages, results)
+    extra += align_lines(ctx.run_dir, stages, results)
     extra += ["", f"Submission: `{results['submit']['path']}`"]
     picks = read_split_table(Path(ens["picks"]))
     pick_sources = {f: src for f, (_, src) in picks.get("dev", {}).items()}

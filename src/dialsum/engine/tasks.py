@@ -33,6 +33,10 @@ def callback_of(entry: dict | None):
 def weights_of(context: dict) -> Path | None:
     """The trained weights a generating stage reads: a train stage's folder (`adapter/`, or `model/` after full
     fine-tuning), or an adapter given from anywhere."""
+    if context.get("aligned"):  # an align stage's weights when it kept them, else the SFT weights it started from
+        res = json.loads((Path(context["aligned"]) / "align_result.json").read_text(encoding="utf-8"))
+        if res.get("kept"):
+            return Path(res["weights"])
     if context.get("trained"):
         from dialsum.models.loading import trained_weights
 
@@ -83,6 +87,49 @@ def generate(inputs: dict, context: dict, out: Path) -> dict:
                                 GenerateSpec.model_validate(context["generate"]), None, out,
                                 adapter_label=context.get("adapter_label"))
     return {"parts": [str(p) for p in paths]}
+
+
+def prefs(inputs: dict, context: dict, out: Path) -> dict:
+    """K samples per aligned train dialogue from the SFT model, each scored against its reference; preferences.csv
+    (fname, candidate, score, rank) is what dpo and rank learn from."""
+    from dialsum.align.preferences import align_rows, check_train_only, write_preferences
+    from dialsum.align.sampling import sample_preferences
+    from dialsum.config import GenerateSpec, ModelConfig
+
+    cfg = ModelConfig.model_validate(context["model"])
+    data = load_competition(Path(context["data_dir"]))
+    rows = align_rows(data.train, cfg.align.rows, cfg.align.seed)
+    ranked = sample_preferences(cfg, context["base_path"], weights_of({"trained": context["trained"]}), rows,
+                                cfg.align, GenerateSpec.model_validate(context["generate"]), out / "samples",
+                                inputs["metric"])
+    check_train_only(ranked, {d.fname for d in data.train}, out / "preferences.csv")
+    write_preferences(out / "preferences.csv", ranked)
+    spread = sum(1 for f in {r.fname for r in ranked}
+                 if max(r.score for r in ranked if r.fname == f) - min(r.score for r in ranked if r.fname == f)
+                 >= cfg.align.min_margin)
+    return {"preferences": str(out / "preferences.csv"), "dialogues": len(rows), "distinct_samples": len(ranked),
+            "dialogues_with_margin": spread}
+
+
+def align(inputs: dict, context: dict, out: Path) -> dict:
+    """Preference optimisation after SFT (dialsum.align.run): the aligned weights, kept only when they beat SFT's
+    greedy dev-select score; align_result.json says which, with both scores and the training curve."""
+    from dialsum.align.preferences import align_rows, check_train_only, read_preferences
+    from dialsum.align.run import align_model
+    from dialsum.config import ModelConfig
+
+    cfg = ModelConfig.model_validate(context["model"])
+    data = load_competition(Path(context["data_dir"]))
+    rows = align_rows(data.train, cfg.align.rows, cfg.align.seed)
+    prefs = None
+    if context.get("prefs"):
+        prefs = read_preferences(Path(context["prefs"]))
+        check_train_only(prefs, {d.fname for d in data.train}, Path(context["prefs"]))
+    r = align_model(cfg, context["base_path"], weights_of({"trained": context["trained"]}), rows,
+                    _dev_rows(data, inputs["dev_select"]), _dev_rows(data, inputs["dev_report"]), prefs, out,
+                    inputs["metric"], callbacks=faults.from_env("align"))
+    return {k: r.get(k) for k in ("method", "kept", "reason", "weights", "steps", "sft", "aligned", "heldout")} | {
+        "result": str(out / "align_result.json")}
 
 
 # ---------------------------------------------------------------- choosing stages (parent process)

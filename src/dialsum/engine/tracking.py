@@ -110,6 +110,14 @@ def track_run(spec: TrackingSpec, run_id: str, run_dir: Path, output_dir: Path, 
                     t.scalar(f"train/{model}/loss", loss, i)
                 for h in res.get("dev_history", []):
                     t.scalar(f"train/{model}/dev_select_final", h["eval_dev_final"], h.get("step", 0))
+            elif kind == "align":
+                result_file = out / "align_result.json"
+                curve = json.loads(result_file.read_text(encoding="utf-8")).get("curve", []) \
+                    if result_file.is_file() else []
+                for row in curve:
+                    for key, value in row.items():
+                        if key != "step" and isinstance(value, (int, float)):
+                            t.scalar(f"align/{model}/{key}", value, row.get("step") or 0)
             elif kind == "generate":
                 meta = out / "meta.json"
                 seconds = json.loads(meta.read_text(encoding="utf-8")).get("seconds") if meta.is_file() else None

@@ -40,6 +40,13 @@ class TrainSpace(Strict):
         return v
 
 
+class AlignSpace(Strict):
+    """What an align trial samples for the model's configured `align.method`: beta (DPO's beta, GRPO's KL
+    coefficient; unused by rank) and the alignment learning rate, both log-uniform."""
+    beta: tuple[float, float] = (0.02, 0.5)
+    learning_rate: tuple[float, float] = (1e-5, 1e-3)
+
+
 class InferSpace(Strict):
     """What an inference trial samples over a finished run's candidates: each source's weight in the consensus
     (0 = out), the utility, and the post-processing rules and length cap."""
@@ -58,12 +65,14 @@ class HeartbeatSpec(Strict):
 class TuneConfig(Strict):
     study: str = Field("tune", pattern=r"^[A-Za-z0-9._-]+$")
     run_config: Path
-    model: str | None = Field(None, description="train space: the model to tune (default: the run config's first)")
-    space: Literal["train", "infer"] = "train"
+    model: str | None = Field(None, description="train/align space: the model to tune (default: the run config's "
+                                                 "first)")
+    space: Literal["train", "align", "infer"] = "train"
     storage: str | None = Field(None, description="default: runs/tune/<study>/journal.log (journal file)")
     sampler: SamplerSpec = SamplerSpec()
     pruner: PrunerSpec = PrunerSpec()
     train: TrainSpace = TrainSpace()
+    align: AlignSpace = AlignSpace()
     infer: InferSpace = InferSpace()
     enqueue: list[dict[str, Any]] = Field(default_factory=list, description="parameter sets tried first")
     heartbeat: HeartbeatSpec = HeartbeatSpec()

@@ -26,7 +26,7 @@ def run_worker(tc: TuneConfig, base: RunConfig, folder: Path, storage_url: str |
                run_dir: Path | None, worker: int = 0) -> None:
     """One worker process: optimise n_trials on the shared study."""
     study = open_study(tc, storage_url, folder, worker)
-    if tc.space == "train":
+    if tc.space in ("train", "align"):
         obj = train_objective(tc, base, tc.model or base.models[0].name, folder, storage_url)
     else:
         obj = infer_objective(tc, InferProblem(run_dir, tc))
@@ -84,7 +84,7 @@ def summarise(tc: TuneConfig, base: RunConfig, study, folder: Path, run_dir: Pat
     if not done:
         raise DialsumError(f"study {tc.study}: no trial completed ({states}); see {folder}")
     best = study.best_trial
-    if tc.space == "train":
+    if tc.space in ("train", "align"):
         model = tc.model or base.models[0].name
         over = best.user_attrs["overrides"]
         tuned = with_model_overrides(base, model, over)

@@ -1,6 +1,8 @@
-"""The train space: a trial samples LoRA rank, alpha multiple, dropout, learning rate and epochs for one model,
-trains it as the ordinary keyed `train:<model>` stage (with the trial's reporter as its `on_evaluate` callback), and
-is scored by greedy decoding of dev-select (a `devscore` stage)."""
+"""The train and align spaces: a train trial samples LoRA rank, alpha multiple, dropout, learning rate and epochs for
+one model and trains it as the ordinary keyed `train:<model>` stage (with the trial's reporter as its `on_evaluate`
+callback); an align trial samples the model's `align` beta and learning rate and runs its ordinary `align:<model>`
+stage (SFT and the preference samples are reused across trials). Either is scored by greedy decoding of dev-select
+with the weights generation would use (a `devscore` stage)."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -8,7 +10,7 @@ from pathlib import Path
 
 from dialsum.config import RunConfig, deep_merge
 from dialsum.engine.core import Engine, StagePruned
-from dialsum.engine.graph import devscore_stage, select_models, train_stage
+from dialsum.engine.graph import align_stage, devscore_stage, select_models, train_stage
 from dialsum.engine.runs import open_run
 from dialsum.errors import DialsumError
 from dialsum.tune.config import TuneConfig
@@ -22,6 +24,12 @@ def train_overrides(tc: TuneConfig, trial) -> dict:
                      "dropout": trial.suggest_float("dropout", *s.dropout)},
             "train": {"learning_rate": trial.suggest_float("learning_rate", *s.learning_rate, log=True),
                       "epochs": trial.suggest_int("epochs", *s.epochs)}}
+
+
+def align_overrides(tc: TuneConfig, trial) -> dict:
+    s = tc.align
+    return {"align": {"beta": trial.suggest_float("beta", *s.beta, log=True),
+                      "learning_rate": trial.suggest_float("align_learning_rate", *s.learning_rate, log=True)}}
 
 
 def with_model_overrides(cfg: RunConfig, model: str, over: dict) -> RunConfig:
@@ -60,6 +68,11 @@ def model_scores(cfg: RunConfig, model: str, rows_part: str, run_dir: Path,
     for d in tr.deps:
         eng.run(ctx.stages[d])
     eng.run(tr)
+    if m.align.method != "none":
+        al = align_stage(ctx, m)
+        for d in al.deps:
+            eng.run(ctx.stages[d])
+        eng.run(al)
     rows = list(ctx.split.select if rows_part == "select" else ctx.split.report)
     return eng.run(devscore_stage(ctx, m, rows, rows_part))["score"]
 
@@ -67,8 +80,13 @@ def model_scores(cfg: RunConfig, model: str, rows_part: str, run_dir: Path,
 def train_objective(tc: TuneConfig, base: RunConfig, model: str, folder: Path, storage_url: str | None):
     import optuna
 
+    if tc.space == "align" and next(m for m in base.models if m.name == model).align.method == "none":
+        raise DialsumError(f"{tc.run_config}: model {model} has align.method none; the align space tunes the beta "
+                           f"and learning rate of a configured method (dpo, grpo or rank)")
+    sample = align_overrides if tc.space == "align" else train_overrides
+
     def objective(trial) -> float:
-        over = train_overrides(tc, trial)
+        over = sample(tc, trial)
         trial.set_user_attr("overrides", over)
         try:
             cfg = with_model_overrides(base, model, over)

@@ -1,0 +1,126 @@
+"""One model's alignment, end to end inside the align stage's child: score the SFT policy on dev (greedy), train
+with the configured method, measure the method's own objective on held-out train dialogues before and after,
+score the aligned policy the same way, and keep the aligned weights only when dev-select improved.
+
+Writes into `out`: `adapter/` or `model/` (only when kept), `align_result.json` (scores, decision, held-out
+objective, training curve), `rewards.csv` (grpo: every completion's reward), `checkpoints/` (resume after a kill).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from dialsum.align import common
+from dialsum.align.preferences import Ranked, dpo_pairs, ranking_groups, split_heldout
+from dialsum.config import ModelConfig
+from dialsum.io.data import Dialogue
+from dialsum.io.files import atomic_write_json
+from dialsum.scoring.metric import score_corpus
+
+
+def dev_score(preds: dict[str, str], rows: list[Dialogue], metric: dict) -> dict:
+    s = score_corpus([preds[d.fname] for d in rows], [[d.summary] for d in rows], metric["semantics"],
+                     metric["tokenizer"])
+    return {**s.as_dict(), "n": len(rows), "per_dialogue": s.finals()}
+
+
+def _once(path: Path, compute):
+    """A measurement of the policy before training, taken once: a resumed stage reads it back instead of measuring
+    a half-trained model."""
+    if path.is_file():
+        return json.loads(path.read_text(encoding="utf-8"))
+    value = compute()
+    atomic_write_json(path, value)
+    return value
+
+
+def align_model(cfg: ModelConfig, base_path: str, sft_weights: Path, rows: list[Dialogue],
+                select_rows: list[Dialogue], report_rows: list[Dialogue], prefs: list[Ranked] | None, out: Path,
+                metric: dict, callbacks: list | None = None) -> dict:
+    from dialsum.align.policy import greedy_preds, load_policy, save_policy
+
+    spec = cfg.align
+    out.mkdir(parents=True, exist_ok=True)
+    sel, rep = select_rows[: spec.eval_rows], report_rows[: spec.eval_rows]
+    tokenizer, model, stops = load_policy(cfg, base_path, sft_weights)
+
+    def dev_scores() -> dict:
+        preds = greedy_preds(model, tokenizer, cfg, sel + rep, stops)
+        return {"select": dev_score(preds, sel, metric), "report": dev_score(preds, rep, metric)}
+
+    sft = _once(out / "sft_scores.json", dev_scores)
+    by_fname = {d.fname: d for d in rows}
+    fit_names, held_names = split_heldout(list(by_fname), spec.heldout, spec.seed)
+    fit, held = set(fit_names), set(held_names)
+    ckpt = out / "checkpoints"
+    cbs = list(callbacks or [])
+    result: dict = {"method": spec.method, "sft": sft, "rows": len(rows), "heldout_rows": len(held)}
+
+    if spec.method == "dpo":
+        from dialsum.align import dpo
+
+        pairs = dpo_pairs(prefs or [], spec.min_margin, spec.pairs_per_row)
+        train_pairs, held_pairs = [p for p in pairs if p[0] in fit], [p for p in pairs if p[0] in held]
+        result.update(pairs=len(train_pairs), heldout_pairs=len(held_pairs))
+        if not train_pairs:
+            return _fallback(out, result, f"no preference pairs with a metric gap >= {spec.min_margin}")
+        train_ds = dpo.pair_dataset(tokenizer, cfg, by_fname, train_pairs, stops)
+        held_ds = dpo.pair_dataset(tokenizer, cfg, by_fname, held_pairs, stops) if held_pairs else None
+        trainer = dpo.make_trainer(model, tokenizer, cfg, spec, train_ds, held_ds, ckpt, cbs)
+        measure = (lambda: dpo.heldout_margin(trainer, held_ds)) if held_ds is not None else (lambda: {})
+        keys = dpo.CURVE
+    elif spec.method == "grpo":
+        from dialsum.align import grpo
+        from dialsum.align.reward import MetricReward
+
+        reward = MetricReward(tokenizer, metric, spec.length_weight)
+        reward.resume(out / "rewards.csv", common.last_checkpoint(ckpt))
+        cbs.append(reward.saver(out / "rewards.csv"))
+        held_rows = [by_fname[f] for f in held_names]
+        trainer = grpo.make_trainer(model, tokenizer, cfg, spec, [by_fname[f] for f in fit_names], reward, stops,
+                                    ckpt, cbs)
+
+        def measure() -> dict:  # the reward of the greedy summary on held-out train dialogues
+            return {"greedy_reward": dev_score(greedy_preds(model, tokenizer, cfg, held_rows, stops), held_rows,
+                                               metric)["final"]}
+        keys = grpo.CURVE
+    elif spec.method == "rank":
+        from dialsum.align import rank
+
+        groups = ranking_groups(prefs or [], spec.min_margin)
+        train_g = {f: g for f, g in groups.items() if f in fit}
+        held_g = {f: g for f, g in groups.items() if f in held}
+        result.update(groups=len(train_g), heldout_groups=len(held_g))
+        if not train_g:
+            return _fallback(out, result, f"no dialogue whose samples differ by >= {spec.min_margin}")
+        examples = rank.group_examples(tokenizer, cfg, by_fname, train_g, stops)
+        held_ex = rank.group_examples(tokenizer, cfg, by_fname, held_g, stops)
+        trainer = rank.make_trainer(model, tokenizer, cfg, spec, examples, ckpt, cbs)
+        seq2seq = cfg.family == "seq2seq"
+        measure = (lambda: rank.heldout_ranking(trainer, held_ex, spec, seq2seq)) if held_ex else (lambda: {})
+        keys = rank.CURVE
+    else:
+        raise ValueError(f"align.method {spec.method!r} has no trainer")
+
+    before = _once(out / "heldout_before.json", measure)
+    trainer.train(resume_from_checkpoint=common.last_checkpoint(ckpt))
+    if spec.method == "grpo":
+        reward.write(out / "rewards.csv")
+    after = measure()
+    aligned = dev_scores()
+    kept = aligned["select"]["final"] > sft["select"]["final"]
+    result.update(aligned=aligned, heldout={"before": before, "after": after}, steps=trainer.state.global_step,
+                  curve=common.curve(trainer.state.log_history, keys), kept=kept,
+                  reason=("aligned beats SFT on dev-select" if kept else
+                          "aligned does not beat SFT on dev-select: generation uses the SFT weights"))
+    if kept:
+        result["weights"] = str(save_policy(trainer.model, tokenizer, out))
+    atomic_write_json(out / "align_result.json", result)
+    return result
+
+
+def _fallback(out: Path, result: dict, why: str) -> dict:
+    result.update(kept=False, reason=f"{why}: nothing to train on, generation uses the SFT weights", steps=0,
+                  curve=[], aligned=None, heldout=None)
+    atomic_write_json(out / "align_result.json", result)
+    return result

@@ -1,0 +1,142 @@
+"""The parts of a model config (LoRA, training, alignment, decoding, the tiny stand-in, architecture numbers):
+typed pydantic sections that `dialsum.config` assembles into a ModelConfig."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+
+
+
+class LoraSpec(Strict):
+    r: int = Field(8, ge=1, le=512)
+    alpha: float = 16
+    dropout: float = Field(0.05, ge=0, lt=1)
+
+    @field_validator("r")
+    @classmethod
+    def _served(cls, v):
+        if v not in VLLM_LORA_RANKS:
+            raise ValueError(f"rank {v} is not one vLLM serves (max_lora_rank must be one of "
+                             f"{', '.join(map(str, VLLM_LORA_RANKS))})")
+        return v
+
+
+class TrainSpec(Strict):
+    learning_rate: float = Field(2e-4, gt=0)
+    epochs: float = Field(3, gt=0)
+    max_steps: int = -1
+    batch_size: int = Field(4, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    warmup_ratio: float = Field(0.03, ge=0, lt=1)
+    weight_decay: float = 0.0
+    eval_steps: int = Field(50, ge=1)
+    logging_steps: int = Field(10, ge=1)
+    save_total_limit: int = 2
+    eval_subset: int = Field(64, ge=1, description="dev rows greedy-decoded and scored at each evaluation")
+    early_stopping_patience: int | None = 3
+    gradient_checkpointing: bool = True
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="label smoothing of the cross-entropy")
+    rdrop_alpha: float = Field(0.0, ge=0, description="R-Drop: weight of the symmetric KL between two dropout passes")
+    augment: Literal["none", "mixed"] = "none"  # mixed: every row once per instruction template (x5)
+    optim: str = "auto"  # paged_adamw_8bit on GPU, adamw_torch on CPU
+    seed: int = 42
+    on_truncation: Literal["warn", "error"] = Field(
+        "warn", description="more than 1 % of dialogues over max_input_tokens or 0.5 % of references over "
+                            "max_new_tokens (measured with the model's tokenizer before training): warn, or stop")
+
+
+class TinyModelSpec(Strict):
+    """A few-hundred-K-parameter Llama built locally (no download), used by the embedded default and tests."""
+    vocab_size: int = 2000
+    hidden_size: int = 128
+    intermediate_size: int = 256
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 4
+    pretrain_steps: int = 300
+    seed: int = 0
+    with_tags: bool = Field(True, description="false: like every real checkpoint, the vocabulary lacks the "
+                                                 "competition's tags, which dialsum adds (and trains) itself")
+    tie_word_embeddings: bool = Field(True, description="false: the LM head is its own matrix (as in Llama-3.1-8B)")
+
+    @model_validator(mode="after")
+    def _head_dim(self):
+        hd = self.hidden_size // self.num_attention_heads
+        if hd not in (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512):
+            raise ValueError(f"head_dim {hd} is not one vLLM's CPU kernels accept (use 32 or 64)")
+        return self
+
+
+class DecodingSpec(Strict):
+    name: str
+    strategy: Literal["greedy", "beam", "sample"] = "greedy"
+    num_beams: int = Field(1, ge=1)
+    length_penalty: float = 1.0
+    n: int = Field(1, ge=1, description="candidates per dialogue (sampling: samples; beam: returned beams)")
+    temperature: float = Field(1.0, gt=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    top_k: int = 0
+    repetition_penalty: float = 1.0
+    seed: int = 0
+    max_new_tokens: int | None = None
+    no_repeat_ngram_size: int = Field(0, ge=0, description="transformers backend only")
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.strategy == "greedy" and self.n != 1:
+            raise ValueError(f"decoding {self.name}: greedy gives one candidate (n must be 1)")
+        if self.strategy == "beam" and self.n > self.num_beams:
+            raise ValueError(f"decoding {self.name}: n={self.n} > num_beams={self.num_beams}")
+        return self
+
+
+class ArchSpec(Strict):
+    """Architecture numbers for the `--dry-run` memory plan (from the model card; a cached config.json wins)."""
+    vocab_size: int = Field(ge=1)
+    hidden_size: int = Field(ge=1)
+    num_layers: int = Field(ge=1)
+    num_kv_heads: int | None = None
+    head_dim: int | None = None
+
+
+class AlignSpec(Strict):
+    """Phase 3, after SFT: preference optimisation whose reward is the leaderboard metric itself (README, Alignment).
+
+    dpo and rank learn from K samples per train dialogue of the SFT model, ranked by the metric against the
+    reference (the `prefs:<model>` stage); grpo samples online. The aligned weights replace SFT's only when their
+    greedy dev-select score is higher."""
+    method: Literal["none", "dpo", "grpo", "rank"] = "none"
+    rows: int = Field(64, ge=4, description="train dialogues aligned on (a seeded sample of train; never dev or test)")
+    samples: int = Field(4, ge=2, description="dpo/rank: samples per dialogue; grpo: the group size")
+    temperature: float = Field(1.0, gt=0, description="sampling temperature of those samples")
+    top_p: float = Field(1.0, gt=0, le=1)
+    min_margin: float = Field(1.0, ge=0, description="dpo/rank: least metric gap (final points, 0-100) between a "
+                                                     "preferred and a dispreferred sample of one dialogue")
+    pairs_per_row: int = Field(2, ge=1, description="dpo: pairs per dialogue (best vs worst, then next best vs worst)")
+    beta: float = Field(0.1, ge=0, description="dpo: DPO's beta; grpo: the KL coefficient (0: no reference model)")
+    learning_rate: float = Field(5e-5, gt=0)
+    steps: int = Field(20, ge=1, description="optimizer steps")
+    batch_size: int = Field(4, ge=1, description="dialogues per step (grpo: prompts, each with `samples` completions)")
+    grad_accum: int = Field(1, ge=1)
+    warmup_ratio: float = Field(0.0, ge=0, lt=1)
+    save_steps: int = Field(5, ge=1, description="checkpoint every N steps (a killed stage resumes from the last)")
+    logging_steps: int = Field(1, ge=1)
+    length_weight: float = Field(0.0, ge=0, description="grpo: reward minus length_weight x |len - ref len| / ref len "
+                                                        "(morphemes); 0 = the metric alone")
+    rank_margin: float = Field(0.001, ge=0, description="rank: BRIO's margin per rank gap (lambda)")
+    mle_weight: float = Field(1.0, ge=0, description="rank: weight of the reference's MLE term")
+    heldout: float = Field(0.25, gt=0, lt=1, description="share of the dialogues kept out of training to measure "
+                                                         "margin / ranking loss / reward before and after")
+    eval_rows: int | None = Field(None, ge=1, description="dev-select and dev-report rows greedy-scored for SFT and "
+                                                         "aligned (None: all); the keep decision sees dev-select only")
+    use_vllm: bool = Field(False, description="grpo on a GPU: TRL's colocated vLLM generates the groups")
+    seed: int = 0

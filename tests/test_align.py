@@ -1,0 +1,174 @@
+"""Phase 3 alignment: preference data from the model's own samples, DPO / GRPO (TRL) / BRIO ranking, each measured on
+CPU with the tiny models, and the metric as reward checked against `dialsum score`."""
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import random
+
+import pytest
+
+from conftest import run_cli
+from dialsum.align.preferences import (Ranked, align_rows, check_train_only, dpo_pairs, rank_samples,
+                                       ranking_groups, split_heldout)
+from dialsum.config import AlignSpec, MetricSpec
+from dialsum.errors import DialsumError
+
+METRIC = {"semantics": "pltrdy", "tokenizer": "mecab"}
+
+
+# ---------------------------------------------------------------- pure parts
+def test_rank_samples_orders_by_score_dedups_and_shares_ranks_on_ties():
+    rows = rank_samples("f", ["a", "b", "a", "c", "", "d"], [10.0, 30.0, 99.0, 30.0, 50.0, 5.0])
+    assert [(r.candidate, r.score, r.rank) for r in rows] == [("b", 30.0, 1), ("c", 30.0, 1), ("a", 10.0, 3),
+                                                              ("d", 5.0, 4)]  # first "a" kept, empty dropped
+
+
+def test_dpo_pairs_need_the_margin_and_pair_the_best_with_the_worst():
+    rows = rank_samples("f", ["a", "b", "c"], [40.0, 39.5, 20.0]) + rank_samples("g", ["x", "y"], [20.0, 19.5])
+    assert dpo_pairs(rows, 1.0, 2) == [("f", "a", "c", 20.0), ("f", "b", "c", 19.5)]
+    assert dpo_pairs(rows, 1.0, 1) == [("f", "a", "c", 20.0)]
+    assert dpo_pairs(rows, 0.5, 1) == [("f", "a", "c", 20.0), ("g", "x", "y", 0.5)]
+    assert list(ranking_groups(rows, 1.0)) == ["f"]
+
+
+def test_heldout_split_is_seeded_disjoint_and_never_empty_or_everything():
+    names = [f"train_{i}" for i in range(10)]
+    fit, held = split_heldout(names, 0.25, 3)
+    assert (fit, held) == split_heldout(list(reversed(names)), 0.25, 3)
+    assert not set(fit) & set(held) and set(fit) | set(held) == set(names) and len(held) == 2
+    assert len(split_heldout(names[:2], 0.01, 0)[1]) == 1 and len(split_heldout(names[:2], 0.99, 0)[0]) == 1
+
+
+def test_align_rows_are_a_seeded_sample_of_train_in_train_order(sample_data):
+    rows = align_rows(sample_data.train, 10, 7)
+    order = [d.fname for d in sample_data.train]
+    assert len(rows) == 10 and [d.fname for d in rows] == sorted((d.fname for d in rows), key=order.index)
+    assert rows == align_rows(sample_data.train, 10, 7) and rows != align_rows(sample_data.train, 10, 8)
+
+
+def test_a_preference_table_naming_a_dev_fname_is_refused(sample_data, tmp_path):
+    rows = [Ranked(sample_data.train[0].fname, "x", 1.0, 1), Ranked(sample_data.dev[0].fname, "y", 0.0, 2)]
+    with pytest.raises(DialsumError, match="outside train"):
+        check_train_only(rows, {d.fname for d in sample_data.train}, tmp_path / "p.csv")
+
+
+def test_ranking_loss_equals_the_pairwise_hinge_written_out():
+    import torch
+
+    from dialsum.align.rank import ranking_loss
+
+    scores = torch.tensor([-1.0, -0.5, -2.0, -0.2, -3.0, -1.0, -1.1])
+    group = torch.tensor([0, 0, 0, 0, 1, 1, 1])
+    rank = torch.tensor([0, 1, 2, 2, 0, 1, 3])  # 0 = the reference row (not ranked)
+    is_ref = rank == 0
+    margin = 0.1
+    hinges = []
+    cands = [(g, r, s) for g, r, s, ref in zip(group.tolist(), rank.tolist(), scores.tolist(), is_ref.tolist())
+             if not ref]
+    for (g1, r1, s1), (g2, r2, s2) in itertools.permutations(cands, 2):
+        if g1 == g2 and r1 < r2:
+            hinges.append(max(0.0, s2 - s1 + (r2 - r1) * margin))
+    got = ranking_loss(scores, group, rank, is_ref, margin)
+    assert got.item() == pytest.approx(sum(hinges) / len(hinges), abs=1e-6)
+
+
+# ---------------------------------------------------------------- training, on the tiny models
+def _sft(cfg, data, out):
+    from dialsum.models.training import train_model
+
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={
+        "epochs": 3, "eval_steps": 27, "logging_steps": 9, "eval_subset": 4, "early_stopping_patience": None})})
+    return cfg, train_model(cfg, cfg.path, data.train, data.dev, out, MetricSpec()).adapter_dir
+
+
+@pytest.fixture(scope="module")
+def sft_decoder(tiny_cfg, sample_data, tmp_path_factory):
+    return _sft(tiny_cfg, sample_data, tmp_path_factory.mktemp("sft-dec"))
+
+
+@pytest.fixture(scope="module")
+def sft_bart(tiny_bart_cfg, sample_data, tmp_path_factory):
+    return _sft(tiny_bart_cfg, sample_data, tmp_path_factory.mktemp("sft-bart"))
+
+
+def _prefs(cfg, weights, data, spec, tmp_path):
+    from dialsum.align.sampling import sample_preferences
+    from dialsum.config import GenerateSpec
+
+    rows = align_rows(data.train, spec.rows, spec.seed)
+    return rows, sample_preferences(cfg, cfg.path, weights, rows, spec, GenerateSpec(), tmp_path / "store", METRIC)
+
+
+def test_dpo_raises_the_implicit_reward_margin_on_heldout_pairs(sft_decoder, sample_data, tmp_path):
+    from dialsum.align.run import align_model
+
+    cfg, weights = sft_decoder
+    spec = AlignSpec(method="dpo", rows=40, samples=4, steps=12, batch_size=4, learning_rate=5e-4, beta=0.1,
+                     heldout=0.3, eval_rows=4, save_steps=12)
+    cfg = cfg.model_copy(update={"align": spec})
+    rows, prefs = _prefs(cfg, weights, sample_data, spec, tmp_path)
+    r = align_model(cfg, cfg.path, weights, rows, sample_data.dev[:4], sample_data.dev[4:8], prefs, tmp_path / "a",
+                    METRIC)
+    assert r["heldout_pairs"] >= 5 and r["pairs"] >= 20
+    before, after = r["heldout"]["before"], r["heldout"]["after"]
+    assert abs(before["margin"]) < 1e-3  # the SFT policy is its own reference
+    assert after["margin"] > before["margin"] + 0.02
+    assert [c["step"] for c in r["curve"] if "reward_margin" in c] == list(range(1, 13))
+    saved = json.loads((tmp_path / "a" / "align_result.json").read_text())
+    assert saved["kept"] == (saved["aligned"]["select"]["final"] > saved["sft"]["select"]["final"])
+    if saved["kept"]:  # only the policy adapter is saved, never TRL's frozen `ref` copy
+        assert (tmp_path / "a" / "adapter" / "adapter_config.json").is_file()
+        assert not (tmp_path / "a" / "adapter" / "ref").exists()
+
+
+def test_grpo_raises_the_mean_reward_and_every_reward_is_dialsum_score(sft_decoder, sample_data, tmp_path):
+    from dialsum.align.run import align_model
+
+    cfg, weights = sft_decoder
+    spec = AlignSpec(method="grpo", rows=5, samples=8, steps=30, batch_size=1, learning_rate=1e-2, beta=0.0,
+                     heldout=0.2, eval_rows=2, save_steps=30)
+    cfg = cfg.model_copy(update={"align": spec})
+    rows = align_rows(sample_data.train, spec.rows, spec.seed)
+    r = align_model(cfg, cfg.path, weights, rows, sample_data.dev[:2], sample_data.dev[2:4], None, tmp_path / "g",
+                    METRIC)
+    rewards = [c["reward"] for c in r["curve"] if "reward" in c]
+    assert len(rewards) == 30
+    k = len(rewards) // 5
+    assert sum(rewards[-k:]) / k > sum(rewards[:k]) / k
+    # each logged reward is exactly what `dialsum score` prints for that completion against that reference
+    with open(tmp_path / "g" / "rewards.csv", newline="", encoding="utf-8") as f:
+        logged = list(csv.DictReader(f))
+    assert len(logged) == 30 * 8
+    refs = {d.fname: d.summary for d in sample_data.train}
+    held = set(split_heldout([d.fname for d in rows], spec.heldout, spec.seed)[1])
+    assert {x["fname"] for x in logged} <= {d.fname for d in rows} - held  # train rows only, held-out ones unseen
+    for x in random.Random(0).sample(logged, 3):
+        assert float(x["reward"]) == _dialsum_score(x["fname"], x["completion"], refs[x["fname"]], tmp_path)
+
+
+def test_rank_lowers_the_ranking_loss_on_heldout_dialogues_for_seq2seq(sft_bart, sample_data, tmp_path):
+    from dialsum.align.run import align_model
+
+    cfg, weights = sft_bart
+    spec = AlignSpec(method="rank", rows=40, samples=4, steps=12, batch_size=4, learning_rate=1e-3, heldout=0.3,
+                     rank_margin=0.01, eval_rows=4, save_steps=12)
+    cfg = cfg.model_copy(update={"align": spec})
+    rows, prefs = _prefs(cfg, weights, sample_data, spec, tmp_path)
+    r = align_model(cfg, cfg.path, weights, rows, sample_data.dev[:4], sample_data.dev[4:8], prefs, tmp_path / "r",
+                    METRIC)
+    assert r["heldout_groups"] >= 5
+    before, after = r["heldout"]["before"], r["heldout"]["after"]
+    assert after["ranking_loss"] < before["ranking_loss"]
+    assert all("ranking_loss" in c and "mle_loss" in c for c in r["curve"] if "loss" in c)
+
+
+def _dialsum_score(fname: str, text: str, ref: str, tmp_path) -> float:
+    pred, refs = tmp_path / "pred.csv", tmp_path / "refs.csv"
+    for path, col, value in ((pred, "summary", text), (refs, "summary", ref)):
+        with open(path, "w", newline="", encoding="utf-8") as f:
+            csv.writer(f).writerows([["fname", col], [fname, value]])
+    out = run_cli("score", "--pred", str(pred), "--refs", str(refs), "--json")
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)["final"]

@@ -1,0 +1,82 @@
+"""Alignment through `dialsum run`: the prefs and align stages in the plan, a kill -9 mid-align resumed by the same
+command, a beta change re-running only align and what follows, preference data from train only with rewards equal to
+`dialsum score`, and the report's SFT and aligned rows."""
+from __future__ import annotations
+
+import csv
+import json
+import random
+from pathlib import Path
+
+from conftest import SAMPLE
+from test_align import _dialsum_score
+from test_pipeline_e2e import run_dir_of, run_in, statuses, write_config
+
+
+def _align_config(path: Path) -> Path:
+    def edit(c):
+        c["models"][0]["train"] = {"epochs": 3}
+        c["models"][0]["align"] = {"method": "dpo", "rows": 24, "samples": 4, "steps": 8, "save_steps": 4,
+                                   "batch_size": 4, "learning_rate": 5.0e-4, "eval_rows": 8}
+        return c
+    return write_config(path, edit, keep_models=["tiny"])
+
+
+def test_align_in_a_run_killed_resumed_reused_and_reported(tmp_path):
+    from dialsum.io.data import load_competition
+
+    cfg = _align_config(tmp_path / "align.yaml")
+    r = run_in(tmp_path, cfg, env={"DIALSUM_KILL_AFTER_STEPS": "align:4"})
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("dialsum: error:")]
+    assert len(errors) == 1 and "align:tiny" in errors[0] and "signal 9" in errors[0]
+    assert not (tmp_path / "subs").exists() or not list((tmp_path / "subs").iterdir())
+
+    r = run_in(tmp_path, cfg)  # the same command resumes
+    assert r.returncode == 0, r.stderr[-3000:]
+    run_dir = run_dir_of(r.stdout)
+    st = statuses(run_dir)
+    assert st["train:tiny"] == st["prefs:tiny"] == "cached" and st["align:tiny"] == "ran"
+    man = json.loads((run_dir / "manifest.json").read_text())["stages"]
+    align_dir = Path(man["align:tiny"]["dir"])
+    state = json.loads(max((align_dir / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+                       .joinpath("trainer_state.json").read_text())
+    steps = [h["step"] for h in state["log_history"] if "loss" in h]
+    assert steps == list(range(1, 9))  # steps 1-4 from before the kill, 5-8 after: resumed, not restarted
+    result = json.loads((align_dir / "align_result.json").read_text())
+    assert result["steps"] == 8 and result["sft"]["select"]["n"] == 8
+
+    # generation used what the align stage decided
+    parts = man["generate:tiny"]["result"]["parts"]
+    with open(parts[0], newline="", encoding="utf-8") as f:
+        adapters = {row["adapter"] for row in csv.DictReader(f)}
+    assert adapters == {f"align:{man['align:tiny']['key']}"}
+
+    # preference data: train rows only, each score exactly `dialsum score` of that text against that reference
+    data = load_competition(SAMPLE)
+    prefs_csv = Path(man["prefs:tiny"]["dir"]) / "preferences.csv"
+    with open(prefs_csv, newline="", encoding="utf-8") as f:
+        prefs = list(csv.DictReader(f))
+    assert list(prefs[0]) == ["fname", "candidate", "score", "rank"]
+    names = {p["fname"] for p in prefs}
+    assert names <= {d.fname for d in data.train} and not names & {d.fname for d in data.dev + data.test}
+    refs = {d.fname: d.summary for d in data.train}
+    for p in random.Random(1).sample(prefs, 3):
+        assert float(p["score"]) == _dialsum_score(p["fname"], p["candidate"], refs[p["fname"]], tmp_path)
+
+    # the report: an SFT row and an aligned row on dev-select and dev-report, the curve plotted
+    report = (run_dir / "report.md").read_text()
+    sft_row = next(ln for ln in report.splitlines() if ln.startswith("| align | tiny: SFT (greedy)"))
+    aligned_row = next(ln for ln in report.splitlines() if ln.startswith("| align | tiny: aligned by dpo"))
+    assert sft_row.count("—") == 0 and aligned_row.count("—") == 0
+    assert "## Alignment after SFT" in report and (run_dir / "align.png").is_file()
+    scores = json.loads((run_dir / "scores.json").read_text())["rows"]
+    assert [r["detail"] for r in scores if r["stage"] == "align"][0] == "tiny: SFT (greedy)"
+
+    # changing only beta: SFT and the samples are reused, align and everything after it re-run
+    r = run_in(tmp_path, cfg, "--set", "models.tiny.align.beta=0.3")
+    assert r.returncode == 0, r.stderr[-3000:]
+    st = statuses(run_dir_of(r.stdout))
+    assert {k for k, v in st.items() if v == "cached"} == {"build:tiny", "train:tiny", "prefs:tiny"}
+    assert {k for k, v in st.items() if v == "ran"} == {"align:tiny", "generate:tiny", "ensemble", "postprocess",
+                                                        "submit"}
