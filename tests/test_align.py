@@ -127,20 +127,22 @@ def test_grpo_raises_the_mean_reward_and_every_reward_is_dialsum_score(sft_decod
     from dialsum.align.run import align_model
 
     cfg, weights = sft_decoder
-    spec = AlignSpec(method="grpo", rows=5, samples=8, steps=30, batch_size=1, learning_rate=1e-2, beta=0.0,
-                     heldout=0.2, eval_rows=2, save_steps=30)
-    cfg = cfg.model_copy(update={"align": spec})
+    # every step samples 8 completions for each of the same 3 train dialogues (the 4th is held out), so the mean
+    # reward of a step compares like with like across steps
+    spec = AlignSpec(method="grpo", rows=4, samples=8, steps=20, batch_size=3, learning_rate=5e-3, beta=0.0,
+                     heldout=0.25, eval_rows=2, save_steps=20)
+    cfg = cfg.model_copy(update={"align": spec, "max_new_tokens": 32})
     rows = align_rows(sample_data.train, spec.rows, spec.seed)
     r = align_model(cfg, cfg.path, weights, rows, sample_data.dev[:2], sample_data.dev[2:4], None, tmp_path / "g",
                     METRIC)
     rewards = [c["reward"] for c in r["curve"] if "reward" in c]
-    assert len(rewards) == 30
+    assert len(rewards) == 20
     k = len(rewards) // 5
     assert sum(rewards[-k:]) / k > sum(rewards[:k]) / k
     # each logged reward is exactly what `dialsum score` prints for that completion against that reference
     with open(tmp_path / "g" / "rewards.csv", newline="", encoding="utf-8") as f:
         logged = list(csv.DictReader(f))
-    assert len(logged) == 30 * 8
+    assert len(logged) == 20 * 3 * 8
     refs = {d.fname: d.summary for d in sample_data.train}
     held = set(split_heldout([d.fname for d in rows], spec.heldout, spec.seed)[1])
     assert {x["fname"] for x in logged} <= {d.fname for d in rows} - held  # train rows only, held-out ones unseen
