@@ -105,7 +105,7 @@ def test_dpo_raises_the_implicit_reward_margin_on_heldout_pairs(sft_decoder, sam
     from dialsum.align.run import align_model
 
     cfg, weights = sft_decoder
-    spec = AlignSpec(method="dpo", rows=40, samples=4, steps=12, batch_size=4, learning_rate=5e-4, beta=0.1,
+    spec = AlignSpec(method="dpo", rows=40, samples=4, steps=12, batch_size=4, learning_rate=2e-3, beta=0.1,
                      heldout=0.3, eval_rows=4, save_steps=12)
     cfg = cfg.model_copy(update={"align": spec})
     rows, prefs = _prefs(cfg, weights, sample_data, spec, tmp_path)
@@ -174,3 +174,22 @@ def _dialsum_score(fname: str, text: str, ref: str, tmp_path) -> float:
     out = run_cli("score", "--pred", str(pred), "--refs", str(refs), "--json")
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)["final"]
+
+
+def test_dry_run_plans_align_memory_for_a_real_checkpoint_named_with_a_dot():
+    """`--set models.<name>...` reaches a model whose name holds dots; the plan gains the align stage's memory."""
+    r = run_cli("train", "--dry-run", "--config", "configs/competition.yaml",
+                "--set", "models.solar-10.7b.align.method=dpo", "--set", "models.qwen2.5-7b.align.method=rank")
+    assert r.returncode == 0, r.stderr
+    lines = {ln.split()[0]: ln for ln in r.stdout.splitlines() if ln.strip().startswith(("train:", "align:"))}
+    assert "align:solar-10.7b" in lines and "align:qwen2.5-7b" in lines and "align:bllossom-8b" not in lines
+    gib = lambda ln: float(ln.split()[1])  # noqa: E731
+    assert gib(lines["align:solar-10.7b"]) > gib(lines["train:solar-10.7b"])  # a second adapter, 2 sequences a pair
+    assert "dpo: 8 sequences per step" in lines["align:solar-10.7b"]
+    r = run_cli("train", "--dry-run", "--config", "configs/competition.yaml", "--set", "models.solar-10.align.r=8")
+    assert r.returncode == 2 and "no model named 'solar-10'" in r.stderr
+
+
+def test_dpo_on_a_seq2seq_model_is_refused_in_one_line(tmp_path):
+    r = run_cli("train", "--dry-run", "--config", "configs/default.yaml", "--set", "models.tiny-bart.align.method=dpo")
+    assert r.returncode == 2 and "use `rank` for seq2seq" in r.stderr and "Traceback" not in r.stderr

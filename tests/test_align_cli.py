@@ -1,6 +1,6 @@
 """Alignment through `dialsum run`: the prefs and align stages in the plan, a kill -9 mid-align resumed by the same
 command, a beta change re-running only align and what follows, preference data from train only with rewards equal to
-`dialsum score`, and the report's SFT and aligned rows."""
+`dialsum score`, the report's SFT and aligned rows, and `dialsum tune --space align` over the same stages."""
 from __future__ import annotations
 
 import csv
@@ -8,13 +8,16 @@ import json
 import random
 from pathlib import Path
 
-from conftest import SAMPLE
+import yaml
+
+from conftest import SAMPLE, run_cli
 from test_align import _dialsum_score
 from test_pipeline_e2e import run_dir_of, run_in, statuses, write_config
 
 
 def _align_config(path: Path) -> Path:
     def edit(c):
+        c["output_dir"] = str(path.parent / "runs")  # where run_in puts runs too: one stage cache
         c["models"][0]["train"] = {"epochs": 3}
         c["models"][0]["align"] = {"method": "dpo", "rows": 24, "samples": 4, "steps": 8, "save_steps": 4,
                                    "batch_size": 4, "learning_rate": 5.0e-4, "eval_rows": 8}
@@ -80,3 +83,17 @@ def test_align_in_a_run_killed_resumed_reused_and_reported(tmp_path):
     assert {k for k, v in st.items() if v == "cached"} == {"build:tiny", "train:tiny", "prefs:tiny"}
     assert {k for k, v in st.items() if v == "ran"} == {"align:tiny", "generate:tiny", "ensemble", "postprocess",
                                                         "submit"}
+
+    # the align space: a trial samples beta and the alignment learning rate and runs the same align stage (the
+    # enqueued untuned values are a cache hit), then the held-out check on dev-report
+    tune_yaml = tmp_path / "tune.yaml"
+    tune_yaml.write_text(json.dumps({"study": "t-align", "run_config": str(cfg), "model": "tiny", "space": "align",
+                                     "pruner": {"name": "none"},
+                                     "enqueue": [{"beta": 0.1, "align_learning_rate": 5.0e-4}]}), encoding="utf-8")
+    r = run_cli("tune", "--config", str(tune_yaml), "--trials", "1")
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads((tmp_path / "runs" / "tune" / "t-align" / "summary.json").read_text())
+    assert summary["space"] == "align" and summary["best_params"] == {"beta": 0.1, "align_learning_rate": 5.0e-4}
+    assert summary["check"]["tuned"]["report"] == summary["check"]["default"]["report"]  # the same config, twice
+    tuned = yaml.safe_load(Path(summary["tuned_config"]).read_text(encoding="utf-8"))
+    assert tuned["models"][0]["align"]["beta"] == 0.1 and tuned["models"][0]["align"]["method"] == "dpo"

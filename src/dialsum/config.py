@@ -233,10 +233,13 @@ def apply_sets(raw: dict, sets: list[str] | None) -> dict:
         node: Any = raw
         if keys[0] == "models" and isinstance(raw.get("models"), list):
             named = {m.get("name"): m for m in raw["models"] if isinstance(m, dict)}
-            if len(keys) < 3 or keys[1] not in named:
+            # a model name may itself hold dots (solar-10.7b): the longest name the path starts with
+            hit = max((n for n in named if isinstance(n, str) and keys[1:1 + n.count(".") + 1] == n.split(".")
+                       and len(keys) > n.count(".") + 2), key=len, default=None)
+            if hit is None:
                 raise DialsumError(f"--set {item!r}: no model named {keys[1] if len(keys) > 1 else ''!r} "
                                    f"(models: {', '.join(str(n) for n in named)}); use models.<name>.<key>=VALUE")
-            node, keys = named[keys[1]], keys[2:]
+            node, keys = named[hit], keys[2 + hit.count("."):]
         for k in keys[:-1]:
             if not isinstance(node, dict):
                 raise DialsumError(f"--set {item!r}: {k!r} is inside a value, not a section")

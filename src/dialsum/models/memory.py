@@ -78,8 +78,22 @@ def estimate_gpu_gib(cfg: ModelConfig, gen: GenerateSpec | None = None) -> dict[
     kv_per_token = 2 * n_layers * (arch.num_kv_heads or 8) * (arch.head_dim or h // 32) * 2
     kv = batch * seq * kv_per_token
     generate = (p * 2 + kv) * 1.1 + 1.0 * GIB
-    return {"weights": weights / GIB, "lora_and_optimizer": lora / GIB, "activations": (acts + logits) / GIB,
-            "train": train / GIB, "generate": generate / GIB, "total": max(train, generate) / GIB}
+    out = {"weights": weights / GIB, "lora_and_optimizer": lora / GIB, "activations": (acts + logits) / GIB,
+           "train": train / GIB, "generate": generate / GIB}
+    if cfg.align.method != "none":  # the same model, `align_sequences` sequences per step instead of batch_size
+        per_seq = (acts + logits) / max(1, cfg.train.batch_size)
+        ref_copy = 0 if cfg.method == "full" else lora / 4  # TRL's frozen `ref` adapter: weights only
+        sampled = kv / batch * align_sequences(cfg) if cfg.align.method == "grpo" else 0  # generate's KV cache
+        out["align"] = ((weights + lora + ref_copy + per_seq * align_sequences(cfg) + sampled) * 1.15 + 1.0 * GIB) / GIB
+    out["total"] = max(v for k, v in out.items() if k in ("train", "generate", "align"))
+    return out
+
+
+def align_sequences(cfg: ModelConfig) -> int:
+    """Sequences one alignment step trains on: 2 per DPO pair, the group per GRPO prompt, samples + reference for
+    rank; times the dialogues per step."""
+    a = cfg.align
+    return a.batch_size * {"dpo": 2, "grpo": a.samples, "rank": a.samples + 1}.get(a.method, 0)
 
 
 def describe_plan(cfg: ModelConfig, gen: GenerateSpec | None = None) -> str:
@@ -99,4 +113,15 @@ def describe_plan(cfg: ModelConfig, gen: GenerateSpec | None = None) -> str:
             f"    train:{cfg.name}    {est['train']:.1f} GiB (weights {est['weights']:.1f}, LoRA+optim "
             f"{est['lora_and_optimizer']:.2f}, activations+logits {est['activations']:.1f})\n"
             f"    generate:{cfg.name} {est['generate']:.1f} GiB (bf16 weights + KV cache for one batch; vLLM "
-            f"reserves gpu_memory_utilization of the card)")
+            f"reserves gpu_memory_utilization of the card)" + _align_line(cfg, est))
+
+
+def _align_line(cfg: ModelConfig, est: dict) -> str:
+    a = cfg.align
+    if a.method == "none":
+        return ""
+    sampled = a.rows * a.samples if a.method in ("dpo", "rank") else a.steps * a.batch_size * a.samples
+    return (f"\n    align:{cfg.name}    {est['align']:.1f} GiB ({a.method}: {align_sequences(cfg)} sequences per step "
+            f"x {a.steps} steps; {sampled} sampled summaries"
+            f"{' (prefs stage, batched generation)' if a.method != 'grpo' else ' (generated inside training)'}; "
+            f"time ~ {a.steps * align_sequences(cfg)} training sequences, vs SFT's epochs x train rows)")
