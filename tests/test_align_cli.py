@@ -19,8 +19,9 @@ def _align_config(path: Path) -> Path:
     def edit(c):
         c["output_dir"] = str(path.parent / "runs")  # where run_in puts runs too: one stage cache
         c["models"][0]["train"] = {"epochs": 3}
-        c["models"][0]["align"] = {"method": "dpo", "rows": 24, "samples": 4, "steps": 8, "save_steps": 4,
-                                   "batch_size": 4, "learning_rate": 5.0e-4, "eval_rows": 8}
+        c["models"][0]["decodings"] = [{"name": "greedy"}]
+        c["models"][0]["align"] = {"method": "dpo", "rows": 16, "samples": 4, "steps": 8, "save_steps": 4,
+                                   "batch_size": 4, "learning_rate": 5.0e-4, "eval_rows": 6}
         return c
     return write_config(path, edit, keep_models=["tiny"])
 
@@ -47,7 +48,7 @@ def test_align_in_a_run_killed_resumed_reused_and_reported(tmp_path):
     steps = [h["step"] for h in state["log_history"] if "loss" in h]
     assert steps == list(range(1, 9))  # steps 1-4 from before the kill, 5-8 after: resumed, not restarted
     result = json.loads((align_dir / "align_result.json").read_text())
-    assert result["steps"] == 8 and result["sft"]["select"]["n"] == 8
+    assert result["steps"] == 8 and result["sft"]["select"]["n"] == 6
 
     # generation used what the align stage decided
     parts = man["generate:tiny"]["result"]["parts"]

@@ -55,6 +55,19 @@ def aligned_tagless_adapter(tagless, tagless_adapter, sample_data, tmp_path_fact
                                out / "checkpoints", [])
     trainer.train()
     assert set(model.peft_config) == {"default", "ref"}
+    # TRL scores with its own fused LM head (lm_head.weight / .bias); through PEFT's trainable tag rows it must give
+    # the log-probs of the model's ordinary forward, tag tokens included, for the policy and for the `ref` copy
+    from trl.trainer.utils import use_adapter
+
+    ids = torch.tensor([tok(sample_data.dev[0].dialogue[:200], add_special_tokens=False)["input_ids"]])
+    assert set(ids[0].tolist()) & set(tok.dialsum_added_ids)
+    model.eval()
+    for adapter in ("default", "ref"):
+        with torch.no_grad(), use_adapter(model, adapter):
+            fused = model(input_ids=ids, labels=ids, fused_lm_head=True).log_probs
+            plain = torch.log_softmax(model(input_ids=ids).logits[:, :-1].float(), -1).gather(
+                -1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+        assert torch.allclose(fused, plain, atol=1e-4), adapter
     saved = save_policy(trainer.model, tok, out)
     from safetensors.torch import load_file
 

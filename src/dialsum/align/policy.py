@@ -34,8 +34,29 @@ def load_policy(cfg: ModelConfig, base_path: str, sft_weights: Path):
             model = prepare_model_for_kbit_training(
                 model, use_gradient_checkpointing=cfg.train.gradient_checkpointing and has_cuda())
         model = PeftModel.from_pretrained(model, str(sft_weights), is_trainable=True)
+        expose_head_bias(model)
     stops = model_stops(tokenizer, model.generation_config.eos_token_id, cfg)
     return tokenizer, model, stops
+
+
+def expose_head_bias(model) -> int:
+    """Let TRL's fused LM head read a head whose tag rows PEFT trains (every real checkpoint with an untied head).
+
+    TRL 1.16 computes log-probs from `lm_head.weight` and `lm_head.bias` itself (trainer/utils.py, `_fused_forward`).
+    PEFT's TrainableTokensWrapper answers `weight` with the merged weight of the active adapter (so the policy and
+    TRL's `ref` copy each see their own tag rows, with gradients) but has no `bias` and raises. LM heads have none:
+    the wrapper gets a plain `bias = None`. Returns how many heads were given one."""
+    from peft.utils.other import TrainableTokensWrapper
+
+    n = 0
+    for module in model.modules():
+        if isinstance(module, TrainableTokensWrapper) and "bias" not in vars(module):
+            base = module.original_module
+            if getattr(base, "bias", None) is not None:
+                raise NotImplementedError(f"{type(base).__name__} with a bias under trainable tag rows")
+            object.__setattr__(module, "bias", None)
+            n += 1
+    return n
 
 
 def greedy_preds(model, tokenizer, cfg: ModelConfig, rows: list[Dialogue], stops: list[int],
