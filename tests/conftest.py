@@ -14,9 +14,6 @@ ROOT = Path(__file__).resolve().parents[1]
 # Mecab's morpheme cache (dialsum.morpheme_cache): one per test session, inherited by every command the tests run,
 # so the suite neither reads nor fills the user's ~/.cache
 os.environ.setdefault("DIALSUM_CACHE_DIR", tempfile.mkdtemp(prefix="dialsum-test-cache-"))
-if os.environ.get("PYTEST_XDIST_WORKER"):  # one worker per core: each worker and its children use one thread
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(var, "1")
 SHARED = ROOT.parent / "shared" / "data"
 SAMPLE = ROOT / "data" / "sample"
 

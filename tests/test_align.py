@@ -127,9 +127,9 @@ def test_grpo_raises_the_mean_reward_and_every_reward_is_dialsum_score(sft_decod
     from dialsum.align.run import align_model
 
     cfg, weights = sft_decoder
-    # every step samples 8 completions for each of the same 3 train dialogues (the 4th is held out), so the mean
+    # every step samples 16 completions for each of the same 3 train dialogues (the 4th is held out), so the mean
     # reward of a step compares like with like across steps
-    spec = AlignSpec(method="grpo", rows=4, samples=8, steps=20, batch_size=3, learning_rate=5e-3, beta=0.0,
+    spec = AlignSpec(method="grpo", rows=4, samples=16, steps=20, batch_size=3, learning_rate=5e-3, beta=0.0,
                      heldout=0.25, eval_rows=2, save_steps=20)
     cfg = cfg.model_copy(update={"align": spec, "max_new_tokens": 32})
     rows = align_rows(sample_data.train, spec.rows, spec.seed)
@@ -142,7 +142,7 @@ def test_grpo_raises_the_mean_reward_and_every_reward_is_dialsum_score(sft_decod
     # each logged reward is exactly what `dialsum score` prints for that completion against that reference
     with open(tmp_path / "g" / "rewards.csv", newline="", encoding="utf-8") as f:
         logged = list(csv.DictReader(f))
-    assert len(logged) == 20 * 3 * 8
+    assert len(logged) == 20 * 3 * 16
     refs = {d.fname: d.summary for d in sample_data.train}
     held = set(split_heldout([d.fname for d in rows], spec.heldout, spec.seed)[1])
     assert {x["fname"] for x in logged} <= {d.fname for d in rows} - held  # train rows only, held-out ones unseen

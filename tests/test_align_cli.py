@@ -8,6 +8,7 @@ import json
 import random
 from pathlib import Path
 
+import pytest
 import yaml
 
 from conftest import SAMPLE, run_cli
@@ -76,6 +77,15 @@ def test_align_in_a_run_killed_resumed_reused_and_reported(tmp_path):
     assert "## Alignment after SFT" in report and (run_dir / "align.png").is_file()
     scores = json.loads((run_dir / "scores.json").read_text())["rows"]
     assert [r["detail"] for r in scores if r["stage"] == "align"][0] == "tiny: SFT (greedy)"
+
+    # the tracker has the align curve, step by step, as the result file has it
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    ea = EventAccumulator(str(run_dir / "tensorboard" / "dialsum"))
+    ea.Reload()
+    margins = [(e.step, e.value) for e in ea.Scalars("align/tiny/reward_margin")]
+    assert margins == [(c["step"], pytest.approx(c["reward_margin"], abs=1e-6)) for c in result["curve"]
+                       if "reward_margin" in c]
 
     # changing only beta: SFT and the samples are reused, align and everything after it re-run
     r = run_in(tmp_path, cfg, "--set", "models.tiny.align.beta=0.3")
