@@ -93,24 +93,23 @@ def sft_bart(tiny_bart_cfg, sample_data, tmp_path_factory):
     return _sft(tiny_bart_cfg, sample_data, tmp_path_factory.mktemp("sft-bart"))
 
 
-def _prefs(cfg, weights, data, spec, tmp_path):
+def _aligned(sft, data, spec: AlignSpec, tmp_path):
+    """The model's own ranked samples (through the prefs code path), then align_model, as the two stages run them."""
+    from dialsum.align.run import align_model
     from dialsum.align.sampling import sample_preferences
     from dialsum.config import GenerateSpec
 
+    cfg, weights = sft
+    cfg = cfg.model_copy(update={"align": spec})
     rows = align_rows(data.train, spec.rows, spec.seed)
-    return rows, sample_preferences(cfg, cfg.path, weights, rows, spec, GenerateSpec(), tmp_path / "store", METRIC)
+    prefs = sample_preferences(cfg, cfg.path, weights, rows, spec, GenerateSpec(), tmp_path / "store", METRIC)
+    return align_model(cfg, cfg.path, weights, rows, data.dev[:4], data.dev[4:8], prefs, tmp_path / "a", METRIC)
 
 
 def test_dpo_raises_the_implicit_reward_margin_on_heldout_pairs(sft_decoder, sample_data, tmp_path):
-    from dialsum.align.run import align_model
-
-    cfg, weights = sft_decoder
-    spec = AlignSpec(method="dpo", rows=40, samples=4, steps=12, batch_size=4, learning_rate=2e-3, beta=0.1,
-                     heldout=0.3, eval_rows=4, save_steps=12)
-    cfg = cfg.model_copy(update={"align": spec})
-    rows, prefs = _prefs(cfg, weights, sample_data, spec, tmp_path)
-    r = align_model(cfg, cfg.path, weights, rows, sample_data.dev[:4], sample_data.dev[4:8], prefs, tmp_path / "a",
-                    METRIC)
+    r = _aligned(sft_decoder, sample_data, AlignSpec(method="dpo", rows=40, samples=4, steps=12, batch_size=4,
+                                                     learning_rate=2e-3, beta=0.1, heldout=0.3, eval_rows=4,
+                                                     save_steps=12), tmp_path)
     assert r["heldout_pairs"] >= 5 and r["pairs"] >= 20
     before, after = r["heldout"]["before"], r["heldout"]["after"]
     assert abs(before["margin"]) < 1e-3  # the SFT policy is its own reference
@@ -151,15 +150,9 @@ def test_grpo_raises_the_mean_reward_and_every_reward_is_dialsum_score(sft_decod
 
 
 def test_rank_lowers_the_ranking_loss_on_heldout_dialogues_for_seq2seq(sft_bart, sample_data, tmp_path):
-    from dialsum.align.run import align_model
-
-    cfg, weights = sft_bart
-    spec = AlignSpec(method="rank", rows=40, samples=4, steps=12, batch_size=4, learning_rate=1e-3, heldout=0.3,
-                     rank_margin=0.01, eval_rows=4, save_steps=12)
-    cfg = cfg.model_copy(update={"align": spec})
-    rows, prefs = _prefs(cfg, weights, sample_data, spec, tmp_path)
-    r = align_model(cfg, cfg.path, weights, rows, sample_data.dev[:4], sample_data.dev[4:8], prefs, tmp_path / "r",
-                    METRIC)
+    r = _aligned(sft_bart, sample_data, AlignSpec(method="rank", rows=40, samples=4, steps=12, batch_size=4,
+                                                  learning_rate=1e-3, heldout=0.3, rank_margin=0.01, eval_rows=4,
+                                                  save_steps=12), tmp_path)
     assert r["heldout_groups"] >= 5
     before, after = r["heldout"]["before"], r["heldout"]["after"]
     assert after["ranking_loss"] < before["ranking_loss"]
