@@ -25,3 +25,33 @@ def test_no_driver_means_no_gpu(tmp_path, monkeypatch):
     monkeypatch.setattr(hardware, "NVIDIA_GPUS", tmp_path / "absent")
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     assert hardware.gpu_count() == 0 and not hardware.gpu_present()
+
+
+@pytest.mark.parametrize("mask,workers,share,want", [
+    (None, 2, False, ["0", "1"]), ("3,1", 2, False, ["3", "1"]), ("2", 1, False, ["2"]),
+    ("3,1", 4, True, ["3", "1", "3", "1"]), ("", 3, False, [])])
+def test_tune_workers_get_the_gpus_of_the_users_mask(monkeypatch, mask, workers, share, want):
+    from dialsum.tune.study import worker_devices
+
+    monkeypatch.setenv(hardware.FAKE_GPUS, "4")
+    if mask is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", mask)
+    assert worker_devices(workers, hardware.visible_gpus(), share) == want
+
+
+def test_more_tune_workers_than_gpus_is_refused_before_any_work(tmp_path):
+    from conftest import run_cli
+
+    tune_yaml = tmp_path / "tune.yaml"
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text((hardware.Path(__file__).parents[1] / "configs" / "default.yaml").read_text()
+                   .replace("../data/sample", str(hardware.Path(__file__).parents[1] / "data" / "sample"))
+                   .replace("../runs", str(tmp_path / "runs")).replace("models/", str(
+                       hardware.Path(__file__).parents[1] / "configs" / "models") + "/"))
+    tune_yaml.write_text(f"study: s\nrun_config: {cfg}\n")
+    r = run_cli("tune", "--config", str(tune_yaml), "--workers", "3", "--trials", "3",
+                env={hardware.FAKE_GPUS: "4", "CUDA_VISIBLE_DEVICES": "1,2"})
+    assert r.returncode == 2 and "--workers 3 but 2 GPU(s) visible (1,2)" in r.stderr and "--share-gpus" in r.stderr
+    assert not (tmp_path / "runs").exists()  # no study folder, no journal

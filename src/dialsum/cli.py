@@ -126,6 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
                                   "(default: the run config's default run)")
     sp.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
                     help="edit the tuning YAML (repeatable), e.g. --set sampler.name=random --set train.epochs=[1,2]")
+    sp.add_argument("--share-gpus", action="store_true", help="allow more workers than visible GPUs (several "
+                                                               "workers per GPU, in turn)")
     sp.add_argument("--worker", type=int, help=argparse.SUPPRESS)  # index of a worker process
     sp.set_defaults(func="tune:tune")
 

@@ -13,18 +13,36 @@ from pathlib import Path
 NVIDIA_GPUS = Path("/proc/driver/nvidia/gpus")
 
 
-def gpu_count() -> int:
-    """GPUs visible to this process: the driver's count, narrowed by CUDA_VISIBLE_DEVICES where that is set."""
-    n = len(list(NVIDIA_GPUS.iterdir())) if NVIDIA_GPUS.is_dir() else 0
+FAKE_GPUS = "DIALSUM_FAKE_GPUS"  # tests: the driver "lists" this many GPUs (nothing touches CUDA)
+
+
+def driver_gpus() -> int:
+    """GPUs the NVIDIA driver lists on this machine (or DIALSUM_FAKE_GPUS), before any mask."""
+    fake = os.environ.get(FAKE_GPUS)
+    if fake:
+        return int(fake)
+    return len(list(NVIDIA_GPUS.iterdir())) if NVIDIA_GPUS.is_dir() else 0
+
+
+def visible_gpus() -> list[str]:
+    """The device ids this process may hand on to its children, in CUDA's order: the user's CUDA_VISIBLE_DEVICES
+    entries (read the way CUDA reads them: up to the first invalid one, e.g. "" or "-1"; ids or GPU-UUIDs) or, with
+    no mask, 0..n-1; never more than the driver lists."""
+    n = driver_gpus()
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is None:
-        return n
-    listed = 0
-    for x in visible.split(","):  # CUDA reads ids (or GPU-UUIDs) up to the first invalid one, e.g. "" or "-1"
+        return [str(i) for i in range(n)]
+    out = []
+    for x in visible.split(","):
         if not x.strip() or x.strip().startswith("-"):
             break
-        listed += 1
-    return min(n, listed)
+        out.append(x.strip())
+    return out[:n]
+
+
+def gpu_count() -> int:
+    """GPUs visible to this process: the driver's count, narrowed by CUDA_VISIBLE_DEVICES where that is set."""
+    return len(visible_gpus())
 
 
 def gpu_present() -> bool:

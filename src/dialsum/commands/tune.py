@@ -20,7 +20,8 @@ def tune(args) -> int:
         base = load_config(tc.run_config)
         run_worker(tc, base, study_dir(base, tc.study), args.storage or tc.storage, args.trials, run_dir, args.worker)
         return 0
-    s = run_study(tc, args.trials, args.workers, args.storage or tc.storage, run_dir, Path(args.config), args.set)
+    s = run_study(tc, args.trials, args.workers, args.storage or tc.storage, run_dir, Path(args.config), args.set,
+                  share_gpus=args.share_gpus)
     c = s["check"]
     print(f"study {s['study']} ({s['space']}): {s['trials']}")
     print(f"  tuned   dev-select {c['tuned']['select']:.4f}  dev-report {c['tuned']['report']:.4f}  {s['best_params']}")

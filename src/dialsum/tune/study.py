@@ -12,7 +12,7 @@ from dialsum.engine.core import log
 from dialsum.engine.runs import data_hashes, default_run_id
 from dialsum.engine.tracking import trial_logger
 from dialsum.errors import DialsumError
-from dialsum.hardware import gpu_count
+from dialsum.hardware import visible_gpus
 from dialsum.io.files import atomic_write_json
 from dialsum.scoring.bootstrap import compare
 from dialsum.tune.config import TuneConfig
@@ -34,9 +34,23 @@ def run_worker(tc: TuneConfig, base: RunConfig, folder: Path, storage_url: str |
                    callbacks=[trial_logger(base.tracking, tc.study, folder, Path(base.output_dir))])
 
 
+def worker_devices(workers: int, visible: list[str], share: bool = False) -> list[str]:
+    """The CUDA_VISIBLE_DEVICES of each worker: one of the GPUs this process may use (the user's mask respected:
+    with CUDA_VISIBLE_DEVICES=2,3 the workers get 2 and 3), in turn when `share`; none on a machine without GPUs.
+    More workers than GPUs is refused unless `share` says several may train on one card."""
+    if not visible:
+        return []
+    if workers > len(visible) and not share:
+        raise DialsumError(f"--workers {workers} but {len(visible)} GPU(s) visible ({','.join(visible)}): one worker "
+                           f"per GPU, or pass --share-gpus to put several workers on one GPU")
+    return [visible[i % len(visible)] for i in range(workers)]
+
+
 def tune(tc: TuneConfig, trials: int, workers: int, storage_url: str | None, run_dir: Path | None,
-         config_path: Path, sets: list[str] | None = None) -> dict:
+         config_path: Path, sets: list[str] | None = None, share_gpus: bool = False) -> dict:
     base = load_config(tc.run_config)
+    n_workers = min(workers, trials)
+    devices = worker_devices(n_workers, visible_gpus(), share_gpus) if n_workers > 1 else []  # refused before any work
     folder = study_dir(base, tc.study)
     folder.mkdir(parents=True, exist_ok=True)
     if tc.model and tc.model not in [m.name for m in base.models]:
@@ -58,11 +72,10 @@ def tune(tc: TuneConfig, trials: int, workers: int, storage_url: str | None, run
         run_worker(tc, base, folder, storage_url, shares[0], run_dir)
     else:
         procs = []
-        gpus = gpu_count()
         for i, n in enumerate(shares):
             env = {**os.environ}
-            if gpus:
-                env["CUDA_VISIBLE_DEVICES"] = str(i % gpus)
+            if devices:
+                env["CUDA_VISIBLE_DEVICES"] = devices[i]
             procs.append(subprocess.Popen([sys.executable, "-m", "dialsum", "tune", "--config", str(config_path),
                                            "--trials", str(n), "--workers", "1", "--worker", str(i),
                                            "--space", tc.space,
