@@ -1,6 +1,8 @@
 """The one GPU probe: the driver's GPU count narrowed by CUDA_VISIBLE_DEVICES the way CUDA reads it."""
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from dialsum import hardware
@@ -55,3 +57,22 @@ def test_more_tune_workers_than_gpus_is_refused_before_any_work(tmp_path):
                 env={hardware.FAKE_GPUS: "4", "CUDA_VISIBLE_DEVICES": "1,2"})
     assert r.returncode == 2 and "--workers 3 but 2 GPU(s) visible (1,2)" in r.stderr and "--share-gpus" in r.stderr
     assert not (tmp_path / "runs").exists()  # no study folder, no journal
+
+
+@pytest.mark.parametrize("mask,gpus,want", [(None, 1, "0"), ("2,3", 1, "2"), ("3,1,0", 2, "3,1"), ("", 1, "")])
+def test_a_stage_child_sees_the_gpus_the_parent_assigned(tmp_path, monkeypatch, mask, gpus, want):
+    """One GPU per stage child by default (a generate stage asks for tensor_parallel_size), taken from the user's
+    mask; the driver's GPU list is faked (DIALSUM_FAKE_GPUS=4), the child really is a child process."""
+    from dialsum.engine.core import Engine, Stage
+
+    tests = hardware.Path(__file__).parent
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tests), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv(hardware.FAKE_GPUS, "4")
+    if mask is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", mask)
+    stage = Stage("probe:x", "probe", 1, "stage_probe:record_env", {"mask": mask, "gpus": gpus}, {"gpus": gpus},
+                  child=True)
+    result = Engine(tmp_path / "cache", tmp_path / "run").run(stage)
+    assert result["CUDA_VISIBLE_DEVICES"] == want

@@ -241,10 +241,23 @@ def _tee(src, sinks, last: list) -> None:
                 pass
 
 
-def run_child(out: Path, log_path: Path, name: str) -> None:
+def child_env(gpus: int = 1) -> dict:
+    """A stage child's environment: this one, with CUDA_VISIBLE_DEVICES narrowed to the first `gpus` of the GPUs
+    this process may use (the user's mask respected), so a child never sees every GPU (the Trainer would multiply
+    its batch over them); on a machine without GPUs, unchanged."""
+    from dialsum.hardware import visible_gpus
+
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    visible = visible_gpus()
+    if visible:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(visible[:max(1, gpus)])
+    return env
+
+
+def run_child(out: Path, log_path: Path, name: str, gpus: int = 1) -> None:
     """`python -m dialsum.engine.worker out`, its output shown live and copied to log_path; one line on failure."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = child_env(gpus)
     with open(log_path, "ab") as logf:
         logf.write(f"\n==== {name} {time.strftime('%Y-%m-%d %H:%M:%S')} ====\n".encode())
         proc = subprocess.Popen([sys.executable, "-m", "dialsum.engine.worker", str(out)], stdout=subprocess.PIPE,
@@ -354,7 +367,8 @@ class Engine:
             log(f"{stage.name}: inputs {json.dumps(stage.inputs, sort_keys=True, ensure_ascii=False)[:2000]}",
                 logging.DEBUG)
             if stage.child and not self.in_process:
-                run_child(out, self.run_dir / "logs" / log_name(stage.name), stage.name)
+                run_child(out, self.run_dir / "logs" / log_name(stage.name), stage.name,
+                          stage.context.get("gpus", 1))
                 result = cached_result(stage, self.cache)
                 if result is None:
                     raise DialsumError(f"stage {stage.name}: the child exited without marking {out / META}")

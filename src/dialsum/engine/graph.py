@@ -140,7 +140,7 @@ def generate_stage(ctx: RunContext, m: ModelConfig, adapter: Path | None = None)
          "tensor_parallel_size": gen.tensor_parallel_size, "splits": [x for x in ("dev", "test") if x in gen.splits],
          "data": {"dev": ctx.hashes["dev"], "test": ctx.hashes["test"]}},
         {"data_dir": str(ctx.data_dir), "base_path": base_path, **where, "model": m.model_dump(mode="json"),
-         "generate": gen_ctx},
+         "generate": gen_ctx, "gpus": gen.tensor_parallel_size if backend == "vllm" else 1},
         child=True, deps=tuple(deps)))
 
 
