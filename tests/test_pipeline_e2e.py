@@ -463,3 +463,31 @@ def test_html_report_works_in_a_real_browser(e2e, tmp_path):
     subprocess.run([*flags, f"--screenshot={shot}", "--window-size=1400,2200", page.as_uri()],
                    capture_output=True, timeout=180)
     assert shot.stat().st_size > 20_000  # looked at once: see the closing note of the issue that added it
+
+
+def test_only_model_processes_in_parallel_then_a_plain_run_gives_the_sequential_bytes(e2e, tmp_path):
+    """README: several shells (GPUs, machines sharing output_dir) each take a model with `run --only-model`; all
+    proceed at once (per-stage locks, the manifest merged under a lock) and a later plain `run` ensembles, giving
+    the same submission bytes as the sequential run."""
+    import subprocess
+    import sys
+
+    tmp, first = e2e
+    models = ("tiny", "tiny-chat", "tiny-bart")
+    cmd = [sys.executable, "-m", "dialsum", "run", "--config", "configs/default.yaml", "--output-dir",
+           str(tmp_path / "runs"), "--submissions-dir", str(tmp_path / "subs"), "--only-model"]
+    procs = [subprocess.Popen(cmd + [m], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for m in models]
+    outs = [p.communicate(timeout=900) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], [o[1][-1500:] for o in outs]
+    run_dir = run_dir_of(outs[0][0])
+    assert {run_dir_of(o[0]) for o in outs} == {run_dir}
+    man = json.loads((run_dir / "manifest.json").read_text())["stages"]
+    assert {f"{k}:{m}" for k in ("train", "generate") for m in models} <= set(man)  # nobody dropped another's entry
+    r = run_in(tmp_path, "configs/default.yaml")
+    assert r.returncode == 0, r.stderr[-2000:]
+    st = statuses(run_dir_of(r.stdout))
+    assert all(st[f"{k}:{m}"] == "cached" for k in ("train", "generate") for m in models)
+    sub = Path(re.search(r"^submission: (.+)$", r.stdout, flags=re.M).group(1))
+    seq = Path(re.search(r"^submission: (.+)$", first.stdout, flags=re.M).group(1))
+    assert sub.read_bytes() == seq.read_bytes()

@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 from dialsum.config import TinyModelSpec, load_config
-from dialsum.engine.core import console
+from dialsum.engine.logs import console
 from dialsum.engine.graph import forced_set, generate_stage, select_models, train_stage
 from dialsum.engine.pipeline import engine_for, preflight, run_pipeline, run_stages
 from dialsum.engine.runs import open_run
@@ -80,6 +80,15 @@ def train(args) -> int:
     return 0
 
 
+def upstream(ctx, stage) -> list:
+    """Every stage `stage` depends on, each after its own dependencies."""
+    out: list = []
+    for name in stage.deps:
+        dep = ctx.stages[name]
+        out += [x for x in upstream(ctx, dep) + [dep] if x not in out]
+    return out
+
+
 def generate(args) -> int:
     cfg = config_of(args)
     models = select_models(cfg, args.model)
@@ -96,10 +105,9 @@ def generate(args) -> int:
             if eng.done(tr) is None:
                 raise DialsumError(f"model {m.name}: not trained yet for this config (stage {tr.name}, key {tr.key}); "
                                    f"run `dialsum train --config {args.config}` first, or pass --adapter PATH")
-            for d in tr.deps:
-                eng.run(ctx.stages[d])
-            eng.run(tr)
             stage = generate_stage(ctx, m)
+            for up in upstream(ctx, stage):  # build, train and, with `align.method`, prefs and align
+                eng.run(up)
         result = eng.run(stage, force=args.force)
         for part in result["parts"]:
             if args.out:

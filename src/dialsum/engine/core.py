@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from dialsum.engine.logs import log, quiet
 from dialsum.errors import DialsumError
 from dialsum.io.files import atomic_write_json
 
@@ -83,62 +84,6 @@ def cached_result(stage: Stage, cache: Path) -> dict | None:
         return None
 
 
-LOGGER = logging.getLogger("dialsum")
-
-
-class _Stderr(logging.StreamHandler):
-    """stderr as it is when a message is written (not when the handler was made), as `[dialsum] message`."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.stream = sys.stderr
-        super().emit(record)
-
-
-_console: logging.Handler | None = None
-_file: list = []  # [(path, handler)] of the run folder this process works in now
-
-
-def console(level: int = logging.INFO) -> None:
-    """Show dialsum's messages on stderr from `level` on (WARNING for --quiet, DEBUG for --verbose)."""
-    global _console
-    if _console is None:
-        _console = _Stderr()
-        _console.setFormatter(logging.Formatter("[dialsum] %(message)s"))
-        LOGGER.addHandler(_console)
-        LOGGER.setLevel(logging.DEBUG)
-        LOGGER.propagate = False
-    _console.setLevel(level)
-
-
-def quiet() -> bool:
-    """--quiet: stage children's output goes to their log files only, not to the terminal."""
-    return _console is not None and _console.level > logging.INFO
-
-
-def log_to_file(path: Path) -> None:
-    """Also keep every message, DEBUG included and timestamped, in `path` (the run's logs/run.log): one file at a
-    time, the run folder opened last (a tuning study opens one per trial)."""
-    key = str(Path(path).resolve())
-    if _file and _file[0][0] == key:
-        return
-    for _, old in _file:
-        LOGGER.removeHandler(old)
-        old.close()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(path, encoding="utf-8")
-    handler.setLevel(logging.DEBUG)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    LOGGER.addHandler(handler)
-    LOGGER.setLevel(logging.DEBUG)
-    _file[:] = [(key, handler)]
-
-
-def log(msg: str, level: int = logging.INFO) -> None:
-    if _console is None:
-        console()
-    LOGGER.log(level, msg)
-
-
 def dist_rank() -> tuple[int, int]:
     """(rank, world size) under torchrun / accelerate launch; (0, 1) otherwise."""
     return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
@@ -171,16 +116,18 @@ def stage_lock(out: Path, name: str):
 _HELD: dict[str, object] = {}  # run folders this process holds (the file stays open, so the flock stays)
 
 
-def hold_run_folder(run_dir: Path) -> None:
+def hold_run_folder(run_dir: Path, scope: str | None = None) -> None:
     """One writer per run folder: an exclusive flock on run_dir/.lock for this process's lifetime, naming its holder.
 
     A second `dialsum run/train/generate/tune` on the same folder stops with one line naming the holder; a lock left
-    by a dead process is no lock at all (the kernel drops flocks with their process), so it is simply taken over."""
-    key = str(Path(run_dir).resolve())
+    by a dead process is no lock at all (the kernel drops flocks with their process), so it is simply taken over.
+    `scope` (e.g. the models of `run --only-model`) takes `.lock-<scope>` instead, so processes working on different
+    models share the folder: stage folders have their own locks and the manifest is merged under one."""
+    key = str(Path(run_dir).resolve()) + (f"#{scope}" if scope else "")
     if key in _HELD or dist_rank()[0] != 0:
         return
     Path(run_dir).mkdir(parents=True, exist_ok=True)
-    f = open(Path(run_dir) / ".lock", "a+")
+    f = open(Path(run_dir) / (f".lock-{scope}" if scope else ".lock"), "a+")
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -325,16 +272,28 @@ class Engine:
         return {"stages": {}}
 
     def record(self, stage: Stage, result: dict, status: str) -> None:
-        self.manifest["stages"][stage.name] = {"key": stage.key, "dir": str(stage.out_dir(self.cache)),
-                                               "status": status, "result": result,
-                                               "at": time.strftime("%Y-%m-%d %H:%M:%S")}
-        if dist_rank()[0] == 0:
-            atomic_write_json(self.manifest_path, self.manifest)
+        entry = {"key": stage.key, "dir": str(stage.out_dir(self.cache)), "status": status, "result": result,
+                 "at": time.strftime("%Y-%m-%d %H:%M:%S")}
+        self._update(lambda m: m["stages"].__setitem__(stage.name, entry))
 
     def set(self, key: str, value) -> None:
-        self.manifest[key] = value
-        if dist_rank()[0] == 0:
-            atomic_write_json(self.manifest_path, self.manifest)
+        self._update(lambda m: m.__setitem__(key, value))
+
+    def _update(self, change) -> None:
+        """Apply one change to the manifest on disk (re-read under a lock, so processes sharing the run folder, e.g.
+        `run --only-model A` and `--only-model B`, never drop each other's entries) and to this copy."""
+        change(self.manifest)
+        if dist_rank()[0] != 0:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.run_dir / ".manifest.lock", "a+") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            disk = self._load_manifest()
+            change(disk)
+            for k, v in self.manifest.items():  # keys this process set and the disk copy lacks
+                disk.setdefault(k, v)
+            atomic_write_json(self.manifest_path, disk)
+            self.manifest = disk
 
     def done(self, stage: Stage) -> dict | None:
         return cached_result(stage, self.cache)

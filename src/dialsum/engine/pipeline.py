@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 from dialsum.config import ModelConfig, RunConfig
-from dialsum.engine.core import Engine, Stage, log
+from dialsum.engine.core import Engine, Stage
+from dialsum.engine.logs import log
 from dialsum.engine.explorer import explorer_data
 from dialsum.engine.graph import forced_set, full_plan, model_stages, select_models
 from dialsum.engine.runs import RunContext, open_run
@@ -50,7 +51,10 @@ def run_pipeline(cfg: RunConfig, data_dir: Path | None = None, run_id: str | Non
                  backend: str | None = None, only_models: list[str] | None = None, from_stage: str | None = None,
                  force: list[str] | None = None, sets: list[str] | None = None) -> dict:
     """Every stage in order; finished stages (same key) are reused, the rest computed."""
-    ctx = open_run(cfg, data_dir, run_id, backend, sets=sets)
+    # `--only-model`: a lock of its own, so processes (shells, GPUs, machines sharing output_dir) on other models
+    # proceed in parallel; a plain run holds the folder's lock
+    scope = "models-" + "+".join(sorted(only_models)) if only_models else None
+    ctx = open_run(cfg, data_dir, run_id, backend, sets=sets, lock_scope=scope)
     log(f"run {ctx.run_id} in {ctx.run_dir} (cache {ctx.cache})")
     models = select_models(cfg, only_models)
     preflight(models)

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dialsum.config import RunConfig
-from dialsum.engine.core import Stage, hash_json, hold_run_folder, log_to_file, sha256_file
+from dialsum.engine.core import Stage, hash_json, hold_run_folder, sha256_file
+from dialsum.engine.logs import log_to_file
 from dialsum.errors import DialsumError
 from dialsum.io.data import CompetitionData, load_competition
 from dialsum.io.devsplit import DevSplit, split_dev
@@ -53,7 +54,7 @@ def default_run_id(cfg: RunConfig, hashes: dict[str, str]) -> str:
 
 def open_run(cfg: RunConfig, data_dir: Path | None = None, run_id: str | None = None,
              backend: str | None = None, run_dir: Path | None = None, lock: bool = True,
-             sets: list[str] | None = None) -> RunContext:
+             sets: list[str] | None = None, lock_scope: str | None = None) -> RunContext:
     """Load and check the data, fix the run folder and the dev split, write the run's snapshot files."""
     data_dir = Path(data_dir or cfg.data.dir).resolve()
     data = load_competition(data_dir)
@@ -69,7 +70,7 @@ def open_run(cfg: RunConfig, data_dir: Path | None = None, run_id: str | None = 
     ctx = RunContext(cfg, data_dir, data, run_id, run_dir, out / "cache", split, hashes, backend)
     if not lock:
         return ctx
-    hold_run_folder(run_dir)
+    hold_run_folder(run_dir, lock_scope)
     log_to_file(run_dir / "logs" / "run.log")
     snapshot = json.dumps(cfg.model_dump(mode="json"), indent=2, ensure_ascii=False)
     atomic_write_text(run_dir / "config.snapshot.json", snapshot + "\n")

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from dialsum.config import RunConfig, load_config
-from dialsum.engine.core import log
+from dialsum.engine.logs import log
 from dialsum.engine.runs import data_hashes, default_run_id
 from dialsum.engine.tracking import trial_logger
 from dialsum.errors import DialsumError
