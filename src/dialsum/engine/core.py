@@ -290,8 +290,9 @@ class Engine:
             fcntl.flock(f, fcntl.LOCK_EX)
             disk = self._load_manifest()
             change(disk)
-            for k, v in self.manifest.items():  # keys this process set and the disk copy lacks
-                disk.setdefault(k, v)
+            for k, v in self.manifest.items():  # this process's run-level keys win; stage entries are merged
+                if k != "stages":
+                    disk[k] = v
             atomic_write_json(self.manifest_path, disk)
             self.manifest = disk
 
