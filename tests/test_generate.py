@@ -108,3 +108,26 @@ def test_logprob_is_the_teacher_forced_sum_through_the_stop_token(tiny_cfg, samp
         want = float(torch.log_softmax(logits.float(), -1)[torch.arange(len(gen)), torch.tensor(gen)].sum())
         assert lp == pytest.approx(want, abs=2e-3), (row, lp, want)
     assert len(lengths) > 1  # the batch really mixed lengths, so padding followed the shorter sequences
+
+
+def test_4bit_generation_runs_the_base_through_bitsandbytes_on_cpu(tiny_cfg, sample_data, tmp_path):
+    """generate.quantization 4bit: the transformers backend loads the base's Linear layers as bitsandbytes 4-bit
+    (embeddings and LM head stay in the compute dtype) and generates every candidate; `auto` means hf at 4 bits."""
+    import bitsandbytes as bnb
+    import torch
+
+    from dialsum.models.generation import HFEngine, resolve_backend
+
+    engine = HFEngine(tiny_cfg, tiny_cfg.path, None, 4, quantization="4bit")
+    kinds = {type(m) for m in engine.model.modules()}
+    assert bnb.nn.Linear4bit in kinds and engine.model.get_input_embeddings().weight.dtype == torch.float32
+    assert not isinstance(engine.model.get_output_embeddings(), bnb.nn.Linear4bit)
+    engine.close()
+    assert resolve_backend("auto", "4bit") == "hf"
+    cfg = _cfg(tiny_cfg, [DecodingSpec(name="greedy"), DecodingSpec(name="s", strategy="sample", n=2, seed=3)])
+    rows = {"dev": sample_data.dev[:4], "test": sample_data.test[:3]}
+    paths = generate_candidates(cfg, cfg.path, None, rows, tmp_path / "q",
+                                GenerateSpec(batch_size=3, quantization="4bit", backend="auto"))
+    got = {p.stem.split("__")[1]: read_part(p) for p in paths}
+    assert {k: len(v) for k, v in got.items()} == {"greedy": 7, "s": 14}
+    assert all(c.text.strip() for v in got.values() for c in v)

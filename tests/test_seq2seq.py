@@ -235,28 +235,3 @@ def test_full_fine_tuning_keeps_fp32_master_weights_under_bf16(tiny_bart_cfg, sa
         share[precision] = changed / sum(base[n].numel() for n in names)
     assert share["fp32"] > 0.5 and share["bf16"] == pytest.approx(share["fp32"], abs=1e-3)
 
-
-def test_memory_plan_counts_the_bytes_full_fine_tuning_allocates(tiny_bart_cfg):
-    """The --dry-run plan's weights + optimizer for `finetune: full` against the tensors one real AdamW step leaves:
-    fp32 weights, fp32 gradients and two fp32 moments (16 bytes per parameter), within 5 % (the plan before this
-    session counted 18: a bf16 copy the code never allocates)."""
-    import torch
-
-    from dialsum.models.loading import load_model
-    from dialsum.models.memory import GIB, estimate_gpu_gib
-
-    model = load_model(tiny_bart_cfg.path, tiny_bart_cfg.model_copy(update={"precision": "bf16"}), quantization="none",
-                       master_fp32=True)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    ids = torch.tensor([[5, 6, 7, 8]])
-    model(input_ids=ids, labels=ids).loss.backward()
-    opt.step()
-    params = list(model.parameters())
-    real = sum(p.numel() * p.element_size() for p in params)
-    real += sum(p.grad.numel() * p.grad.element_size() for p in params if p.grad is not None)
-    real += sum(t.numel() * t.element_size() for s in opt.state.values() for t in s.values() if torch.is_tensor(t)
-                and t.dim() > 0)
-    n = sum(p.numel() for p in params)
-    est = estimate_gpu_gib(tiny_bart_cfg.model_copy(update={"params_billion": n / 1e9}))
-    planned = (est["weights"] + est["lora_and_optimizer"]) * GIB
-    assert planned == pytest.approx(real, rel=0.05), (planned, real)

@@ -75,3 +75,27 @@ def test_auto_backend_is_resolved_before_keying(tmp_path):
         assert st.inputs["backend"] == ("vllm" if backend == "auto" and have_vllm else
                                         "hf" if backend == "auto" else backend)
     assert keys["auto"] == keys["vllm" if have_vllm else "hf"] and keys["vllm"] != keys["hf"]
+
+
+def test_generate_quantization_is_keyed_and_none_keeps_the_old_keys(tmp_path):
+    """`generate.quantization` changes a generate stage's key (and, at 4 bits, `auto` resolves to hf); at `none` the
+    key holds no quantization entry, so caches from before the option existed stay valid."""
+    from dialsum.engine.graph import generate_stage
+
+    keys, inputs = {}, {}
+    for q in ("none", "8bit", "4bit"):
+        ctx = _ctx(tmp_path, lambda cfg: cfg.model_copy(update={"generate": cfg.generate.model_copy(
+            update={"backend": "auto", "quantization": q})}))
+        st = generate_stage(ctx, ctx.cfg.models[0])
+        keys[q], inputs[q] = st.key, st.inputs
+    assert len(set(keys.values())) == 3 and "quantization" not in inputs["none"]
+    assert inputs["4bit"]["quantization"] == "4bit" and inputs["4bit"]["backend"] == "hf"
+
+
+def test_vllm_at_4_bits_is_refused_in_one_line():
+    from conftest import run_cli
+
+    r = run_cli("train", "--dry-run", "--config", "configs/competition.yaml", "--set", "generate.backend=vllm",
+                "--set", "generate.quantization=4bit")
+    assert r.returncode == 2 and "vLLM has no 4-bit loading" in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1

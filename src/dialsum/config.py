@@ -77,6 +77,9 @@ class DataSpec(Strict):
 class GenerateSpec(Strict):
     backend: Literal["auto", "vllm", "hf"] = "hf"
     batch_size: int = Field(16, ge=1)
+    quantization: Literal["none", "8bit", "4bit"] = Field(
+        "none", description="weights at generation: hf loads the base through bitsandbytes; vLLM serves 8bit as its "
+                            "online fp8 and has no 4-bit loading (then generation uses hf); none = compute dtype")
     splits: list[Literal["dev", "test"]] = ["dev", "test"]  # `dialsum run` needs both (dev report, test submission)
     gpu_memory_utilization: float = 0.9
     tensor_parallel_size: int = 1
@@ -84,6 +87,13 @@ class GenerateSpec(Strict):
     cpu_kv_cache_gb: float = 1.0
     enforce_eager: bool = Field(False, description="vLLM without torch.compile/CUDA graphs: starts in seconds instead "
                                                     "of ~40 s on CPU, decodes slower (tests, short jobs)")
+
+    @model_validator(mode="after")
+    def _quantization(self):
+        if self.backend == "vllm" and self.quantization == "4bit":
+            raise ValueError("generate.quantization 4bit: vLLM has no 4-bit loading (bitsandbytes was removed); use "
+                             "backend hf or auto (then hf at 4 bits), or quantization 8bit (vLLM's online fp8)")
+        return self
 
 
 class MetricSpec(Strict):

@@ -53,3 +53,12 @@ def has_cuda() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+def visible_gpu_gib() -> float | None:
+    """Total memory of the first GPU this process may use (what a stage child gets by default), or None."""
+    if not gpu_present() or not has_cuda():
+        return None
+    import torch
+
+    return torch.cuda.get_device_properties(0).total_memory / 2**30

@@ -106,6 +106,8 @@ class ArchSpec(Strict):
     num_layers: int = Field(ge=1)
     num_kv_heads: int | None = None
     head_dim: int | None = None
+    intermediate_size: int | None = None
+    tie_word_embeddings: bool | None = Field(None, description="unknown counts as untied: the larger plan")
 
 
 class AlignSpec(Strict):

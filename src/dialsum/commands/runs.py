@@ -58,7 +58,7 @@ def train(args) -> int:
     cfg = config_of(args)
     models = select_models(cfg, args.model)
     if args.dry_run:
-        from dialsum.models.memory import describe_plan
+        from dialsum.models.dry_run import describe_plan
 
         for m in models:
             print(describe_plan(m, cfg.generate))

@@ -65,16 +65,24 @@ def hub_commit(repo: str, revision: str | None) -> str | None:
     return ref.read_text().strip() if ref.is_file() else None
 
 
-def resolved_backend(m: ModelConfig, backend: str) -> str:
+def resolved_backend(m: ModelConfig, backend: str, quantization: str = "none") -> str:
     """The engine a generate stage really uses, resolved before keying (so `auto` and `vllm` share outputs): seq2seq
-    models always generate with transformers; `auto` means vLLM where it is installed."""
+    models always generate with transformers; `auto` means vLLM where it is installed, except at 4 bits (vLLM has no
+    4-bit loading)."""
     if m.family == "seq2seq":
+        return "hf"
+    if backend == "auto" and quantization == "4bit":
         return "hf"
     if backend == "auto":
         import importlib.util
 
         return "vllm" if importlib.util.find_spec("vllm") is not None else "hf"
     return backend
+
+
+def quantization_key(gen) -> dict:
+    """`generate.quantization` in a generating stage's key; absent at `none`, so keys from before it existed hold."""
+    return {"quantization": gen.quantization} if gen.quantization != "none" else {}
 
 
 def metric_inputs(cfg: RunConfig) -> dict:
@@ -131,12 +139,12 @@ def generate_stage(ctx: RunContext, m: ModelConfig, adapter: Path | None = None)
         upstream = adapter_identity(adapter)
         where = {"adapter": str(Path(adapter).resolve()), "adapter_label": str(Path(adapter).resolve())}
     gen = ctx.cfg.generate
-    backend = resolved_backend(m, ctx.backend or gen.backend)
+    backend = resolved_backend(m, ctx.backend or gen.backend, gen.quantization)
     gen_ctx = gen.model_copy(update={"backend": backend}).model_dump(mode="json")
     return ctx.add(Stage(
         f"generate:{m.name}", "generate", VERSIONS["generate"], "dialsum.engine.tasks:generate",
         {"model": _model_dump(m, NOT_FOR_GENERATION), "base": base_id, "adapter": upstream,
-         "backend": backend, "batch_size": gen.batch_size, "max_model_len": gen.max_model_len,
+         "backend": backend, **quantization_key(gen), "batch_size": gen.batch_size, "max_model_len": gen.max_model_len,
          "tensor_parallel_size": gen.tensor_parallel_size, "splits": [x for x in ("dev", "test") if x in gen.splits],
          "data": {"dev": ctx.hashes["dev"], "test": ctx.hashes["test"]}},
         {"data_dir": str(ctx.data_dir), "base_path": base_path, **where, "model": m.model_dump(mode="json"),
@@ -151,12 +159,13 @@ def prefs_stage(ctx: RunContext, m: ModelConfig) -> Stage:
     tr = ctx.stages.get(f"train:{m.name}") or train_stage(ctx, m)
     base_id, base_path, _ = base_of(ctx, m)
     gen = ctx.cfg.generate
-    backend = resolved_backend(m, ctx.backend or gen.backend)
+    backend = resolved_backend(m, ctx.backend or gen.backend, gen.quantization)
     return ctx.add(Stage(
         f"prefs:{m.name}", "prefs", VERSIONS["prefs"], "dialsum.engine.tasks:prefs",
         {"train": tr.key, "base": base_id, "model": _model_dump(m, NOT_FOR_GENERATION | {"decodings"}),
          "sampling": m.align.model_dump(mode="json", include={"rows", "samples", "temperature", "top_p", "seed"}),
-         "backend": backend, "batch_size": gen.batch_size, "data": ctx.hashes["train"], "metric": metric_inputs(ctx.cfg)},
+         "backend": backend, **quantization_key(gen), "batch_size": gen.batch_size, "data": ctx.hashes["train"],
+         "metric": metric_inputs(ctx.cfg)},
         {"data_dir": str(ctx.data_dir), "base_path": base_path, "trained": str(tr.out_dir(ctx.cache)),
          "model": m.model_dump(mode="json"), "generate": gen.model_copy(update={"backend": backend}).model_dump(mode="json")},
         child=True, deps=(tr.name,)))

@@ -16,9 +16,11 @@ from dialsum.errors import DialsumError
 from dialsum.models.encoding import encode_input
 
 
-def resolve_backend(name: str) -> str:
+def resolve_backend(name: str, quantization: str = "none") -> str:
     if name != "auto":
         return name
+    if quantization == "4bit":  # vLLM has no 4-bit loading
+        return "hf"
     try:
         import vllm  # noqa: F401
         return "vllm"
@@ -29,12 +31,13 @@ def resolve_backend(name: str) -> str:
 class HFEngine:
     """transformers model (+ LoRA adapter) kept loaded across the decodings of one model."""
 
-    def __init__(self, cfg: ModelConfig, base_path: str, adapter_dir: Path | None, batch_size: int):
+    def __init__(self, cfg: ModelConfig, base_path: str, adapter_dir: Path | None, batch_size: int,
+                 quantization: str = "none"):
         from dialsum.models.loading import load_for_inference
 
         from dialsum.models.encoding import model_stops
 
-        self.tokenizer, model = load_for_inference(cfg, base_path, adapter_dir)
+        self.tokenizer, model = load_for_inference(cfg, base_path, adapter_dir, quantization=quantization)
         self.model = model.eval()
         self.cfg = cfg
         self.batch_size = batch_size
@@ -55,13 +58,13 @@ class HFEngine:
 
 def make_engine(backend: str, cfg: ModelConfig, base_path: str, adapter_dir: Path | None, gen: GenerateSpec,
                 work_dir: Path):
-    backend = "hf" if cfg.family == "seq2seq" else resolve_backend(backend)  # vLLM is the decoder-only path
+    backend = "hf" if cfg.family == "seq2seq" else resolve_backend(backend, gen.quantization)  # vLLM: decoders only
     if backend == "vllm":
         from dialsum.models.vllm_backend import VLLMEngine
 
         return VLLMEngine(cfg, base_path, adapter_dir, gen, work_dir)
     if backend == "hf":
-        return HFEngine(cfg, base_path, adapter_dir, gen.batch_size)
+        return HFEngine(cfg, base_path, adapter_dir, gen.batch_size, gen.quantization)
     raise DialsumError(f"unknown generation backend {backend!r}")
 
 

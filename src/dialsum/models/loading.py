@@ -181,13 +181,15 @@ def trained_weights(train_dir: Path) -> Path:
     return model if model.is_dir() else Path(train_dir) / "adapter"
 
 
-def load_for_inference(cfg: ModelConfig, base_path: str, adapter_dir: Path | None, device: str | None = None):
-    """(tokenizer, model) as generation runs them: full precision, rows for every fresh token (fit_embeddings), the
-    LoRA adapter applied (PeftModel), or the fully fine-tuned model itself."""
+def load_for_inference(cfg: ModelConfig, base_path: str, adapter_dir: Path | None, device: str | None = None,
+                       quantization: str = "none"):
+    """(tokenizer, model) as generation runs them: the compute dtype (or, with `generate.quantization`, the base's
+    Linear layers through bitsandbytes; embeddings and LM head stay in the compute dtype), rows for every fresh token
+    (fit_embeddings), the LoRA adapter applied unmerged (PeftModel), or the fully fine-tuned model itself."""
     full = is_full_model(adapter_dir)
     path = str(adapter_dir) if full else base_path
     tokenizer = load_tokenizer(path, cfg)
-    model = load_model(path, cfg, quantization="none", device=device)
+    model = load_model(path, cfg, quantization=quantization, device=device)
     fit_embeddings(model, tokenizer)
     if adapter_dir is not None and not full:
         from peft import PeftModel

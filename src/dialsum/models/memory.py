@@ -1,89 +1,153 @@
 """`dialsum train --dry-run`: what would be trained and generated, and a peak GPU memory plan per stage.
 
 Each model's training and generation run in their own child process, so the peaks do not add up across stages or
-models: the plan is per stage, and a run needs the largest of them. Architecture numbers (vocabulary, width, depth)
-come from a cached config.json when there is one, else from the model config's `arch`, else from a rough guess.
+models: the plan is per stage, and a run needs the largest of them. Tensor bytes come from the parameter inventory
+(dialsum.models.inventory) and what the code does to each tensor: k-bit loading packs every Linear but the LM head;
+peft's `prepare_model_for_kbit_training` then upcasts every other bf16/fp16 tensor (embeddings, an untied LM head,
+norms) to fp32; LoRA weights, their gradients and AdamW's two moments are fp32 (8-bit paged AdamW keeps 1-byte
+moments for tensors of 4,096 elements or more, like bitsandbytes). Activations and the CUDA context are estimates.
 """
 from __future__ import annotations
 
-import json
-from pathlib import Path
+import math
 
-from dialsum.config import ArchSpec, GenerateSpec, ModelConfig
+from dialsum.config import GenerateSpec, ModelConfig
+from dialsum.models.inventory import Inventory, architecture, inventory
 
 GIB = 2**30
+CARDS_GIB = {"24 GB": 24.0, "80 GB": 80.0}  # an RTX 3090/4090/A5000-class card; an A100/H100 80 GB
+QUANT_OPTIONS = ("none", "8bit", "4bit")
 
 
-def architecture(cfg: ModelConfig) -> tuple[ArchSpec, str]:
-    """(numbers, where they came from)."""
+def quantized_bytes(inv: Inventory, quantization: str) -> float:
+    """The packed Linear weights: nf4 is half a byte per weight plus, with double quantisation, a 1-byte absmax per
+    64-weight block and an fp32 absmax per 256 blocks; int8 is one byte plus an fp32 scale per output row."""
+    n = inv.quantizable
+    if quantization == "4bit":
+        return n / 2 + n / 64 + n / 64 / 256 * 4 + inv.quantizable_modules * 1100  # + each module's code tables
+    if quantization == "8bit":
+        return n + inv.quantizable_rows * 4
+    raise ValueError(quantization)
+
+
+def compute_bytes(cfg: ModelConfig, gpu: bool = True) -> int:
+    if cfg.precision == "fp32" or (cfg.precision == "auto" and not gpu):
+        return 4
+    return 2
+
+
+def optimizer_name(cfg: ModelConfig, gpu: bool = True) -> str:
+    """What training.train_model passes the Trainer (`train.optim`, auto by device and method)."""
+    if cfg.train.optim != "auto":
+        return cfg.train.optim
+    return "paged_adamw_8bit" if gpu and cfg.method == "qlora" else "adamw_torch"
+
+
+def new_token_rows(cfg: ModelConfig) -> int:
+    """Tags the checkpoint's vocabulary lacks (trained as PEFT trainable-token rows): read from a local tokenizer;
+    none in a tiny model built with them; all of them otherwise (no real checkpoint has them)."""
+    from pathlib import Path
+
+    from dialsum.models.special_tokens import TAGS
+
     if cfg.tiny is not None:
-        t = cfg.tiny
-        return ArchSpec(vocab_size=t.vocab_size + 32, hidden_size=t.hidden_size, num_layers=t.num_hidden_layers,
-                        num_kv_heads=t.num_key_value_heads, head_dim=t.hidden_size // t.num_attention_heads), "tiny spec"
-    cached = _cached_config(cfg.path)
-    if cached:
-        c = cached
-        hidden = c.get("hidden_size") or c.get("n_embd") or c.get("d_model")
-        layers = c.get("num_hidden_layers") or c.get("n_layer") or c.get("num_layers")
-        heads = c.get("num_attention_heads") or c.get("n_head")
-        if c.get("vocab_size") and hidden and layers:
-            return ArchSpec(vocab_size=c["vocab_size"], hidden_size=hidden, num_layers=layers,
-                            num_kv_heads=c.get("num_key_value_heads") or heads,
-                            head_dim=c.get("head_dim") or (hidden // heads if heads else None)), "cached config.json"
-    if cfg.arch is not None:
-        return cfg.arch, "model config `arch`"
-    p = (cfg.params_billion or 0.001) * 1e9
-    hidden = max(128, int((p / 12 / 32) ** 0.5))
-    return ArchSpec(vocab_size=32000, hidden_size=hidden, num_layers=32), "guess (no arch given)"
+        return 0 if cfg.tiny.with_tags else len(TAGS)
+    if cfg.path and (Path(cfg.path) / "tokenizer_config.json").is_file():
+        from transformers import AutoTokenizer
+
+        vocab = AutoTokenizer.from_pretrained(cfg.path).get_vocab()
+        return sum(t not in vocab for t in TAGS)
+    return len(TAGS)
 
 
-def _cached_config(path: str | None) -> dict | None:
-    if not path:
+def train_tensors(cfg: ModelConfig, inv: Inventory | None = None, gpu: bool = True) -> dict[str, float]:
+    """Bytes of the training child's tensors: frozen weights, trained ones (LoRA, tag rows; every weight in full
+    fine-tuning, fp32), their gradients and the optimizer's state. CPU-measurable: tests count the same tensors on the tiny models."""
+    inv = inv or inventory(cfg)
+    if cfg.method == "full":  # fp32 master weights (bf16/fp16 only autocast), all trained
+        sizes, weights = _full_sizes(inv), 0.0
+    else:
+        tokens = new_token_rows(cfg) * inv.hidden
+        sizes = [s for i, o in inv.lora_shapes for s in (cfg.lora.r * i, cfg.lora.r * o)]
+        sizes += [tokens] * (1 if inv.tied else 2) if tokens else []
+        if cfg.method == "qlora":
+            weights = quantized_bytes(inv, cfg.quantization) + inv.plain * 4.0  # upcast by peft's kbit preparation
+        else:
+            weights = inv.total * float(compute_bytes(cfg, gpu))
+    trainable = float(sum(sizes))
+    return {"weights": weights, "trainable": trainable * 4,
+            "gradients": trainable * 4, "optimizer": _optimizer_bytes(optimizer_name(cfg, gpu), sizes)}
+
+
+def _full_sizes(inv: Inventory) -> list[int]:
+    return [inv.quantizable, inv.plain]  # element counts only matter per tensor for 8-bit optimizers: big tensors
+
+
+def _optimizer_bytes(name: str, sizes: list[int]) -> float:
+    if "8bit" not in name:
+        return 8.0 * sum(sizes)  # exp_avg + exp_avg_sq in fp32
+    # bitsandbytes: 1-byte moments + an fp32 absmax per 256-element block for tensors >= 4096 elements, else fp32
+    return float(sum(2 * n + 2 * math.ceil(n / 256) * 4 if n >= 4096 else 8 * n for n in sizes))
+
+
+def widest_decoding(cfg: ModelConfig) -> int:
+    return max(max(d.n, d.num_beams if d.strategy == "beam" else 1) for d in cfg.decodings)
+
+
+def kv_bytes_per_token(cfg: ModelConfig) -> float:
+    arch, _ = architecture(cfg)
+    return 2 * arch.num_layers * (arch.num_kv_heads or 8) * (arch.head_dim or arch.hidden_size // 32) * 2
+
+
+def generation_gib(cfg: ModelConfig, gen: GenerateSpec | None, quantization: str, inv: Inventory | None = None,
+                   backend: str = "hf") -> float | None:
+    """Peak GiB of a generation child with `generate.quantization` = quantization on `backend` (None: the backend
+    cannot load it). hf: k-bit via bitsandbytes, the rest in the compute dtype, the LoRA adapter unmerged (fp32).
+    vllm: a merged checkpoint; 8bit is vLLM's online fp8 (one byte per Linear weight); no 4-bit loading."""
+    inv = inv or inventory(cfg)
+    cb = compute_bytes(cfg)
+    if quantization == "none":
+        weights = inv.total * cb
+    elif backend == "vllm" and quantization == "4bit":
         return None
-    local = Path(path) / "config.json"
-    if local.is_file():
-        return json.loads(local.read_text())
-    try:
-        from huggingface_hub import try_to_load_from_cache
-
-        hit = try_to_load_from_cache(path, "config.json")
-        return json.loads(Path(hit).read_text()) if isinstance(hit, str) else None
-    except Exception:  # noqa: BLE001 - no cache, no hub library: fall back to the config's numbers
-        return None
+    elif backend == "vllm":
+        weights = inv.quantizable + inv.plain * cb
+    else:
+        weights = quantized_bytes(inv, quantization) + inv.plain * cb
+    adapter = 0.0 if backend == "vllm" or cfg.method == "full" else inv.lora_params(cfg.lora.r) * 4.0
+    # sequences decoded at once: hf runs batch_size prompts x the widest decoding's beams/samples; vLLM fills its
+    # share of the card with KV cache and needs room for one request's sequences at full length to start
+    prompts = 1 if backend == "vllm" else (gen.batch_size if gen else 16)
+    kv = prompts * widest_decoding(cfg) * (cfg.max_input_tokens + cfg.max_new_tokens) * kv_bytes_per_token(cfg)
+    return ((weights + adapter + kv) * 1.1 + GIB) / GIB
 
 
 def estimate_gpu_gib(cfg: ModelConfig, gen: GenerateSpec | None = None) -> dict[str, float]:
     """Peak GiB of the training child and of the generation child. Planning numbers, not promises.
 
-    train: weights at the quantised width + LoRA weights/grads/Adam + activations with gradient checkpointing (one
-    hidden state per layer kept plus one layer's full activations) + fp32 logits over the real vocabulary + ~1 GiB of
-    CUDA context. generate (vLLM): bf16 weights + a KV cache for one batch of full-length sequences; vLLM itself
-    reserves `gpu_memory_utilization` of the card and fills the rest with KV cache.
-    """
+    train: train_tensors + activations with gradient checkpointing (one hidden state per layer kept plus one layer's
+    full activations) + fp32 logits and their gradient over the vocabulary, x1.15 for the allocator, + ~1 GiB of CUDA
+    context. generate: generation_gib at `generate.quantization` on the configured backend."""
+    inv = inventory(cfg)
     arch, _ = architecture(cfg)
-    p = (cfg.params_billion or 0.001) * 1e9
-    bits = {"4bit": 4.5, "8bit": 8.5, "none": 16}[cfg.quantization]
-    weights = p * bits / 8
-    h, n_layers, vocab = arch.hidden_size, arch.num_layers, arch.vocab_size
-    # LoRA parameters are fp32 (peft upcasts them): weight 4 + grad 4 + two Adam moments 8 bytes each
-    lora = n_layers * len(cfg.target_modules) * 2 * cfg.lora.r * h * (4 + 4 + 8)
-    if cfg.method == "full":  # every weight trained, kept in fp32 (bf16/fp16 only autocast): weight 4 bytes, then
-        weights, lora = p * 4, p * 12  # its fp32 gradient and two fp32 Adam moments
+    tensors = train_tensors(cfg, inv)
+    weights = tensors["weights"] + tensors["trainable"]
+    lora = tensors["gradients"] + tensors["optimizer"]
+    h, n_layers, vocab = inv.hidden, arch.num_layers, inv.vocab
     seq = cfg.max_input_tokens + cfg.max_new_tokens
     tokens = cfg.train.batch_size * seq
     acts = tokens * h * 2 * (n_layers + 16) + tokens * 4 * h * 2 * 4
     logits = tokens * vocab * 4 * 2  # fp32 logits and their gradient
     train = (weights + lora + acts + logits) * 1.15 + 1.0 * GIB
-    batch = (gen.batch_size if gen else 16)
-    kv_per_token = 2 * n_layers * (arch.num_kv_heads or 8) * (arch.head_dim or h // 32) * 2
-    kv = batch * seq * kv_per_token
-    generate = (p * 2 + kv) * 1.1 + 1.0 * GIB
-    out = {"weights": weights / GIB, "lora_and_optimizer": lora / GIB, "activations": (acts + logits) / GIB,
-           "train": train / GIB, "generate": generate / GIB}
+    quant = gen.quantization if gen else "none"
+    backend = "vllm" if gen and gen.backend in ("vllm", "auto") else "hf"
+    generate = generation_gib(cfg, gen, quant, inv, backend) or generation_gib(cfg, gen, quant, inv, "hf")
+    out = {"weights": weights / GIB, "grads_and_optimizer": lora / GIB, "activations": (acts + logits) / GIB,
+           "train": train / GIB, "generate": generate}
     if cfg.align.method != "none":  # the same model, `align_sequences` sequences per step instead of batch_size
         per_seq = (acts + logits) / max(1, cfg.train.batch_size)
-        ref_copy = 0 if cfg.method == "full" else lora / 4  # TRL's frozen `ref` adapter: weights only
-        sampled = kv / batch * align_sequences(cfg) if cfg.align.method == "grpo" else 0  # generate's KV cache
+        ref_copy = 0 if cfg.method == "full" else tensors["trainable"]  # TRL's frozen `ref` adapter: weights only
+        sampled = seq * kv_bytes_per_token(cfg) * align_sequences(cfg) if cfg.align.method == "grpo" else 0
         out["align"] = ((weights + lora + ref_copy + per_seq * align_sequences(cfg) + sampled) * 1.15 + 1.0 * GIB) / GIB
     out["total"] = max(v for k, v in out.items() if k in ("train", "generate", "align"))
     return out
@@ -94,34 +158,3 @@ def align_sequences(cfg: ModelConfig) -> int:
     rank; times the dialogues per step."""
     a = cfg.align
     return a.batch_size * {"dpo": 2, "grpo": a.samples, "rank": a.samples + 1}.get(a.method, 0)
-
-
-def describe_plan(cfg: ModelConfig, gen: GenerateSpec | None = None) -> str:
-    t = cfg.train
-    est = estimate_gpu_gib(cfg, gen)
-    arch, where = architecture(cfg)
-    source = cfg.path or "tiny local model (built on demand)"
-    return (f"{cfg.name}: {source} [{cfg.model_type}, {cfg.params_billion or '<0.001'}B params, vocab "
-            f"{arch.vocab_size}, hidden {arch.hidden_size}, {arch.num_layers} layers ({where})]\n"
-            f"  family={cfg.family} finetune={cfg.method} format={cfg.prompt_format} quant={cfg.quantization} "
-            f"precision={cfg.precision} "
-            f"LoRA r={cfg.lora.r} alpha={cfg.lora.alpha} dropout={cfg.lora.dropout} on {','.join(cfg.target_modules)}\n"
-            f"  lr={t.learning_rate} epochs={t.epochs} batch={t.batch_size}x{t.grad_accum} warmup={t.warmup_ratio} "
-            f"augment={t.augment} max_input={cfg.max_input_tokens} max_new={cfg.max_new_tokens}\n"
-            f"  decodings: {', '.join(d.name for d in cfg.decodings)}\n"
-            f"  est. GPU memory: {est['total']:.1f} GiB peak over its stages, each its own child process:\n"
-            f"    train:{cfg.name}    {est['train']:.1f} GiB (weights {est['weights']:.1f}, LoRA+optim "
-            f"{est['lora_and_optimizer']:.2f}, activations+logits {est['activations']:.1f})\n"
-            f"    generate:{cfg.name} {est['generate']:.1f} GiB (bf16 weights + KV cache for one batch; vLLM "
-            f"reserves gpu_memory_utilization of the card)" + _align_line(cfg, est))
-
-
-def _align_line(cfg: ModelConfig, est: dict) -> str:
-    a = cfg.align
-    if a.method == "none":
-        return ""
-    sampled = a.rows * a.samples if a.method in ("dpo", "rank") else a.steps * a.batch_size * a.samples
-    return (f"\n    align:{cfg.name}    {est['align']:.1f} GiB ({a.method}: {align_sequences(cfg)} sequences per step "
-            f"x {a.steps} steps; {sampled} sampled summaries"
-            f"{' (prefs stage, batched generation)' if a.method != 'grpo' else ' (generated inside training)'}; "
-            f"time ~ {a.steps * align_sequences(cfg)} training sequences, vs SFT's epochs x train rows)")

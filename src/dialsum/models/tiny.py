@@ -48,7 +48,7 @@ def build_tiny_model(out_dir: Path, train: list[Dialogue], spec: TinyModelSpec |
     """Train the tokenizer, build the Llama (or, for `seq2seq`, a BART), pre-train it briefly on the dialogues, save
     both to out_dir."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
     spec = spec or TinyModelSpec()
     out_dir = Path(out_dir)
@@ -57,18 +57,32 @@ def build_tiny_model(out_dir: Path, train: list[Dialogue], spec: TinyModelSpec |
     torch.manual_seed(spec.seed)
     if family == "seq2seq":
         return _save(_tiny_bart(tokenizer, texts, spec), tokenizer, out_dir)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=spec.hidden_size, intermediate_size=spec.intermediate_size,
-        num_hidden_layers=spec.num_hidden_layers, num_attention_heads=spec.num_attention_heads,
-        num_key_value_heads=spec.num_key_value_heads, head_dim=spec.hidden_size // spec.num_attention_heads,
-        max_position_embeddings=1024, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=spec.tie_word_embeddings, torch_dtype="float32",
-    )
+    config = tiny_config(spec, len(tokenizer), family, tokenizer)
     model = LlamaForCausalLM(config)
     if spec.pretrain_steps:
         _pretrain(model, tokenizer, texts, spec.pretrain_steps, spec.seed)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     return _save(model, tokenizer, out_dir)
+
+
+def tiny_config(spec: TinyModelSpec, vocab_size: int, family: str = "decoder", tokenizer=None):
+    """The transformers config of a tiny model (a Llama, or a BART for `seq2seq`); the memory plan instantiates the
+    same config on the meta device. Token ids come from the tokenizer when there is one."""
+    from transformers import BartConfig, LlamaConfig
+
+    ids = {k: getattr(tokenizer, k, None) for k in ("bos_token_id", "eos_token_id", "pad_token_id")}
+    if family == "seq2seq":
+        return BartConfig(
+            vocab_size=vocab_size, d_model=spec.hidden_size, encoder_layers=spec.num_hidden_layers,
+            decoder_layers=spec.num_hidden_layers, encoder_attention_heads=spec.num_attention_heads,
+            decoder_attention_heads=spec.num_attention_heads, encoder_ffn_dim=spec.intermediate_size,
+            decoder_ffn_dim=spec.intermediate_size, max_position_embeddings=512, dropout=0.1,
+            decoder_start_token_id=ids["bos_token_id"], forced_eos_token_id=None, tie_word_embeddings=True, **ids)
+    return LlamaConfig(
+        vocab_size=vocab_size, hidden_size=spec.hidden_size, intermediate_size=spec.intermediate_size,
+        num_hidden_layers=spec.num_hidden_layers, num_attention_heads=spec.num_attention_heads,
+        num_key_value_heads=spec.num_key_value_heads, head_dim=spec.hidden_size // spec.num_attention_heads,
+        max_position_embeddings=1024, tie_word_embeddings=spec.tie_word_embeddings, torch_dtype="float32", **ids)
 
 
 def _save(model, tokenizer, out_dir: Path) -> Path:
@@ -84,16 +98,9 @@ def _save(model, tokenizer, out_dir: Path) -> Path:
 
 def _tiny_bart(tokenizer, texts: list[str], spec: TinyModelSpec):
     """A BART of the tiny spec's width and depth (encoder and decoder each), pre-trained as a denoiser."""
-    from transformers import BartConfig, BartForConditionalGeneration
+    from transformers import BartForConditionalGeneration
 
-    config = BartConfig(
-        vocab_size=len(tokenizer), d_model=spec.hidden_size, encoder_layers=spec.num_hidden_layers,
-        decoder_layers=spec.num_hidden_layers, encoder_attention_heads=spec.num_attention_heads,
-        decoder_attention_heads=spec.num_attention_heads, encoder_ffn_dim=spec.intermediate_size,
-        decoder_ffn_dim=spec.intermediate_size, max_position_embeddings=512, dropout=0.1,
-        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        decoder_start_token_id=tokenizer.bos_token_id, forced_eos_token_id=None, tie_word_embeddings=True,
-    )
+    config = tiny_config(spec, len(tokenizer), "seq2seq", tokenizer)
     model = BartForConditionalGeneration(config)
     if spec.pretrain_steps:
         _pretrain_denoiser(model, tokenizer, texts, spec.pretrain_steps, spec.seed)

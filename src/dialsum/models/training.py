@@ -75,26 +75,15 @@ def dev_scorer(tokenizer, dev: list[Dialogue], cfg: ModelConfig, metric: MetricS
     return score
 
 
-def train_model(cfg: ModelConfig, base_path: str, train_rows: list[Dialogue], dev_rows: list[Dialogue],
-                out_dir: Path, metric: MetricSpec, resume: bool = False, on_evaluate=None,
-                callbacks: list | None = None) -> TrainResult:
-    """Fine-tune `cfg` on train_rows; the best weights (by dev score) go to out_dir/adapter (LoRA, QLoRA) or
-    out_dir/model (full fine-tuning).
-
-    `on_evaluate(step, dev_final)` is called after each evaluation (an Optuna trial reports there and raises
-    `optuna.TrialPruned` to stop a hopeless trial); `callbacks` are extra TrainerCallbacks (e.g. dialsum.faults')."""
-    import torch
+def trainable_model(cfg: ModelConfig, base_path: str):
+    """(tokenizer, model) exactly as training starts: the base at the configured quantisation (fp32 master weights
+    for full fine-tuning), fresh tag rows, peft's k-bit preparation and the LoRA adapter. The memory plan's tests
+    count its tensors."""
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-    from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments
 
     from dialsum.hardware import has_cuda
     from dialsum.models.loading import check_expected, fit_embeddings, load_model, load_tokenizer, trainable_token_rows
 
-    from transformers import set_seed
-
-    set_seed(cfg.train.seed)  # before LoRA init, so the adapter's starting point is the config's, not the process's
-    out_dir = Path(out_dir)
-    ckpt_dir = out_dir / "checkpoints"
     tokenizer = load_tokenizer(base_path, cfg)
     method = cfg.method
     # full fine-tuning keeps fp32 master weights (bf16/fp16 only autocast): in bf16 most AdamW updates at lr 5e-5
@@ -115,6 +104,31 @@ def train_model(cfg: ModelConfig, base_path: str, train_rows: list[Dialogue], de
                           task_type="SEQ_2_SEQ_LM" if cfg.family == "seq2seq" else "CAUSAL_LM",
                           trainable_token_indices=trainable_token_rows(model, new_ids))  # only fresh rows
         model = get_peft_model(model, lcfg)
+    return tokenizer, model
+
+
+def train_model(cfg: ModelConfig, base_path: str, train_rows: list[Dialogue], dev_rows: list[Dialogue],
+                out_dir: Path, metric: MetricSpec, resume: bool = False, on_evaluate=None,
+                callbacks: list | None = None) -> TrainResult:
+    """Fine-tune `cfg` on train_rows; the best weights (by dev score) go to out_dir/adapter (LoRA, QLoRA) or
+    out_dir/model (full fine-tuning).
+
+    `on_evaluate(step, dev_final)` is called after each evaluation (an Optuna trial reports there and raises
+    `optuna.TrialPruned` to stop a hopeless trial); `callbacks` are extra TrainerCallbacks (e.g. dialsum.faults')."""
+    import torch
+    from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments
+
+    from dialsum.hardware import has_cuda
+
+    from transformers import set_seed
+
+    set_seed(cfg.train.seed)  # before LoRA init, so the adapter's starting point is the config's, not the process's
+    out_dir = Path(out_dir)
+    ckpt_dir = out_dir / "checkpoints"
+    tokenizer, model = trainable_model(cfg, base_path)
+    t = cfg.train
+    cuda = has_cuda()
+    method = cfg.method
     stops = model_stops(tokenizer, model.generation_config.eos_token_id, cfg)
     train_ds = build_examples(tokenizer, train_rows, cfg, t.seed, stops)
     eval_ds = [encode_training_example(tokenizer, d, cfg, stops) for d in dev_rows[: t.eval_subset]]

@@ -46,8 +46,8 @@ def servable_checkpoint(cfg: ModelConfig, base_path: str, adapter_dir: Path | No
                         work_dir: Path) -> tuple[str, Path | None]:
     """(model folder for vLLM, LoRA adapter folder or None). The base and the adapter as they are when vLLM can serve
     them; otherwise (tags new to the vocabulary, trainable token rows) the base grown to dialsum's tokenizer with the
-    adapter merged in, written once to `work_dir/vllm-model` (on CPU, so the GPU stays vLLM's; atomically, so a
-    killed merge is redone, not half-read). A fully fine-tuned model is its own base."""
+    adapter merged in, written once to `work_dir/vllm-model` (merged on the GPU when it fits there, else on CPU, and
+    the GPU emptied before vLLM starts; atomically, so a killed merge is redone, not half-read). A fully fine-tuned model is its own base."""
     from dialsum.models.loading import is_full_model, load_tokenizer
 
     adapter = Path(adapter_dir) if adapter_dir is not None else None
@@ -78,9 +78,10 @@ def _merge(cfg: ModelConfig, base_path: str, adapter: Path | None, out: Path) ->
 
     from dialsum.models.loading import load_for_inference
 
-    print(f"[dialsum] vLLM cannot serve {cfg.name}'s added tokens as an adapter: writing a merged checkpoint to "
-          f"{out}", file=sys.stderr, flush=True)
-    tokenizer, model = load_for_inference(cfg, base_path, adapter, device="cpu")
+    device = merge_device(cfg)
+    print(f"[dialsum] vLLM cannot serve {cfg.name}'s added tokens as an adapter: merging on {device} into {out} "
+          f"(deleted after generation)", file=sys.stderr, flush=True)
+    tokenizer, model = load_for_inference(cfg, base_path, adapter, device=device)
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
     end = _trained_end(tokenizer, cfg)
@@ -91,8 +92,27 @@ def _merge(cfg: ModelConfig, base_path: str, adapter: Path | None, out: Path) ->
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     del model
+    if device != "cpu":
+        import torch
+
+        torch.cuda.empty_cache()  # give the card back before vLLM measures what it may reserve
     shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)
+
+
+def merge_device(cfg: ModelConfig) -> str:
+    """Where to merge: on the GPU when the whole model in the compute dtype (x1.2) fits its free memory, which is
+    fast and needs no host RAM; else on CPU (host RAM of the model's size)."""
+    if not has_cuda():
+        return "cpu"
+    import torch
+
+    from dialsum.models.inventory import inventory
+    from dialsum.models.memory import compute_bytes
+
+    free, _ = torch.cuda.mem_get_info()
+    need = inventory(cfg).total * compute_bytes(cfg) * 1.2
+    return "cuda:0" if need < free else "cpu"
 
 
 class VLLMEngine:
@@ -126,6 +146,12 @@ class VLLMEngine:
                       revision=cfg.revision, enable_lora=adapter_dir is not None, enforce_eager=gen.enforce_eager)
         if adapter_dir is not None:
             kwargs.update(max_lora_rank=vllm_lora_rank(cfg.lora.r), max_loras=1)
+        if gen.quantization == "8bit":  # vLLM quantises the bf16 weights to fp8 as it loads them
+            kwargs["quantization"] = "fp8"
+        elif gen.quantization == "4bit":
+            from dialsum.errors import DialsumError
+
+            raise DialsumError("generate.quantization 4bit: vLLM has no 4-bit loading; use backend hf")
         if cuda:
             kwargs["gpu_memory_utilization"] = gen.gpu_memory_utilization
         else:
