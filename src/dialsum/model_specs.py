@@ -52,6 +52,16 @@ class TrainSpec(Strict):
     on_truncation: Literal["warn", "error"] = Field(
         "warn", description="more than 1 % of dialogues over max_input_tokens or 0.5 % of references over "
                             "max_new_tokens (measured with the model's tokenizer before training): warn, or stop")
+    launcher: Literal["none", "torchrun"] = Field(
+        "none", description="torchrun: the train stage runs `torchrun --nproc_per_node nproc -m dialsum.engine.worker`"
+                            " on nproc GPUs (data parallel, the batch is per GPU); none: one process, one GPU")
+    nproc: int = Field(1, ge=1, description="processes (GPUs) for launcher torchrun")
+
+    @model_validator(mode="after")
+    def _launcher(self):
+        if self.nproc > 1 and self.launcher != "torchrun":
+            raise ValueError(f"train.nproc {self.nproc} needs train.launcher: torchrun (one process sees one GPU)")
+        return self
 
 
 class TinyModelSpec(Strict):

@@ -201,13 +201,22 @@ def child_env(gpus: int = 1) -> dict:
     return env
 
 
-def run_child(out: Path, log_path: Path, name: str, gpus: int = 1) -> None:
-    """`python -m dialsum.engine.worker out`, its output shown live and copied to log_path; one line on failure."""
+def worker_command(out: Path, gpus: int = 1, launcher: str = "none") -> list[str]:
+    """The stage child: one worker process, or (`train.launcher: torchrun`) torchrun starting `gpus` of them on this
+    machine, each rank on one of the child's GPUs (LOCAL_RANK); rank 0 alone writes the stage's results."""
+    worker = ["-m", "dialsum.engine.worker", str(out)]
+    if launcher == "torchrun":
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}", *worker]
+    return [sys.executable, *worker]
+
+
+def run_child(out: Path, log_path: Path, name: str, gpus: int = 1, launcher: str = "none") -> None:
+    """The stage's worker (worker_command), its output shown live and copied to log_path; one line on failure."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     env = child_env(gpus)
     with open(log_path, "ab") as logf:
         logf.write(f"\n==== {name} {time.strftime('%Y-%m-%d %H:%M:%S')} ====\n".encode())
-        proc = subprocess.Popen([sys.executable, "-m", "dialsum.engine.worker", str(out)], stdout=subprocess.PIPE,
+        proc = subprocess.Popen(worker_command(out, gpus, launcher), stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent)
         last: list = []
         sinks = [logf] if quiet() else [sys.stderr.buffer, logf]
@@ -310,8 +319,12 @@ class Engine:
                 return hit
         if rank != 0 and not (self.in_process and stage.kind == "train"):
             return self._wait_for_rank0(stage)
-        lock = stage_lock(out, stage.name) if rank == 0 else _nullcontext()
-        with lock:
+        if rank != 0:  # `torchrun -m dialsum train`: rank 0 alone clears the folder and writes the spec; ranks join it
+            _wait_for_spec(out)
+            result = execute(out)
+            self.ran.append(stage.name)
+            return result
+        with stage_lock(out, stage.name):
             hit = None if force else cached_result(stage, self.cache)  # computed meanwhile by another process
             if hit is not None:
                 self.record(stage, hit, "cached")
@@ -322,13 +335,13 @@ class Engine:
                         shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
             atomic_write_json(out / SPEC, {"name": stage.name, "kind": stage.kind, "key": stage.key,
                                            "version": stage.version, "fn": stage.fn, "inputs": stage.inputs,
-                                           "context": stage.context})
+                                           "context": stage.context, "launch": launch_id()})
             log(f"{stage.name}: running (key {stage.key})")
             log(f"{stage.name}: inputs {json.dumps(stage.inputs, sort_keys=True, ensure_ascii=False)[:2000]}",
                 logging.DEBUG)
             if stage.child and not self.in_process:
                 run_child(out, self.run_dir / "logs" / log_name(stage.name), stage.name,
-                          stage.context.get("gpus", 1))
+                          stage.context.get("gpus", 1), stage.context.get("launcher", "none"))
                 result = cached_result(stage, self.cache)
                 if result is None:
                     raise DialsumError(f"stage {stage.name}: the child exited without marking {out / META}")
@@ -346,6 +359,18 @@ class Engine:
             time.sleep(1.0)
 
 
-@contextmanager
-def _nullcontext():
-    yield
+def launch_id() -> str | None:
+    """The id torchrun (and accelerate launch) gives every rank of one launch; None outside one."""
+    return os.environ.get("TORCHELASTIC_RUN_ID") if dist_rank()[1] > 1 else None
+
+
+def _wait_for_spec(out: Path) -> None:
+    """Until rank 0 of this launch has cleared the stage folder (--force) and written its spec."""
+    me = launch_id()
+    while True:
+        try:
+            if json.loads((out / SPEC).read_text(encoding="utf-8")).get("launch") == me:
+                return
+        except (OSError, json.JSONDecodeError):
+            pass
+        time.sleep(0.5)

@@ -22,8 +22,15 @@ NOT_FOR_GENERATION = {"train", "lora", "quantization", "target_modules", "params
 LARGE_FILE = 64 << 20  # files of a local model folder above this are keyed by size and mtime, not hashed
 
 
+# options added after stage keys existed: keyed only when set, so earlier caches stay valid
+_KEYED_WHEN_SET = {"launcher": "none", "nproc": 1}
+
+
 def _model_dump(m: ModelConfig, exclude: set[str]) -> dict:
-    return m.model_dump(mode="json", exclude=exclude)
+    out = m.model_dump(mode="json", exclude=exclude)
+    if "train" in out:
+        out["train"] = {k: v for k, v in out["train"].items() if _KEYED_WHEN_SET.get(k, object()) != v}
+    return out
 
 
 def base_of(ctx: RunContext, m: ModelConfig) -> tuple[dict, str, list[str]]:
@@ -95,7 +102,8 @@ def train_stage(ctx: RunContext, m: ModelConfig) -> Stage:
         f"train:{m.name}", "train", VERSIONS["train"], "dialsum.engine.tasks:train",
         {"model": _model_dump(m, NOT_FOR_TRAINING), "base": base_id, "train": ctx.hashes["train"],
          "dev": ctx.hashes["dev"], "dev_select": list(ctx.split.select), "metric": metric_inputs(ctx.cfg)},
-        {"data_dir": str(ctx.data_dir), "base_path": base_path, "model": m.model_dump(mode="json")},
+        {"data_dir": str(ctx.data_dir), "base_path": base_path, "model": m.model_dump(mode="json"),
+         "gpus": m.train.nproc, "launcher": m.train.launcher},
         child=True, deps=tuple(deps)))
 
 

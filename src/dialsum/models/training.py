@@ -169,7 +169,9 @@ def train_model(cfg: ModelConfig, base_path: str, train_rows: list[Dialogue], de
         def evaluation_loop(self, *a, **kw):
             output = super().evaluation_loop(*a, **kw)
             prefix = kw.get("metric_key_prefix", "eval")
-            output.metrics.update({f"{prefix}_{k}": v for k, v in score_dev(self.model).items()})
+            # rank 0 decodes and scores; every rank gets its numbers, so best checkpoint and early stopping agree
+            scores = from_rank0(score_dev(self.model) if self.is_world_process_zero() else None)
+            output.metrics.update({f"{prefix}_{k}": v for k, v in scores.items()})
             return output
 
     class Report(TrainerCallback):
@@ -216,6 +218,17 @@ def train_model(cfg: ModelConfig, base_path: str, train_rows: list[Dialogue], de
                        "epoch": trainer.state.epoch})
     trainer.accelerator.wait_for_everyone()
     return result
+
+
+def from_rank0(obj):
+    """`obj` as rank 0 has it, on every rank of a torch.distributed group (unchanged in a single process)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def compute_is(cfg: ModelConfig, dtype) -> bool:
