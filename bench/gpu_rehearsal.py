@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/gpu_rehearsal.py                 # on a GPU machine: ~8 min planned, --budget-s 480
     .venv/bin/python bench/gpu_rehearsal.py --tiny          # the same script on CPU with the tiny models (a test runs it)
+    .venv/bin/python bench/gpu_rehearsal.py --gpus 2        # two models at once, one per GPU (`run --only-model`)
 
 It builds locally (random weights) a decoder-only model from SOLAR-10.7B-Instruct's real config (hidden 4096,
 GQA 32/8 heads of 128, MLP 14336, 32,000-row vocabulary, untied head; depth cut from 48 to 6 layers to fit the
@@ -16,8 +17,11 @@ ensemble, post-processing and a submission. What depends on shapes, templates an
 weights, is what it proves: bitsandbytes' CUDA kernels, tag rows trained and served, vLLM loading a merged bf16
 checkpoint, GPU memory going back to its baseline after each stage's child process exits, throughput.
 
-Per stage it records wall time, training tokens/s, generation tokens/s, peak GPU memory (nvidia-smi, sampled every
-0.2 s) and the GPU memory in use after the stage (must equal the baseline); JSON + a Markdown table under --out. The
+Per stage it records wall time, training tokens/s, generation tokens/s, the memory plan's number for the stage
+(dialsum.models.memory, as `train --dry-run` prints it), peak GPU memory (nvidia-smi, sampled every 0.2 s) and the GPU
+memory in use after the stage (must equal the baseline); JSON + a Markdown table under --out. With `--gpus N` (N >= 2)
+the two models' pipelines run at once as `dialsum run --only-model NAME`, each process seeing one GPU, and a plain
+`dialsum run` then ensembles: per pipeline its wall time and that GPU's peak. The
 plan is printed first; the script stops cleanly before a stage that would not fit the --budget-s time budget.
 """
 from __future__ import annotations
@@ -42,17 +46,17 @@ SOLAR_CUT = dict(vocab_size=32000, hidden_size=4096, intermediate_size=14336, nu
 SOLAR_PARAMS_B = 1.57  # 6 x 218M per layer + 2 x 32000 x 4096 embedding/head rows
 KOBART = dict(vocab_size=30000, d_model=768, encoder_layers=6, decoder_layers=6, encoder_attention_heads=16,
               decoder_attention_heads=16, encoder_ffn_dim=3072, decoder_ffn_dim=3072, max_position_embeddings=1026)
-FIELDS = ("stage", "status", "wall_s", "train_tokens_per_s", "gen_tokens_per_s", "peak_gpu_mib", "gpu_mib_after",
-          "baseline_gpu_mib", "back_to_baseline")
+FIELDS = ("stage", "status", "wall_s", "train_tokens_per_s", "gen_tokens_per_s", "planned_gpu_mib", "peak_gpu_mib",
+          "gpu_mib_after", "baseline_gpu_mib", "back_to_baseline")
 # planned seconds per stage kind on one H100-class GPU (and on 2 CPU cores with --tiny)
 PLAN_S = {"gpu": {"build": 45, "train": 60, "generate": 120, "ensemble": 10, "postprocess": 5, "submit": 2},
           "tiny": {"build": 25, "train": 25, "generate": 20, "ensemble": 5, "postprocess": 2, "submit": 1}}
 
 
 # ---------------------------------------------------------------- GPU memory (nvidia-smi; the parent never imports torch)
-def gpu_used_mib() -> int | None:
+def gpu_used_mib(index: int = 0) -> int | None:
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
+        out = subprocess.run(["nvidia-smi", f"--id={index}", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
                              capture_output=True, text=True, timeout=10)
         return int(out.stdout.split()[0]) if out.returncode == 0 and out.stdout.strip() else None
     except (OSError, ValueError, subprocess.SubprocessError):
@@ -60,14 +64,15 @@ def gpu_used_mib() -> int | None:
 
 
 class PeakSampler:
-    def __init__(self):
+    def __init__(self, index: int = 0):
+        self.index = index
         self.peak: int | None = None
         self._stop = threading.Event()
         self._t = threading.Thread(target=self._run, daemon=True)
 
     def _run(self):
         while not self._stop.is_set():
-            v = gpu_used_mib()
+            v = gpu_used_mib(self.index)
             if v is not None:
                 self.peak = v if self.peak is None else max(self.peak, v)
             self._stop.wait(0.2)
@@ -160,6 +165,7 @@ def main() -> int:
     ap.add_argument("--budget-s", type=float, default=480.0, help="stop before a stage that would not fit (s)")
     ap.add_argument("--out", default=str(ROOT / "runs" / "rehearsal"), help="work folder; JSON and Markdown land here")
     ap.add_argument("--backend", choices=["vllm", "hf"], help="default: vllm on a GPU, hf with --tiny")
+    ap.add_argument("--gpus", type=int, default=1, help="N >= 2: the two models' pipelines at once, one GPU each")
     ap.add_argument("--build", nargs=2, metavar=("KIND", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.build:
@@ -220,7 +226,14 @@ def main() -> int:
     from dialsum.engine.pipeline import engine_for
     from dialsum.engine.runs import open_run
 
-    cfg = load_config(run_config(work, models, args.tiny, backend))
+    cfg_path = run_config(work, models, args.tiny, backend)
+    cfg = load_config(cfg_path)
+    planned = planned_mib(cfg)
+    for name, mib in planned.items():
+        print(f"[rehearsal] memory plan {name}: {mib} MiB", flush=True)
+    if args.gpus >= 2:
+        parallel_models(work, cfg_path, cfg, args.gpus, records, baseline, planned)
+        return finish(work, records, gpu_name, mode, backend, start)
     ctx = open_run(cfg)
     eng = engine_for(ctx)
     stages = full_plan(ctx)
@@ -232,6 +245,7 @@ def main() -> int:
         if res is None:
             break
         rec = records[-1]
+        rec["planned_gpu_mib"] = planned.get(st.name)
         if kind == "train":
             state = sorted((st.out_dir(ctx.cache) / "checkpoints").glob("checkpoint-*/trainer_state.json"))
             seen = json.loads(state[-1].read_text()).get("num_input_tokens_seen", 0) if state else 0
@@ -245,13 +259,58 @@ def main() -> int:
     return finish(work, records, gpu_name, mode, backend, start)
 
 
+def planned_mib(cfg) -> dict[str, int]:
+    """The dry-run plan per model stage, in MiB (what `dialsum train --dry-run` prints for the same config)."""
+    from dialsum.models.memory import estimate_gpu_gib
+
+    out = {}
+    for m in cfg.models:
+        est = estimate_gpu_gib(m, cfg.generate)
+        out[f"train:{m.name}"], out[f"generate:{m.name}"] = round(est["train"] * 1024), round(est["generate"] * 1024)
+    return out
+
+
+def parallel_models(work: Path, cfg_path: Path, cfg, gpus: int, records: list, baseline, planned: dict) -> None:
+    """`dialsum run --only-model NAME` per model at once, process i seeing GPU i (the README's recipe), then a plain
+    `dialsum run` that finds every model stage cached and ensembles."""
+    import os
+
+    names = [m.name for m in cfg.models][:gpus]
+    procs, samplers, t0 = [], [], time.time()
+    for i, name in enumerate(names):
+        env = {**os.environ, "CUDA_VISIBLE_DEVICES": str(i)}
+        log = open(work / f"pipeline-{name}.log", "w")
+        procs.append((name, i, subprocess.Popen([sys.executable, "-m", "dialsum", "run", "--config", str(cfg_path),
+                                                 "--only-model", name], cwd=ROOT, env=env, stdout=log,
+                                                stderr=subprocess.STDOUT)))
+        samplers.append(PeakSampler(i).__enter__())
+    for (name, i, proc), sampler in zip(procs, samplers):
+        rc = proc.wait()
+        sampler.__exit__(None)
+        rec = {f: None for f in FIELDS} | {"stage": f"pipeline:{name} (GPU {i})", "status": "ok" if rc == 0 else
+                                            f"exit {rc}", "wall_s": round(time.time() - t0, 3),
+                                            "planned_gpu_mib": max(planned.get(f"train:{name}", 0),
+                                                                   planned.get(f"generate:{name}", 0)) or None,
+                                            "peak_gpu_mib": sampler.peak, "gpu_mib_after": gpu_used_mib(i),
+                                            "baseline_gpu_mib": baseline}
+        records.append(rec)
+        print(f"[rehearsal] {rec['stage']}: {rec['status']}, {rec['wall_s']} s, peak {sampler.peak} MiB", flush=True)
+    t1 = time.time()
+    rc = subprocess.run([sys.executable, "-m", "dialsum", "run", "--config", str(cfg_path)], cwd=ROOT,
+                        capture_output=True, text=True).returncode
+    records.append({f: None for f in FIELDS} | {"stage": "run (ensemble, postprocess, submit)",
+                                                "status": "ok" if rc == 0 else f"exit {rc}",
+                                                "wall_s": round(time.time() - t1, 3)})
+
+
 def finish(work: Path, records: list[dict], gpu_name: str | None, mode: str, backend: str, start: float) -> int:
     summary = {"device": gpu_name or "CPU", "mode": mode, "backend": backend, "total_s": round(time.time() - start, 1),
                "stages": records}
     (work / "rehearsal.json").write_text(json.dumps(summary, indent=2))
-    head = "| stage | status | wall s | train tok/s | gen tok/s | peak GPU MiB | GPU MiB after | baseline | back to baseline |"
+    head = ("| stage | status | wall s | train tok/s | gen tok/s | planned MiB | peak GPU MiB | GPU MiB after | baseline "
+            "| back to baseline |")
     lines = [f"GPU rehearsal on {summary['device']} ({mode}, {backend}), {summary['total_s']} s in all", "", head,
-             "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in records:
         lines.append("| " + " | ".join("—" if r[f] is None else str(r[f]) for f in FIELDS) + " |")
     (work / "rehearsal.md").write_text("\n".join(lines) + "\n")

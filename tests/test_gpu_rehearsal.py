@@ -8,8 +8,8 @@ import sys
 
 from conftest import ROOT
 
-FIELDS = {"stage", "status", "wall_s", "train_tokens_per_s", "gen_tokens_per_s", "peak_gpu_mib", "gpu_mib_after",
-          "baseline_gpu_mib", "back_to_baseline"}
+FIELDS = {"stage", "status", "wall_s", "train_tokens_per_s", "gen_tokens_per_s", "planned_gpu_mib", "peak_gpu_mib",
+          "gpu_mib_after", "baseline_gpu_mib", "back_to_baseline"}
 
 
 def test_tiny_rehearsal_runs_every_stage_and_records_every_field(tmp_path):
@@ -29,6 +29,8 @@ def test_tiny_rehearsal_runs_every_stage_and_records_every_field(tmp_path):
     assert by["train:solar-shape"]["train_tokens_per_s"] > 0 and by["train:kobart-shape"]["train_tokens_per_s"] > 0
     assert by["generate:solar-shape"]["gen_tokens_per_s"] > 0 and by["generate:kobart-shape"]["gen_tokens_per_s"] > 0
     assert "| stage | status | wall s |" in (tmp_path / "r" / "rehearsal.md").read_text()
+    for name in ("train:solar-shape", "generate:solar-shape", "train:kobart-shape", "generate:kobart-shape"):
+        assert by[name]["planned_gpu_mib"] > 0  # the dry-run plan, beside the measured peak on a GPU
     assert list((tmp_path / "r" / "subs").glob("rehearsal-*.csv"))
 
 
