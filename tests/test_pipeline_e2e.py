@@ -510,3 +510,22 @@ def test_only_model_processes_in_parallel_then_a_plain_run_gives_the_sequential_
     sub = Path(re.search(r"^submission: (.+)$", r.stdout, flags=re.M).group(1))
     seq = Path(re.search(r"^submission: (.+)$", first.stdout, flags=re.M).group(1))
     assert sub.read_bytes() == seq.read_bytes()
+
+
+def test_parallel_models_one_process_per_gpu_then_the_ensemble(e2e, tmp_path):
+    """`run --parallel-models 2` on a machine showing 2 GPUs: each model's pipeline is a `run --only-model` process in
+    a slot with its own GPU (3 models, 2 slots), then the ensemble; the bytes are the sequential run's. The e2e run's
+    stage cache is copied, so the model stages are cache hits: this walks the command path, not the training."""
+    import shutil
+
+    tmp, first = e2e
+    shutil.copytree(tmp / "runs", tmp_path / "runs")
+    r = run_in(tmp_path, "configs/default.yaml", "--parallel-models", "2", env={"DIALSUM_FAKE_GPUS": "2"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    done = re.findall(r"(\S+): pipeline done on GPU (\d)", r.stderr)
+    assert sorted(m for m, _ in done) == ["tiny", "tiny-bart", "tiny-chat"] and {g for _, g in done} <= {"0", "1"}
+    sub = Path(re.search(r"^submission: (.+)$", r.stdout, flags=re.M).group(1))
+    seq = Path(re.search(r"^submission: (.+)$", first.stdout, flags=re.M).group(1))
+    assert sub.read_bytes() == seq.read_bytes()
+    r = run_in(tmp_path, "configs/default.yaml", "--parallel-models", "3", env={"DIALSUM_FAKE_GPUS": "2"})
+    assert r.returncode == 2 and "only 2 GPU(s) visible" in r.stderr

@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--backend", choices=["auto", "vllm", "hf"], help="override generate.backend")
     sp.add_argument("--only-model", action="append", metavar="NAME",
                     help="train and generate only this model (repeatable), then stop before the ensemble")
+    sp.add_argument("--parallel-models", type=int, metavar="N",
+                    help="N models' pipelines at once, each a `run --only-model` process on its own GPU; then ensemble")
     sp.add_argument("--from-stage", choices=STAGE_KINDS, help="recompute this stage kind and every later one")
     sp.add_argument("--force", action="append", default=[], metavar="STAGE",
                     help="recompute this stage (e.g. train:tiny, or a kind: generate) and what depends on it")

@@ -29,6 +29,12 @@ def config_of(args):
 
 
 def run(args) -> int:
+    if (args.parallel_models or 1) > 1:
+        if args.only_model:
+            raise DialsumError("--parallel-models runs every model; drop --only-model (or run those yourself)")
+        from dialsum.commands.parallel import run_models_in_parallel
+
+        run_models_in_parallel(config_of(args), args.parallel_models)
     out = run_pipeline(config_of(args), args.data_dir, args.run_id, args.backend, args.only_model, args.from_stage,
                        args.force, args.set)
     if out["submission"] is None:
