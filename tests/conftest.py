@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+# before anything imports torch (dialsum/__init__.py says why): two test workers and their stage children share 2 cores
+os.environ.setdefault("GOMP_SPINCOUNT", "1000")
 ROOT = Path(__file__).resolve().parents[1]
 # Mecab's morpheme cache (dialsum.morpheme_cache): one per test session, inherited by every command the tests run,
 # so the suite neither reads nor fills the user's ~/.cache

@@ -256,8 +256,13 @@ def test_changing_one_models_lora_rank_retrains_only_that_model(e2e, tmp_path):
 
 
 def test_stage_by_stage_flow_gives_the_same_submission_bytes_as_run(e2e, tmp_path):
-    """README: train -> generate -> ensemble RUN_DIR -> postprocess -> submit, in a fresh output folder."""
+    """README: train -> generate -> ensemble RUN_DIR -> postprocess -> submit, in a fresh output folder sharing only
+    the run's stage cache: `train` and `generate` find every stage `run` computed (the same keys, so the same
+    weights and candidates; that a fresh computation gives the same bytes is the parallel and kill tests' job)."""
+    import shutil
+
     tmp, first = e2e
+    shutil.copytree(tmp / "runs" / "cache", tmp_path / "runs" / "cache")
     out = ["--output-dir", str(tmp_path / "runs")]
     r = run_cli("train", "--config", "configs/default.yaml", *out)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -265,6 +270,8 @@ def test_stage_by_stage_flow_gives_the_same_submission_bytes_as_run(e2e, tmp_pat
     r = run_cli("generate", "--config", "configs/default.yaml", *out)
     assert r.returncode == 0, r.stderr[-2000:]
     assert run_dir_of(r.stdout) == run_dir
+    st = statuses(run_dir)
+    assert {k.split(":")[0] for k in st} == {"build", "train", "generate"} and set(st.values()) == {"cached"}, st
     sel, post = tmp_path / "sel.csv", tmp_path / "post.csv"
     r = run_cli("ensemble", "--candidates", str(run_dir), "--out", str(sel))
     assert r.returncode == 0, r.stderr[-2000:]

@@ -20,4 +20,12 @@ align -> models, scoring, io; models -> scoring, io;
 selection -> scoring; scoring, io -> nothing else; cli -> commands (by name) and engine.kinds; nothing imports cli.
 """
 
+import os
+
 __version__ = "0.1.0"
+
+# OpenMP (torch on CPU) threads spin ~300,000 iterations before sleeping; several dialsum processes at once (tune
+# workers, `run --only-model` shells, --parallel-models, a parallel test suite) then burn each other's cores: two tiny
+# model builds at once took 202 s instead of 37 s on 2 cores. 1,000 spins costs one process nothing measurable. Set
+# here, before anything imports torch; every stage child inherits it. A value the user set wins.
+os.environ.setdefault("GOMP_SPINCOUNT", "1000")
