@@ -14,6 +14,7 @@ from dialsum.engine.core import Stage, sha256_file
 from dialsum.engine.kinds import KINDS, VERSIONS
 from dialsum.engine.runs import RunContext
 from dialsum.errors import DialsumError
+from dialsum.hardware import gpu_present
 
 # Fields of a model config that cannot change a trained adapter / generated text.
 NOT_FOR_TRAINING = {"name", "decodings", "params_billion", "arch", "expect", "align"}
@@ -75,11 +76,11 @@ def hub_commit(repo: str, revision: str | None) -> str | None:
 def resolved_backend(m: ModelConfig, backend: str, quantization: str = "none") -> str:
     """The engine a generate stage really uses, resolved before keying (so `auto` and `vllm` share outputs): seq2seq
     models always generate with transformers; `auto` means vLLM where it is installed, except at 4 bits (vLLM has no
-    4-bit loading)."""
+    4-bit loading) and at 8 bits without a GPU."""
     if m.family == "seq2seq":
         return "hf"
-    if backend == "auto" and quantization == "4bit":
-        return "hf"
+    if backend == "auto" and (quantization == "4bit" or (quantization == "8bit" and not gpu_present())):
+        return "hf"  # vLLM: no 4-bit loading; its 8-bit (online fp8) needs a CUDA GPU
     if backend == "auto":
         import importlib.util
 

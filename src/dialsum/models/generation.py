@@ -19,7 +19,9 @@ from dialsum.models.encoding import encode_input
 def resolve_backend(name: str, quantization: str = "none") -> str:
     if name != "auto":
         return name
-    if quantization == "4bit":  # vLLM has no 4-bit loading
+    from dialsum.hardware import gpu_present
+
+    if quantization == "4bit" or (quantization == "8bit" and not gpu_present()):  # vLLM: no 4-bit; fp8 needs CUDA
         return "hf"
     try:
         import vllm  # noqa: F401

@@ -146,12 +146,13 @@ class VLLMEngine:
                       revision=cfg.revision, enable_lora=adapter_dir is not None, enforce_eager=gen.enforce_eager)
         if adapter_dir is not None:
             kwargs.update(max_lora_rank=vllm_lora_rank(cfg.lora.r), max_loras=1)
-        if gen.quantization == "8bit":  # vLLM quantises the bf16 weights to fp8 as it loads them
-            kwargs["quantization"] = "fp8"
-        elif gen.quantization == "4bit":
+        if gen.quantization != "none":
             from dialsum.errors import DialsumError
 
-            raise DialsumError("generate.quantization 4bit: vLLM has no 4-bit loading; use backend hf")
+            if gen.quantization == "4bit" or not cuda:
+                raise DialsumError(f"generate.quantization {gen.quantization}: vLLM has no 4-bit loading and its 8-bit "
+                                   f"(online fp8) needs a CUDA GPU; use backend hf")
+            kwargs["quantization"] = "fp8"  # vLLM quantises the bf16 weights to fp8 as it loads them
         if cuda:
             kwargs["gpu_memory_utilization"] = gen.gpu_memory_utilization
         else:
