@@ -269,6 +269,7 @@ class Engine:
         self.manifest_path = self.run_dir / "manifest.json"
         self.manifest = self._load_manifest()
         self.ran: list[str] = []
+        self.started = _process_started()
 
     def _load_manifest(self) -> dict:
         if self.manifest_path.is_file():
@@ -320,7 +321,7 @@ class Engine:
         if rank != 0 and not (self.in_process and stage.kind == "train"):
             return self._wait_for_rank0(stage)
         if rank != 0:  # `torchrun -m dialsum train`: rank 0 alone clears the folder and writes the spec; ranks join it
-            _wait_for_spec(out)
+            _wait_for_spec(out, self.started)
             result = execute(out)
             self.ran.append(stage.name)
             return result
@@ -359,17 +360,29 @@ class Engine:
             time.sleep(1.0)
 
 
+def _process_started() -> float:
+    """When this process started (torchrun starts every rank at once; rank 0 writes its spec only after that)."""
+    try:  # Linux: field 22 of /proc/self/stat, clock ticks after boot (/proc/stat's btime)
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        boot = next(int(x.split()[1]) for x in Path("/proc/stat").read_text().splitlines() if x.startswith("btime"))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):  # elsewhere: a little before the Engine's creation
+        return time.time() - 30
+
+
 def launch_id() -> str | None:
     """The id torchrun (and accelerate launch) gives every rank of one launch; None outside one."""
     return os.environ.get("TORCHELASTIC_RUN_ID") if dist_rank()[1] > 1 else None
 
 
-def _wait_for_spec(out: Path) -> None:
-    """Until rank 0 of this launch has cleared the stage folder (--force) and written its spec."""
+def _wait_for_spec(out: Path, since: float) -> None:
+    """Until rank 0 of this launch has cleared the stage folder (--force) and written its spec: the launch's id, and
+    written after this rank started (a plain `torchrun` without --rdzv-id gives every launch the id "none")."""
     me = launch_id()
     while True:
         try:
-            if json.loads((out / SPEC).read_text(encoding="utf-8")).get("launch") == me:
+            spec = out / SPEC
+            if spec.stat().st_mtime >= since - 2 and json.loads(spec.read_text(encoding="utf-8")).get("launch") == me:
                 return
         except (OSError, json.JSONDecodeError):
             pass
