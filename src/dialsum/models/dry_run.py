@@ -16,10 +16,10 @@ def fits(need: float | None, card_gib: float | None, reserve: float = 1.0) -> st
     return "yes" if need <= card_gib * reserve else "no"
 
 
-def generation_table(cfg: ModelConfig, gen: GenerateSpec, visible: float | None) -> list[str]:
+def generation_table(cfg: ModelConfig, gen: GenerateSpec, visible: float | None, inv=None) -> list[str]:
     """One row per generate.quantization option and backend: GiB, and fits 24 GB / 80 GB / visible. vLLM must fit in
     its `gpu_memory_utilization` share of the card (it reserves that share, then fills it with KV cache)."""
-    inv = inventory(cfg)
+    inv = inv or inventory(cfg)
     backends = ["hf"] + (["vllm"] if cfg.family == "decoder" else [])
     rows = [f"    generation, per generate.quantization (batch {gen.batch_size}; vLLM within "
             f"gpu_memory_utilization {gen.gpu_memory_utilization:g} of the card; visible GPU: "
@@ -45,9 +45,9 @@ def _backend(gen: GenerateSpec) -> str:
 def describe_plan(cfg: ModelConfig, gen: GenerateSpec | None = None) -> str:
     gen = gen or GenerateSpec()
     t = cfg.train
-    est = estimate_gpu_gib(cfg, gen)
+    inv = inventory(cfg)  # one meta-device instantiation for the whole plan
+    est = estimate_gpu_gib(cfg, gen, inv)
     arch, where = architecture(cfg)
-    inv = inventory(cfg)
     visible = visible_gpu_gib()
     source = cfg.path or "tiny local model (built on demand)"
     train_fit = " ".join(f"{c}: {fits(est['train'], g)}" for c, g in CARDS_GIB.items())
@@ -69,7 +69,7 @@ def describe_plan(cfg: ModelConfig, gen: GenerateSpec | None = None) -> str:
     ]
     if cfg.align.method != "none":
         lines.append(_align_line(cfg, est))
-    return "\n".join(lines + generation_table(cfg, gen, visible))
+    return "\n".join(lines + generation_table(cfg, gen, visible, inv))
 
 
 def _align_line(cfg: ModelConfig, est: dict) -> str:

@@ -122,13 +122,13 @@ def generation_gib(cfg: ModelConfig, gen: GenerateSpec | None, quantization: str
     return ((weights + adapter + kv) * 1.1 + GIB) / GIB
 
 
-def estimate_gpu_gib(cfg: ModelConfig, gen: GenerateSpec | None = None) -> dict[str, float]:
+def estimate_gpu_gib(cfg: ModelConfig, gen: GenerateSpec | None = None, inv: Inventory | None = None) -> dict[str, float]:
     """Peak GiB of the training child and of the generation child. Planning numbers, not promises.
 
     train: train_tensors + activations with gradient checkpointing (one hidden state per layer kept plus one layer's
     full activations) + fp32 logits and their gradient over the vocabulary, x1.15 for the allocator, + ~1 GiB of CUDA
     context. generate: generation_gib at `generate.quantization` on the configured backend."""
-    inv = inventory(cfg)
+    inv = inv or inventory(cfg)
     arch, _ = architecture(cfg)
     tensors = train_tensors(cfg, inv)
     weights = tensors["weights"] + tensors["trainable"]
