@@ -1,12 +1,15 @@
 """Shared fixtures: the real competition data (must exist under CI) and one tiny model built per session."""
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -33,6 +36,39 @@ def shared_file(rel: str) -> Path:
 def run_cli(*args: str, cwd: Path = ROOT, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "dialsum", *args], cwd=cwd, capture_output=True, text=True,
                           env={**os.environ, **(env or {})}, timeout=900)
+
+
+@pytest.fixture(scope="session")
+def shared_tmp(tmp_path_factory, worker_id) -> Path:
+    """A folder every pytest-xdist worker of this session sees (the parent of the workers' own temp folders)."""
+    base = tmp_path_factory.getbasetemp()
+    return base if worker_id == "master" else base.parent
+
+
+@pytest.fixture(scope="session")
+def pipeline_seed(shared_tmp) -> SimpleNamespace:
+    """The embedded default `dialsum run` (3 tiny models, every stage), computed once per test session for all
+    workers: tests about that run read it; tests about something else copy the stage folders they need from its
+    cache (tests/pipelines.py: seed_stages) instead of training the same models again. `folder/runs` and
+    `folder/subs` are its output and submissions folders; stdout/stderr those of its first run."""
+    folder = shared_tmp / "pipeline-seed"
+    with open(shared_tmp / "pipeline-seed.lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the first worker to ask runs it; the other waits for it
+        done = folder / "seed.json"
+        if not done.is_file():
+            folder.mkdir(exist_ok=True)
+            r = run_cli("run", "--config", "configs/default.yaml", "--output-dir", str(folder / "runs"),
+                        "--submissions-dir", str(folder / "subs"))
+            seed = {"returncode": r.returncode, "stdout": r.stdout, "stderr": r.stderr, "manifest": None}
+            if r.returncode == 0:  # the manifest as this first run left it (later runs in the folder add to it)
+                run_dir = next(ln for ln in r.stdout.splitlines() if ln.startswith("run: "))[len("run: "):]
+                seed["manifest"] = json.loads((Path(run_dir) / "manifest.json").read_text())
+            done.write_text(json.dumps(seed))
+        first = json.loads(done.read_text())
+    assert first["returncode"] == 0, first["stderr"][-3000:]
+    run_dir = Path(next(ln for ln in first["stdout"].splitlines() if ln.startswith("run: "))[len("run: "):])
+    return SimpleNamespace(folder=folder, stdout=first["stdout"], stderr=first["stderr"], run_dir=run_dir,
+                           manifest=first["manifest"])
 
 
 @pytest.fixture(scope="session")
@@ -85,3 +121,17 @@ def tiny_bart_cfg(tiny_bart_dir):
 
     cfg = load_model_config(ROOT / "configs" / "models" / "tiny-bart.yaml")
     return cfg.model_copy(update={"path": str(tiny_bart_dir), "tiny": None})
+
+
+# Whole files go to one xdist worker each (`--dist loadfile`), handed out in collection order
+# (`--no-loadscope-reorder`): the longest first, so neither worker is left alone with a long file at the end, and the
+# file that builds the seed run first, so tests that copy from it (the rest of this list) rarely wait for it.
+FILE_ORDER = ["test_pipeline_e2e.py", "test_real_checkpoints.py", "test_align.py", "test_gpu_rehearsal.py",
+              "test_tune.py", "test_pipeline_faults.py", "test_align_cli.py", "test_vllm_tagless.py",
+              "test_vllm_backend.py", "test_train.py", "test_torchrun.py", "test_seq2seq.py", "test_ensemble_fit.py",
+              "test_malformed_inputs.py"]
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(FILE_ORDER)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(FILE_ORDER)))  # stable: each file keeps its order

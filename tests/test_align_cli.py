@@ -13,7 +13,7 @@ import yaml
 
 from conftest import SAMPLE, run_cli
 from test_align import _dialsum_score
-from test_pipeline_e2e import run_dir_of, run_in, statuses, write_config
+from pipelines import run_dir_of, run_in, seed_stages, statuses, write_config
 
 
 def _align_config(path: Path) -> Path:
@@ -27,9 +27,10 @@ def _align_config(path: Path) -> Path:
     return write_config(path, edit, keep_models=["tiny"])
 
 
-def test_align_in_a_run_killed_resumed_reused_and_reported(tmp_path):
+def test_align_in_a_run_killed_resumed_reused_and_reported(tmp_path, pipeline_seed):
     from dialsum.io.data import load_competition
 
+    seed_stages(pipeline_seed, tmp_path / "runs", "build:tiny")  # the base model; SFT (3 epochs) is this test's own
     cfg = _align_config(tmp_path / "align.yaml")
     r = run_in(tmp_path, cfg, env={"DIALSUM_KILL_AFTER_STEPS": "align:4"})
     assert r.returncode == 2 and "Traceback" not in r.stderr

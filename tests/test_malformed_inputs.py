@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from conftest import ROOT, SAMPLE, run_cli
-from test_pipeline_e2e import write_config
+from pipelines import write_config
 
 
 def _data(tmp: Path) -> Path:

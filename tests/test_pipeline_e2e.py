@@ -1,5 +1,6 @@
 """`dialsum run` end to end on the shipped sample data, and the stage engine around it: keyed reuse, the README's
-stage-by-stage flow giving the same submission bytes, a parent that never loads a model, a killed child."""
+stage-by-stage flow giving the same submission bytes, a parent that never loads a model (faults and concurrency:
+test_pipeline_faults.py)."""
 from __future__ import annotations
 
 import csv
@@ -8,51 +9,18 @@ import re
 from pathlib import Path
 
 import pytest
-import yaml
 
-from conftest import ROOT, SAMPLE, run_cli
+from conftest import SAMPLE, run_cli
+from pipelines import run_dir_of, run_in, statuses, write_config
 
 STAGES = ["run", "build-tiny-model", "train", "generate", "ensemble", "postprocess", "submit", "score"]
 
 
-def write_config(path: Path, edit=None, keep_models: list[str] | None = None) -> Path:
-    """configs/default.yaml with absolute paths, optionally edited (a dict -> dict function)."""
-    raw = yaml.safe_load((ROOT / "configs" / "default.yaml").read_text(encoding="utf-8"))
-    models_dir = ROOT / "configs"
-    raw["models"] = [{"base": str(models_dir / m)} if isinstance(m, str) else {**m, "base": str(models_dir / m["base"])}
-                     for m in raw["models"]]
-    if keep_models:
-        name = lambda m: m.get("name") or yaml.safe_load(Path(m["base"]).read_text(encoding="utf-8"))["name"]  # noqa: E731
-        raw["models"] = [m for m in raw["models"] if name(m) in keep_models]
-    raw["data"]["dir"] = str(SAMPLE)
-    raw.pop("output_dir")
-    raw.pop("submissions_dir")
-    if edit:
-        raw = edit(raw)
-    path.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
-    return path
-
-
-def run_in(tmp: Path, config: str | Path, *extra: str, env: dict | None = None):
-    return run_cli("run", "--config", str(config), "--output-dir", str(tmp / "runs"),
-                   "--submissions-dir", str(tmp / "subs"), *extra, env=env)
-
-
-def statuses(run_dir: Path) -> dict[str, str]:
-    man = json.loads((run_dir / "manifest.json").read_text())
-    return {k: v["status"] for k, v in man["stages"].items()}
-
-
-def run_dir_of(stdout: str) -> Path:
-    return Path(re.search(r"^run: (.+)$", stdout, flags=re.M).group(1))
-
-
 @pytest.fixture(scope="module")
-def e2e(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("e2e")
-    r = run_in(tmp, "configs/default.yaml")
-    assert r.returncode == 0, r.stderr[-3000:]
-    return tmp, r
+def e2e(pipeline_seed):
+    """The session's seed run (conftest): the embedded default, all three models; these tests run more commands in
+    its folder (each a different config or a cached rerun)."""
+    return pipeline_seed.folder, pipeline_seed
 
 
 def test_submission_parses_back_in_sample_order(e2e):
@@ -338,24 +306,6 @@ def test_generate_honours_generate_splits_and_run_refuses_a_single_split(e2e, tm
     assert r.returncode == 2 and "generate.splits ['test']" in r.stderr
 
 
-def test_a_child_killed_mid_training_is_one_line_and_the_same_command_resumes(tmp_path):
-    cfg = write_config(tmp_path / "one.yaml", keep_models=["tiny"])
-    r = run_in(tmp_path, cfg, env={"DIALSUM_KILL_AFTER_STEPS": "18"})
-    assert r.returncode == 2 and "Traceback" not in r.stderr
-    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("dialsum: error:")]
-    assert len(errors) == 1 and "train:tiny" in errors[0] and "signal 9" in errors[0] and "train-tiny.log" in errors[0]
-    assert not (tmp_path / "subs").exists() or not list((tmp_path / "subs").iterdir())
-    r = run_in(tmp_path, cfg)
-    assert r.returncode == 0, r.stderr[-2000:]
-    st = statuses(run_dir_of(r.stdout))
-    assert st["train:tiny"] == "ran"
-    train_dir = Path(json.loads((run_dir_of(r.stdout) / "manifest.json").read_text())["stages"]["train:tiny"]["dir"])
-    state = json.loads(max((train_dir / "checkpoints").glob("checkpoint-*"),
-                           key=lambda p: int(p.name.split("-")[1])).joinpath("trainer_state.json").read_text())
-    steps = [h["step"] for h in state["log_history"] if "loss" in h]
-    assert steps[0] < 18 < steps[-1]  # history from before the kill carried over: resumed, not restarted
-
-
 def test_run_flags_only_model_from_stage_and_force(e2e):
     tmp, first = e2e
     r = run_in(tmp, "configs/default.yaml", "--only-model", "tiny")
@@ -380,71 +330,6 @@ def test_run_flags_only_model_from_stage_and_force(e2e):
 def test_help(stage):
     r = run_cli(*([stage] if stage else []), "--help")
     assert r.returncode == 0 and "usage: dialsum" in r.stdout
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        return [int(x) for x in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
-
-
-def _wait_for(proc, ready, timeout: float = 600.0) -> bool:
-    import time
-
-    end = time.time() + timeout
-    while time.time() < end and proc.poll() is None:
-        if ready():
-            return True
-        time.sleep(0.02)
-    return False
-
-
-def test_kill_9_across_stages_then_the_same_command_gives_the_same_bytes_and_one_writer(e2e, tmp_path):
-    """kill -9 of the model-building child, of the parent mid-training, of the generation child mid-part (plus a torn
-    journal line), of the parent inside the ensemble stage; a second `dialsum run` on the busy folder stops with the lock message; the
-    same command then finishes with a submission byte-identical to an uninterrupted run's."""
-    import os
-    import signal
-    import subprocess
-    import sys
-
-    _, first = e2e
-    want = Path(re.search(r"^submission: (.+)$", first.stdout, flags=re.M).group(1)).read_bytes()
-    cache = tmp_path / "runs" / "cache"
-    cmd = [sys.executable, "-m", "dialsum", "run", "--config", "configs/default.yaml", "--output-dir",
-           str(tmp_path / "runs"), "--submissions-dir", str(tmp_path / "subs")]
-    points = [
-        ("child", lambda: any(cache.glob("build/*/stage.json"))),
-        ("parent", lambda: any(cache.glob("train/*/checkpoints/checkpoint-*/trainer_state.json"))),
-        ("child", lambda: any(cache.glob("generate/*/candidates/*.partial.jsonl"))),
-        ("parent", lambda: any(cache.glob("ensemble/*/.lock"))),
-    ]
-    hits = []
-    for n, (who, ready) in enumerate(points):
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        if n == 0:  # one writer per run folder: a second run on the busy folder stops at once
-            assert _wait_for(proc, lambda: any((tmp_path / "runs").glob("default-*/.lock")))
-            second = run_cli(*cmd[3:])
-            assert second.returncode == 2 and "in use by pid" in second.stderr
-            assert len(second.stderr.strip().splitlines()) == 1
-        hit = _wait_for(proc, ready)
-        hits.append(hit)
-        if hit and who == "parent":
-            os.kill(proc.pid, signal.SIGKILL)
-        elif hit:
-            for child in _children(proc.pid):
-                os.kill(child, signal.SIGKILL)
-        proc.communicate(timeout=600)
-        for journal in cache.glob("generate/*/candidates/*.partial.jsonl"):
-            with open(journal, "a", encoding="utf-8") as f:  # the kill came in the middle of a journal write
-                f.write('{"chunk": 1, "count": 8, "candidates": [{"fname": "dev_')
-    assert hits[0] and hits[1] and sum(hits) >= 3  # the kills really landed mid-run (a polled window can be missed)
-    r = run_cli(*cmd[3:])
-    assert r.returncode == 0, r.stderr[-3000:]
-    got = Path(re.search(r"^submission: (.+)$", r.stdout, flags=re.M).group(1))
-    assert got.read_bytes() == want
-    assert len(list((tmp_path / "subs").glob("*.csv"))) == 1
 
 
 def chromium() -> str:
@@ -489,51 +374,3 @@ def test_html_report_works_in_a_real_browser(e2e, tmp_path):
     subprocess.run([*flags, f"--screenshot={shot}", "--window-size=1400,2200", page.as_uri()],
                    capture_output=True, timeout=180)
     assert shot.stat().st_size > 20_000  # looked at once: see the closing note of the issue that added it
-
-
-def test_only_model_processes_in_parallel_then_a_plain_run_gives_the_sequential_bytes(e2e, tmp_path):
-    """README: several shells (GPUs, machines sharing output_dir) each take a model with `run --only-model`; all
-    proceed at once (per-stage locks, the manifest merged under a lock) and a later plain `run` ensembles, giving
-    the same submission bytes as the sequential run."""
-    import subprocess
-    import sys
-
-    tmp, first = e2e
-    models = ("tiny", "tiny-chat", "tiny-bart")
-    cmd = [sys.executable, "-m", "dialsum", "run", "--config", "configs/default.yaml", "--output-dir",
-           str(tmp_path / "runs"), "--submissions-dir", str(tmp_path / "subs"), "--only-model"]
-    procs = [subprocess.Popen(cmd + [m], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for m in models]
-    outs = [p.communicate(timeout=900) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0, 0], [o[1][-1500:] for o in outs]
-    dirs = {re.search(r"^run: (\S+)", o[0], flags=re.M).group(1) for o in outs}  # "run: DIR (only: NAME)"
-    assert len(dirs) == 1
-    run_dir = Path(dirs.pop())
-    man = json.loads((run_dir / "manifest.json").read_text())["stages"]
-    assert {f"{k}:{m}" for k in ("train", "generate") for m in models} <= set(man)  # nobody dropped another's entry
-    r = run_in(tmp_path, "configs/default.yaml")
-    assert r.returncode == 0, r.stderr[-2000:]
-    st = statuses(run_dir_of(r.stdout))
-    assert all(st[f"{k}:{m}"] == "cached" for k in ("train", "generate") for m in models)
-    sub = Path(re.search(r"^submission: (.+)$", r.stdout, flags=re.M).group(1))
-    seq = Path(re.search(r"^submission: (.+)$", first.stdout, flags=re.M).group(1))
-    assert sub.read_bytes() == seq.read_bytes()
-
-
-def test_parallel_models_one_process_per_gpu_then_the_ensemble(e2e, tmp_path):
-    """`run --parallel-models 2` on a machine showing 2 GPUs: each model's pipeline is a `run --only-model` process in
-    a slot with its own GPU (3 models, 2 slots), then the ensemble; the bytes are the sequential run's. The e2e run's
-    stage cache is copied, so the model stages are cache hits: this walks the command path, not the training."""
-    import shutil
-
-    tmp, first = e2e
-    shutil.copytree(tmp / "runs", tmp_path / "runs")
-    r = run_in(tmp_path, "configs/default.yaml", "--parallel-models", "2", env={"DIALSUM_FAKE_GPUS": "2"})
-    assert r.returncode == 0, r.stderr[-2000:]
-    done = re.findall(r"(\S+): pipeline done on GPU (\d)", r.stderr)
-    assert sorted(m for m, _ in done) == ["tiny", "tiny-bart", "tiny-chat"] and {g for _, g in done} <= {"0", "1"}
-    sub = Path(re.search(r"^submission: (.+)$", r.stdout, flags=re.M).group(1))
-    seq = Path(re.search(r"^submission: (.+)$", first.stdout, flags=re.M).group(1))
-    assert sub.read_bytes() == seq.read_bytes()
-    r = run_in(tmp_path, "configs/default.yaml", "--parallel-models", "3", env={"DIALSUM_FAKE_GPUS": "2"})
-    assert r.returncode == 2 and "only 2 GPU(s) visible" in r.stderr

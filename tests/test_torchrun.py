@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from conftest import ROOT
-from test_pipeline_e2e import write_config
+from pipelines import seed_stages, write_config
 
 # tiny-bart full fine-tuning, short: evaluations every 2 steps and patience 1, so early stopping can end it early
 SHORT = ["--set", "models.tiny-bart.train.epochs=6", "--set", "models.tiny-bart.train.eval_steps=2",
@@ -42,7 +42,8 @@ def _intact(out: Path, world: int) -> dict:
     return res
 
 
-def test_launcher_torchrun_then_torchrun_force_leaves_one_intact_stage_folder(tmp_path):
+def test_launcher_torchrun_then_torchrun_force_leaves_one_intact_stage_folder(tmp_path, pipeline_seed):
+    seed_stages(pipeline_seed, tmp_path / "runs", "build:tiny-bart")  # the base model; the training is the test
     cfg = write_config(tmp_path / "c.yaml", keep_models=["tiny-bart"])
     launched = ["--set", "models.tiny-bart.train.launcher=torchrun", "--set", "models.tiny-bart.train.nproc=2"]
     r = _cli(["train", "--config", str(cfg), *SHORT, *launched], tmp_path)

@@ -118,7 +118,7 @@ def test_resume_after_kill_reaches_the_same_total_steps(tiny_cfg, sample_data, t
     assert logged_steps == [2, 4, 6, 8, 10, 12]  # history carried over from before the kill, no step repeated
 
 
-def test_dialsum_train_cli_with_the_default_config(tmp_path):
+def test_dialsum_train_cli_with_the_default_config(tmp_path, pipeline_seed):
     """The acceptance path: `dialsum train --config configs/default.yaml` (4-bit QLoRA on CPU, in a child process)."""
     import re
 
@@ -126,6 +126,9 @@ def test_dialsum_train_cli_with_the_default_config(tmp_path):
     from transformers import AutoModelForCausalLM
 
     from conftest import run_cli
+    from pipelines import seed_stages
+
+    seed_stages(pipeline_seed, tmp_path, "build:tiny")  # the base model (its build: test_pipeline_faults)
 
     r = run_cli("train", "--config", "configs/default.yaml", "--model", "tiny", "--output-dir", str(tmp_path))
     assert r.returncode == 0, r.stderr[-2000:]
@@ -143,7 +146,7 @@ def test_dialsum_train_cli_with_the_default_config(tmp_path):
     assert manifest["stages"]["train:tiny"]["status"] == "ran"
 
 
-def test_torchrun_two_processes_train_the_configured_epochs_into_one_intact_adapter(tmp_path):
+def test_torchrun_two_processes_train_the_configured_epochs_into_one_intact_adapter(tmp_path, pipeline_seed):
     """Data-parallel on CPU (gloo): the step count divides by the world size and only rank 0 writes the adapter."""
     import os
     import re
@@ -154,7 +157,9 @@ def test_torchrun_two_processes_train_the_configured_epochs_into_one_intact_adap
     from transformers import AutoModelForCausalLM
 
     from conftest import ROOT
+    from pipelines import seed_stages
 
+    seed_stages(pipeline_seed, tmp_path, "build:tiny")  # the base model; the data-parallel training is the test
     torchrun = Path(sys.executable).with_name("torchrun")
     r = subprocess.run([str(torchrun), "--nproc_per_node", "2", "--master_port", "29517", "-m", "dialsum", "train",
                         "--config", "configs/default.yaml", "--model", "tiny", "--output-dir", str(tmp_path)],

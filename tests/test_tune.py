@@ -11,11 +11,15 @@ import pytest
 import yaml
 
 from conftest import run_cli
-from test_pipeline_e2e import write_config
+from pipelines import seed_stages, write_config
 
 
-def tune_yaml(tmp: Path, name: str, **extra) -> Path:
-    # the tuned model alone: the tuned YAML's `dialsum run` and the infer space need no other model's training
+def tune_yaml(tmp: Path, name: str, seed=None, **extra) -> Path:
+    # the tuned model alone: the tuned YAML's `dialsum run` and the infer space need no other model's training.
+    # With `seed` (conftest.pipeline_seed) the study's cache starts with the untuned model trained: the held-out
+    # check's untuned side is then a cache hit, as on a user's machine where the plain config ran first
+    if seed is not None:
+        seed_stages(seed, tmp / "runs", "build:tiny", "train:tiny")
     run_cfg = write_config(tmp / "run.yaml", lambda c: {**c, "output_dir": str(tmp / "runs"),
                                                         "submissions_dir": str(tmp / "subs")}, keep_models=["tiny"])
     raw = {"study": name, "run_config": str(run_cfg), "model": "tiny", "space": "train",
@@ -37,9 +41,9 @@ def trials_of(tmp: Path, name: str):
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory):
+def study(tmp_path_factory, pipeline_seed):
     tmp = tmp_path_factory.mktemp("tune")
-    cfg = tune_yaml(tmp, "lora", pruner={"name": "none"})
+    cfg = tune_yaml(tmp, "lora", pipeline_seed, pruner={"name": "none"})
     r = run_cli("tune", "--config", str(cfg), "--trials", "4", "--workers", "2")
     assert r.returncode == 0, r.stderr[-3000:]
     return tmp, cfg, r
@@ -104,9 +108,10 @@ def test_the_tuned_yaml_runs_with_dialsum_run(tuned_run):
     assert man["stages"]["train:tiny"]["status"] == "cached"  # the best trial's training, reused by key
 
 
-def test_a_failing_trial_is_marked_fail_and_a_hopeless_one_is_pruned(tmp_path):
+def test_a_failing_trial_is_marked_fail_and_a_hopeless_one_is_pruned(tmp_path, pipeline_seed):
     good = {"lora_r": 16, "alpha_multiple": 2.0, "dropout": 0.0, "learning_rate": 3e-3, "epochs": 2}
-    cfg = tune_yaml(tmp_path, "robust", pruner={"name": "median", "n_startup_trials": 1, "n_warmup_steps": 0},
+    cfg = tune_yaml(tmp_path, "robust", pipeline_seed,
+                    pruner={"name": "median", "n_startup_trials": 1, "n_warmup_steps": 0},
                     enqueue=[good, {**good, "epochs": 0}, {**good, "learning_rate": 1e-9}])
     r = run_cli("tune", "--config", str(cfg), "--trials", "3", "--workers", "1")
     assert r.returncode == 0, r.stderr[-3000:]
@@ -172,7 +177,7 @@ def _workers_of(study_name: str) -> dict[int, int]:
     return out
 
 
-def test_postgresql_study_survives_a_killed_worker_and_resumes(tmp_path):
+def test_postgresql_study_survives_a_killed_worker_and_resumes(tmp_path, pipeline_seed):
     """A real PostgreSQL server (pgserver, started and stopped here): two workers share the study, one is killed with
     SIGKILL mid-trial; the other's heartbeat check marks that trial failed and runs its retry; the same command on the
     same storage then resumes the study."""
@@ -191,7 +196,7 @@ def test_postgresql_study_survives_a_killed_worker_and_resumes(tmp_path):
     server = pgserver.get_server(str(tmp_path / "pg"), cleanup_mode="stop")
     try:
         url = server.get_uri()
-        cfg = tune_yaml(tmp_path, "pg", pruner={"name": "none"}, heartbeat={"interval": 1, "grace": 3},
+        cfg = tune_yaml(tmp_path, "pg", pipeline_seed, pruner={"name": "none"}, heartbeat={"interval": 1, "grace": 3},
                         train={"lora_r": [8], "learning_rate": [1e-3, 5e-3], "alpha_multiple": [2.0],
                                "dropout": [0.0, 0.05], "epochs": [1, 1]})
         from conftest import ROOT
