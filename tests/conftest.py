@@ -45,26 +45,37 @@ def shared_tmp(tmp_path_factory, worker_id) -> Path:
     return base if worker_id == "master" else base.parent
 
 
+def built_once(shared: Path, name: str, make) -> Path:
+    """`shared/name`, made by `make(folder)` once for every worker of the session: the first to ask makes it, the
+    others wait on its lock; a failed attempt leaves nothing that looks done."""
+    out = shared / name
+    with open(shared / f"{name}.lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (shared / f"{name}.done").is_file():
+            shutil.rmtree(out, ignore_errors=True)
+            out.mkdir()
+            make(out)
+            (shared / f"{name}.done").touch()
+    return out
+
+
 @pytest.fixture(scope="session")
 def pipeline_seed(shared_tmp) -> SimpleNamespace:
     """The embedded default `dialsum run` (3 tiny models, every stage), computed once per test session for all
     workers: tests about that run read it; tests about something else copy the stage folders they need from its
     cache (tests/pipelines.py: seed_stages) instead of training the same models again. `folder/runs` and
     `folder/subs` are its output and submissions folders; stdout/stderr those of its first run."""
-    folder = shared_tmp / "pipeline-seed"
-    with open(shared_tmp / "pipeline-seed.lock", "a+") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # the first worker to ask runs it; the other waits for it
-        done = folder / "seed.json"
-        if not done.is_file():
-            folder.mkdir(exist_ok=True)
-            r = run_cli("run", "--config", "configs/default.yaml", "--output-dir", str(folder / "runs"),
-                        "--submissions-dir", str(folder / "subs"))
-            seed = {"returncode": r.returncode, "stdout": r.stdout, "stderr": r.stderr, "manifest": None}
-            if r.returncode == 0:  # the manifest as this first run left it (later runs in the folder add to it)
-                run_dir = next(ln for ln in r.stdout.splitlines() if ln.startswith("run: "))[len("run: "):]
-                seed["manifest"] = json.loads((Path(run_dir) / "manifest.json").read_text())
-            done.write_text(json.dumps(seed))
-        first = json.loads(done.read_text())
+    def run(folder: Path) -> None:
+        r = run_cli("run", "--config", "configs/default.yaml", "--output-dir", str(folder / "runs"),
+                    "--submissions-dir", str(folder / "subs"))
+        seed = {"returncode": r.returncode, "stdout": r.stdout, "stderr": r.stderr, "manifest": None}
+        if r.returncode == 0:  # the manifest as this first run left it (later runs in the folder add to it)
+            run_dir = next(ln for ln in r.stdout.splitlines() if ln.startswith("run: "))[len("run: "):]
+            seed["manifest"] = json.loads((Path(run_dir) / "manifest.json").read_text())
+        (folder / "seed.json").write_text(json.dumps(seed))
+
+    folder = built_once(shared_tmp, "pipeline-seed", run)
+    first = json.loads((folder / "seed.json").read_text())
     assert first["returncode"] == 0, first["stderr"][-3000:]
     run_dir = Path(next(ln for ln in first["stdout"].splitlines() if ln.startswith("run: "))[len("run: "):])
     return SimpleNamespace(folder=folder, stdout=first["stdout"], stderr=first["stderr"], run_dir=run_dir,
@@ -79,14 +90,14 @@ def sample_data():
 
 
 @pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory, sample_data) -> Path:
-    """One tiny Llama + tokenizer for the whole session (built, saved with save_pretrained, loaded by path)."""
+def tiny_model_dir(shared_tmp, sample_data) -> Path:
+    """One tiny Llama + tokenizer for the whole session, all workers (built, saved with save_pretrained, loaded by
+    path). Tests read it, never write into it."""
     from dialsum.config import TinyModelSpec
     from dialsum.models.tiny import build_tiny_model
 
-    out = tmp_path_factory.mktemp("tiny") / "model"
-    build_tiny_model(out, sample_data.train, TinyModelSpec(pretrain_steps=60))
-    return out
+    make = lambda out: build_tiny_model(out / "model", sample_data.train, TinyModelSpec(pretrain_steps=60))  # noqa: E731
+    return built_once(shared_tmp, "tiny", make) / "model"
 
 
 @pytest.fixture(scope="session")
@@ -105,14 +116,14 @@ def copy_sample(tmp_path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_bart_dir(tmp_path_factory, sample_data) -> Path:
-    """One tiny BART (same byte-level tokenizer), denoising-pretrained briefly, for the whole session."""
+def tiny_bart_dir(shared_tmp, sample_data) -> Path:
+    """One tiny BART (same byte-level tokenizer), denoising-pretrained briefly, for the whole session, all workers."""
     from dialsum.config import TinyModelSpec
     from dialsum.models.tiny import build_tiny_model
 
-    out = tmp_path_factory.mktemp("tiny-bart") / "model"
-    build_tiny_model(out, sample_data.train, TinyModelSpec(pretrain_steps=60), family="seq2seq")
-    return out
+    def make(out: Path) -> None:
+        build_tiny_model(out / "model", sample_data.train, TinyModelSpec(pretrain_steps=60), family="seq2seq")
+    return built_once(shared_tmp, "tiny-bart", make) / "model"
 
 
 @pytest.fixture(scope="session")
