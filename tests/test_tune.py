@@ -44,7 +44,7 @@ def trials_of(tmp: Path, name: str):
 def study(tmp_path_factory, pipeline_seed):
     tmp = tmp_path_factory.mktemp("tune")
     cfg = tune_yaml(tmp, "lora", pipeline_seed, pruner={"name": "none"})
-    r = run_cli("tune", "--config", str(cfg), "--trials", "4", "--workers", "2")
+    r = run_cli("tune", "--config", str(cfg), "--trials", "2", "--workers", "2")
     assert r.returncode == 0, r.stderr[-3000:]
     return tmp, cfg, r
 
@@ -52,7 +52,7 @@ def study(tmp_path_factory, pipeline_seed):
 def test_two_workers_on_a_journal_write_the_tuned_yaml_and_plots(study):
     tmp, cfg, r = study
     trials = trials_of(tmp, "lora")
-    assert len(trials) == 4 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    assert len(trials) == 2 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
     assert all(0 < t.value <= 100 for t in trials)
     summary = json.loads((tmp / "runs" / "tune" / "lora" / "summary.json").read_text())
     tuned = tmp / "tuned" / ("lora.yaml" if summary["accepted"] else "lora.rejected.yaml")
@@ -80,16 +80,16 @@ def test_two_workers_on_a_journal_write_the_tuned_yaml_and_plots(study):
     assert f"better than untuned: {'yes' if summary['check']['better'] else 'no'}" in r.stdout
     assert "| tuned (best trial) |" in (folder / "summary.md").read_text()
     # each trial ran its own training in a child process: one train log per trial folder
-    assert len(list((folder / "trials").glob("*/logs/train-tiny.log"))) == 4
+    assert len(list((folder / "trials").glob("*/logs/train-tiny.log"))) == 2
     # each trial is tracked (TensorBoard by default): its value and its dev-select curve
-    assert len(list((folder / "trials").glob("*/tensorboard/dialsum/events.out.tfevents.*"))) == 4
+    assert len(list((folder / "trials").glob("*/tensorboard/dialsum/events.out.tfevents.*"))) == 2
 
 
 def test_the_same_command_resumes_the_study_and_adds_trials(study):
     tmp, cfg, _ = study
     r = run_cli("tune", "--config", str(cfg), "--trials", "1", "--workers", "1")
     assert r.returncode == 0, r.stderr[-3000:]
-    assert len(trials_of(tmp, "lora")) == 5
+    assert len(trials_of(tmp, "lora")) == 3
 
 
 @pytest.fixture(scope="module")
@@ -113,8 +113,10 @@ def test_a_failing_trial_is_marked_fail_and_a_hopeless_one_is_pruned(tmp_path, p
     cfg = tune_yaml(tmp_path, "robust", pipeline_seed,
                     pruner={"name": "median", "n_startup_trials": 1, "n_warmup_steps": 0},
                     enqueue=[good, {**good, "epochs": 0}, {**good, "learning_rate": 1e-9}])
-    r = run_cli("tune", "--config", str(cfg), "--trials", "3", "--workers", "1")
+    r = run_cli("tune", "--config", str(cfg), "--trials", "3", "--workers", "1", "--no-summary")
     assert r.returncode == 0, r.stderr[-3000:]
+    assert "no held-out check (--no-summary)" in r.stdout  # the check itself: the tests above
+    assert not (tmp_path / "runs" / "tune" / "robust" / "summary.json").exists() and not (tmp_path / "tuned").exists()
     t = trials_of(tmp_path, "robust")
     assert [x.state for x in t] == [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL,
                                     optuna.trial.TrialState.PRUNED]
@@ -178,9 +180,10 @@ def _workers_of(study_name: str) -> dict[int, int]:
 
 
 def test_postgresql_study_survives_a_killed_worker_and_resumes(tmp_path, pipeline_seed):
-    """A real PostgreSQL server (pgserver, started and stopped here): two workers share the study, one is killed with
-    SIGKILL mid-trial; the other's heartbeat check marks that trial failed and runs its retry; the same command on the
-    same storage then resumes the study."""
+    """A real PostgreSQL server (pgserver, started and stopped here), README's several-machines recipe: two workers
+    share the study (`--no-summary`, as on machines that only add trials), one is killed with SIGKILL mid-trial; the
+    other's heartbeat check marks that trial failed and runs its retry; the same command on the same storage then
+    resumes the study, and `--trials 0` alone checks and summarises it."""
     import os
     import signal
     import subprocess
@@ -202,7 +205,7 @@ def test_postgresql_study_survives_a_killed_worker_and_resumes(tmp_path, pipelin
         from conftest import ROOT
 
         parent = subprocess.Popen([sys.executable, "-m", "dialsum", "tune", "--config", str(cfg), "--trials", "3",
-                                   "--workers", "2", "--storage", url], stdout=subprocess.PIPE,
+                                   "--workers", "2", "--storage", url, "--no-summary"], stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True, cwd=ROOT)
         killed = None
         deadline = time.time() + 300
@@ -231,8 +234,19 @@ def test_postgresql_study_survives_a_killed_worker_and_resumes(tmp_path, pipelin
         # leaves fewer; the retry draws the rest)
         assert {k: retries[0].params[k] for k in failed[0].params} == failed[0].params
         assert set(retries[0].params) == {"lora_r", "learning_rate", "alpha_multiple", "dropout", "epochs"}
-        r = run_cli("tune", "--config", str(cfg), "--trials", "1", "--workers", "1", "--storage", url)
+        assert f"--trials 0 --storage {url}` checks and summarises" in out
+        r = run_cli("tune", "--config", str(cfg), "--trials", "1", "--workers", "1", "--storage", url, "--no-summary")
         assert r.returncode == 0, r.stderr[-3000:]
         assert len(optuna.load_study(study_name="pg", storage=url).trials) == len(trials) + 1
+        summary = tmp_path / "runs" / "tune" / "pg" / "summary.json"
+        assert not summary.exists()
+        r = run_cli("tune", "--config", str(cfg), "--trials", "0", "--storage", url)
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert len(optuna.load_study(study_name="pg", storage=url).trials) == len(trials) + 1  # none added
+        s = json.loads(summary.read_text())
+        assert s["trials"]["COMPLETE"] == 3 and s["trials"]["FAIL"] == 1 and set(s["check"]) >= {"tuned", "default"}
+        assert "better than untuned: " in r.stdout
+        r = run_cli("tune", "--config", str(cfg), "--trials", "0", "--no-summary", "--storage", url)
+        assert r.returncode == 2 and "nothing to do" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     finally:
         server.cleanup()

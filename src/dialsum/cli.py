@@ -118,8 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("tune", help="Optuna study: LoRA rank/learning rate (train) or ensemble/post-processing (infer)")
     sp.add_argument("--config", default="configs/tune.yaml", help="tuning YAML (default: %(default)s)")
-    sp.add_argument("--trials", type=int, default=20, help="trials to add to the study (default: %(default)s)")
+    sp.add_argument("--trials", type=int, default=20, help="trials to add to the study; 0: only the held-out check "
+                                                           "and summary of the study so far (default: %(default)s)")
     sp.add_argument("--workers", type=int, default=1, help="worker processes sharing the study (default: %(default)s)")
+    sp.add_argument("--no-summary", action="store_true",
+                    help="add trials only: no held-out check, plots or tuned YAML (machines that add trials to a "
+                         "shared study; one `--trials 0` afterwards summarises)")
     sp.add_argument("--storage", help="storage URL (default: runs/tune/<study>/journal.log); sqlite:///x.db, "
                                       "postgresql://… for several machines")
     sp.add_argument("--study", help="study name (default: the YAML's `study`)")

@@ -13,15 +13,22 @@ from dialsum.tune.study import run_worker, tune as run_study
 def tune(args) -> int:
     tc = load_tune_config(Path(args.config), args.set)
     tc = tc.model_copy(update={k: v for k, v in (("study", args.study), ("space", args.space)) if v})
-    if args.trials < 1 or args.workers < 1:
-        raise DialsumError("--trials and --workers must be at least 1")
+    if args.trials < 0 or args.workers < 1:
+        raise DialsumError("--trials must be at least 0 and --workers at least 1")
+    if args.trials == 0 and args.no_summary:
+        raise DialsumError("--trials 0 --no-summary: nothing to do (--trials 0 only summarises the study)")
     run_dir = Path(args.run) if args.run else None
     if args.worker is not None:  # one of the processes `tune --workers W` starts
         base = load_config(tc.run_config)
         run_worker(tc, base, study_dir(base, tc.study), args.storage or tc.storage, args.trials, run_dir, args.worker)
         return 0
     s = run_study(tc, args.trials, args.workers, args.storage or tc.storage, run_dir, Path(args.config), args.set,
-                  share_gpus=args.share_gpus)
+                  share_gpus=args.share_gpus, summary=not args.no_summary)
+    if "check" not in s:
+        print(f"study {s['study']} ({s['space']}): {s['trials']}; no held-out check (--no-summary): when every "
+              f"machine has finished, `dialsum tune --config {args.config} --trials 0"
+              f"{' --storage ' + args.storage if args.storage else ''}` checks and summarises")
+        return 0
     c = s["check"]
     print(f"study {s['study']} ({s['space']}): {s['trials']}")
     print(f"  tuned   dev-select {c['tuned']['select']:.4f}  dev-report {c['tuned']['report']:.4f}  {s['best_params']}")

@@ -47,9 +47,10 @@ def worker_devices(workers: int, visible: list[str], share: bool = False) -> lis
 
 
 def tune(tc: TuneConfig, trials: int, workers: int, storage_url: str | None, run_dir: Path | None,
-         config_path: Path, sets: list[str] | None = None, share_gpus: bool = False) -> dict:
+         config_path: Path, sets: list[str] | None = None, share_gpus: bool = False, summary: bool = True) -> dict:
+    """Add `trials` (0: none) with `workers` processes, then (unless not `summary`) the held-out check and summary."""
     base = load_config(tc.run_config)
-    n_workers = min(workers, trials)
+    n_workers = max(1, min(workers, trials))
     devices = worker_devices(n_workers, visible_gpus(), share_gpus) if n_workers > 1 else []  # refused before any work
     folder = study_dir(base, tc.study)
     folder.mkdir(parents=True, exist_ok=True)
@@ -70,7 +71,7 @@ def tune(tc: TuneConfig, trials: int, workers: int, storage_url: str | None, run
         f"storage {storage_url or folder / 'journal.log'}")
     if len(shares) == 1:
         run_worker(tc, base, folder, storage_url, shares[0], run_dir)
-    else:
+    elif shares:  # (none with --trials 0: the summary of what the study holds)
         procs = []
         for i, n in enumerate(shares):
             env = {**os.environ}
@@ -86,6 +87,11 @@ def tune(tc: TuneConfig, trials: int, workers: int, storage_url: str | None, run
         if any(codes):
             log(f"worker exit codes {codes} (the study stays usable; re-run to add trials)")
     study = open_study(tc, storage_url, folder)
+    if not summary:
+        import optuna
+
+        return {"study": tc.study, "space": tc.space,
+                "trials": {s.name: sum(t.state == s for t in study.trials) for s in optuna.trial.TrialState}}
     return summarise(tc, base, study, folder, run_dir, Path(config_path).resolve().parent / "tuned")
 
 
