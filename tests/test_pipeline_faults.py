@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -95,8 +96,9 @@ def test_kill_9_across_stages_then_the_same_command_gives_the_same_bytes_and_one
         for journal in cache.glob("generate/*/candidates/*.partial.jsonl"):
             with open(journal, "a", encoding="utf-8") as f:  # the kill came in the middle of a journal write
                 f.write('{"chunk": 1, "count": 8, "candidates": [{"fname": "dev_')
-    assert hits[0] and hits[1] and hits[2] and sum(hits) >= 4, hits  # the kills landed mid-run (a polled window can
-    r = run_cli(*cmd[3:])                                                # be missed)
+    # the kills landed mid-run (the generation and ensemble windows are short and polled: one may be missed)
+    assert hits[0] and hits[1] and hits[2] and sum(hits) >= 4, hits
+    r = run_cli(*cmd[3:])
     assert r.returncode == 0, r.stderr[-3000:]
     assert submission_of(r.stdout).read_bytes() == want
     assert len(list((out / "subs").glob("*.csv"))) == 1
@@ -141,8 +143,6 @@ def test_parallel_models_one_process_per_gpu_then_the_ensemble(pipeline_seed, tm
     seed_stages(pipeline_seed, tmp_path / "runs", *(f"{k}:{m}" for k in ("build", "train", "generate") for m in MODELS))
     r = run_in(tmp_path, "configs/default.yaml", "--parallel-models", "2", env={"DIALSUM_FAKE_GPUS": "2"})
     assert r.returncode == 0, r.stderr[-2000:]
-    import re
-
     done = re.findall(r"(\S+): pipeline done on GPU (\d)", r.stderr)
     assert sorted(m for m, _ in done) == ["tiny", "tiny-bart", "tiny-chat"] and {g for _, g in done} <= {"0", "1"}
     assert submission_of(r.stdout).read_bytes() == submission_of(pipeline_seed.stdout).read_bytes()
