@@ -88,17 +88,21 @@ def tune(tc: TuneConfig, trials: int, workers: int, storage_url: str | None, run
             log(f"worker exit codes {codes} (the study stays usable; re-run to add trials)")
     study = open_study(tc, storage_url, folder)
     if not summary:
-        import optuna
-
-        return {"study": tc.study, "space": tc.space,
-                "trials": {s.name: sum(t.state == s for t in study.trials) for s in optuna.trial.TrialState}}
+        return {"study": tc.study, "space": tc.space, "trials": trial_states(study)}
     return summarise(tc, base, study, folder, run_dir, Path(config_path).resolve().parent / "tuned")
+
+
+def trial_states(study) -> dict[str, int]:
+    """How many trials the study holds in each state (COMPLETE, FAIL, PRUNED, ...)."""
+    import optuna
+
+    return {s.name: sum(t.state == s for t in study.trials) for s in optuna.trial.TrialState}
 
 
 def summarise(tc: TuneConfig, base: RunConfig, study, folder: Path, run_dir: Path | None, tuned_dir: Path) -> dict:
     import optuna
 
-    states = {s.name: sum(t.state == s for t in study.trials) for s in optuna.trial.TrialState}
+    states = trial_states(study)
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not done:
         raise DialsumError(f"study {tc.study}: no trial completed ({states}); see {folder}")
