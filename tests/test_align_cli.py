@@ -19,7 +19,6 @@ from pipelines import run_dir_of, run_in, seed_stages, statuses, write_config
 def _align_config(path: Path) -> Path:
     def edit(c):
         c["output_dir"] = str(path.parent / "runs")  # where run_in puts runs too: one stage cache
-        c["models"][0]["train"] = {"epochs": 3}
         c["models"][0]["decodings"] = [{"name": "greedy"}]
         c["models"][0]["align"] = {"method": "dpo", "rows": 16, "samples": 4, "steps": 8, "save_steps": 4,
                                    "batch_size": 4, "learning_rate": 5.0e-4, "eval_rows": 6}
@@ -30,7 +29,7 @@ def _align_config(path: Path) -> Path:
 def test_align_in_a_run_killed_resumed_reused_and_reported(tmp_path, pipeline_seed):
     from dialsum.io.data import load_competition
 
-    seed_stages(pipeline_seed, tmp_path / "runs", "build:tiny")  # the base model; SFT (3 epochs) is this test's own
+    seed_stages(pipeline_seed, tmp_path / "runs", "build:tiny", "train:tiny")  # base and SFT: the default run's
     cfg = _align_config(tmp_path / "align.yaml")
     r = run_in(tmp_path, cfg, env={"DIALSUM_KILL_AFTER_STEPS": "align:4"})
     assert r.returncode == 2 and "Traceback" not in r.stderr

@@ -25,7 +25,7 @@ import subprocess
 import sys
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -201,16 +201,17 @@ def child_env(gpus: int = 1) -> dict:
     return env
 
 
-def worker_command(out: Path, gpus: int = 1, launcher: str = "none") -> list[str]:
-    """The stage child: one worker process, or (`train.launcher: torchrun`) torchrun starting `gpus` of them on this
-    machine, each rank on one of the child's GPUs (LOCAL_RANK); rank 0 alone writes the stage's results."""
-    worker = ["-m", "dialsum.engine.worker", str(out)]
+def worker_command(out: Path | list[Path], gpus: int = 1, launcher: str = "none") -> list[str]:
+    """The stage child: one worker process (running one stage folder, or several in order), or (`train.launcher:
+    torchrun`) torchrun starting `gpus` of them on this machine, each rank on one of the child's GPUs (LOCAL_RANK);
+    rank 0 alone writes the stage's results."""
+    worker = ["-m", "dialsum.engine.worker", *map(str, out if isinstance(out, list) else [out])]
     if launcher == "torchrun":
         return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}", *worker]
     return [sys.executable, *worker]
 
 
-def run_child(out: Path, log_path: Path, name: str, gpus: int = 1, launcher: str = "none") -> None:
+def run_child(out: Path | list[Path], log_path: Path, name: str, gpus: int = 1, launcher: str = "none") -> None:
     """The stage's worker (worker_command), its output shown live and copied to log_path; one line on failure."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     env = child_env(gpus)
@@ -334,12 +335,7 @@ class Engine:
                 for p in out.iterdir():
                     if p.name != ".lock":
                         shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
-            atomic_write_json(out / SPEC, {"name": stage.name, "kind": stage.kind, "key": stage.key,
-                                           "version": stage.version, "fn": stage.fn, "inputs": stage.inputs,
-                                           "context": stage.context, "launch": launch_id()})
-            log(f"{stage.name}: running (key {stage.key})")
-            log(f"{stage.name}: inputs {json.dumps(stage.inputs, sort_keys=True, ensure_ascii=False)[:2000]}",
-                logging.DEBUG)
+            self._write_spec(stage)
             if stage.child and not self.in_process:
                 run_child(out, self.run_dir / "logs" / log_name(stage.name), stage.name,
                           stage.context.get("gpus", 1), stage.context.get("launcher", "none"))
@@ -351,6 +347,59 @@ class Engine:
         self.ran.append(stage.name)
         self.record(stage, result, "ran")
         return result
+
+    def run_together(self, stages: list[Stage]) -> list[dict]:
+        """Child stages that follow each other (a tuning trial's training, then its dev-select scoring) in ONE child
+        process, in order: each keeps its key, folder, lock and meta.json, so a kill between them leaves the first
+        done and the same call resumes at the second. What is saved per extra stage is a process start, the
+        libraries' import and (on a GPU) CUDA's start-up. Stages that cannot share a child (torchrun, other GPU
+        counts, workers of a launch) run one by one, as `run` runs them."""
+        results: dict[str, dict] = {}
+        for s in stages:
+            hit = cached_result(s, self.cache)
+            if hit is not None:
+                log(f"{s.name}: cached (key {s.key})", logging.DEBUG)
+                self.record(s, hit, "cached")
+                results[s.name] = hit
+        todo = [s for s in stages if s.name not in results]
+        launches = {(s.context.get("gpus", 1), s.context.get("launcher", "none")) for s in todo}
+        if len(todo) < 2 or not all(s.child for s in todo) or self.in_process or dist_rank()[0] != 0 \
+                or len(launches) != 1 or next(iter(launches))[1] != "none":
+            return [results[s.name] if s.name in results else self.run(s) for s in stages]
+        with ExitStack() as held:
+            for s in todo:  # always in dependency order, so two processes never hold them crosswise
+                held.enter_context(stage_lock(s.out_dir(self.cache), s.name))
+            pending = []
+            for s in todo:
+                hit = cached_result(s, self.cache)  # computed meanwhile by another process
+                if hit is not None:
+                    self.record(s, hit, "cached")
+                    results[s.name] = hit
+                    continue
+                self._write_spec(s)
+                pending.append(s)
+            if pending:
+                name = " + ".join(s.name for s in pending)
+                run_child([s.out_dir(self.cache) for s in pending], self.run_dir / "logs" / log_name(pending[0].name),
+                          name, pending[0].context.get("gpus", 1))
+                for s in pending:
+                    result = cached_result(s, self.cache)
+                    if result is None:
+                        raise DialsumError(f"stage {s.name}: the child exited without marking "
+                                           f"{s.out_dir(self.cache) / META}")
+                    self.ran.append(s.name)
+                    self.record(s, result, "ran")
+                    results[s.name] = result
+        return [results[s.name] for s in stages]
+
+    def _write_spec(self, stage: Stage) -> None:
+        out = stage.out_dir(self.cache)
+        atomic_write_json(out / SPEC, {"name": stage.name, "kind": stage.kind, "key": stage.key,
+                                       "version": stage.version, "fn": stage.fn, "inputs": stage.inputs,
+                                       "context": stage.context, "launch": launch_id()})
+        log(f"{stage.name}: running (key {stage.key})")
+        log(f"{stage.name}: inputs {json.dumps(stage.inputs, sort_keys=True, ensure_ascii=False)[:2000]}",
+            logging.DEBUG)
 
     def _wait_for_rank0(self, stage: Stage) -> dict:
         while True:

@@ -1,10 +1,12 @@
-"""Child-process entry point of the stage engine: `python -m dialsum.engine.worker STAGE_DIR`.
+"""Child-process entry point of the stage engine: `python -m dialsum.engine.worker STAGE_DIR [STAGE_DIR ...]`.
 
-Runs the stage described in STAGE_DIR/stage.json and marks it done. A user-facing problem prints one
-`dialsum: error:` line (the parent quotes it) and exits 2; anything else is a traceback in the stage's log.
+Runs the stage described in each STAGE_DIR/stage.json, in order, and marks each done as it finishes (so a kill
+between two leaves the first done). A user-facing problem prints one `dialsum: error:` line (the parent quotes it)
+and exits 2; anything else is a traceback in the stage's log.
 """
 from __future__ import annotations
 
+import gc
 import sys
 from pathlib import Path
 
@@ -12,9 +14,21 @@ from dialsum.engine.core import PRUNED_EXIT, execute
 from dialsum.errors import DialsumError
 
 
+def release_memory() -> None:
+    """Between two stages of one child: what the first held goes back (the GPU's cached blocks too), so the second
+    starts from the memory a fresh child would."""
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
+
+
 def main(argv: list[str]) -> int:
     try:
-        execute(Path(argv[0]))
+        for i, folder in enumerate(argv):
+            if i:
+                release_memory()
+            execute(Path(folder))
     except DialsumError as e:
         print(f"dialsum: error: {e}", file=sys.stderr, flush=True)
         return 2

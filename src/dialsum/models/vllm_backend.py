@@ -115,13 +115,23 @@ def merge_device(cfg: ModelConfig) -> str:
     return "cuda:0" if need < free else "cpu"
 
 
+def compile_cache(work_dir: Path) -> Path:
+    """Where vLLM and torch-inductor keep compiled kernels (and vLLM its IPC sockets): the user's dialsum cache, so
+    the second engine start with the same model and settings loads them instead of compiling again (tens of seconds
+    on a GPU, ~25 s of g++ on CPU); a folder in this engine's work dir when DIALSUM_CACHE_DIR=off."""
+    from dialsum.io.user_cache import cache_dir
+
+    base = cache_dir()
+    return base / "vllm" if base is not None else Path(work_dir).resolve() / "vllm-cache"
+
+
 class VLLMEngine:
     def __init__(self, cfg: ModelConfig, base_path: str, adapter_dir: Path | None, gen: GenerateSpec, work_dir: Path):
-        cache = Path(work_dir).resolve() / "vllm-cache"
+        cache = compile_cache(Path(work_dir))
         cache.mkdir(parents=True, exist_ok=True)
         os.environ.setdefault("VLLM_CACHE_ROOT", str(cache))
         os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache / "inductor"))
-        tmp = cache / "tmp"
+        tmp = cache / "tmp"  # torch-inductor's precompiled headers live under TMPDIR too: shared, so kept
         if len(str(tmp)) < 60:  # vLLM puts `<tmp>/<uuid>` IPC sockets there; AF_UNIX paths stop at ~107 bytes
             tmp.mkdir(exist_ok=True)
             os.environ["TMPDIR"] = str(tmp)

@@ -14,25 +14,18 @@ on stderr and analyses the texts itself. `DIALSUM_CACHE_DIR` moves it (default `
 """
 from __future__ import annotations
 
-import os
 import sqlite3
 import sys
 import time
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from dialsum.io.user_cache import cache_dir
+
 SEP = "\x1f"  # never inside a morpheme: it is whitespace to str.split, and texts are split on whitespace first
 _CHUNK = 900  # bound parameters per SELECT, below every SQLite build's limit
 _warned: set[str] = set()
-
-
-def cache_dir() -> Path | None:
-    """Where the morpheme cache lives, or None when DIALSUM_CACHE_DIR=off."""
-    env = os.environ.get("DIALSUM_CACHE_DIR")
-    if env is not None:
-        return None if env.strip().lower() in ("off", "0", "none", "") else Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "dialsum"
+__all__ = ["MorphemeCache", "cache_dir", "open_cache"]
 
 
 def _warn(path: Path, err: Exception) -> None:

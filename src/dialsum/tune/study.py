@@ -19,7 +19,7 @@ from dialsum.tune.config import TuneConfig
 from dialsum.tune.infer_space import InferProblem, infer_objective, infer_params
 from dialsum.tune.outputs import write_plots, write_summary_md, write_tuned_yaml
 from dialsum.tune.storage import open_study, study_dir
-from dialsum.tune.train_space import model_scores, score_model, train_objective, with_model_overrides
+from dialsum.tune.train_space import model_scores, model_scores_on, train_objective, with_model_overrides
 
 
 def run_worker(tc: TuneConfig, base: RunConfig, folder: Path, storage_url: str | None, n_trials: int,
@@ -112,10 +112,10 @@ def summarise(tc: TuneConfig, base: RunConfig, study, folder: Path, run_dir: Pat
         over = best.user_attrs["overrides"]
         tuned = with_model_overrides(base, model, over)
         tuned_rep = model_scores(tuned, model, "report", folder / "check" / "tuned")
-        default_rep = model_scores(base, model, "report", folder / "check" / "default")
+        default = model_scores_on(base, model, ("select", "report"), folder / "check" / "default")
+        default_rep = default["report"]
         check = {"tuned": {"select": best.value, "report": tuned_rep["final"]},
-                 "default": {"select": score_model(base, model, "select", folder / "check" / "default"),
-                             "report": default_rep["final"]},
+                 "default": {"select": default["select"]["final"], "report": default_rep["final"]},
                  "paired": compare(tuned_rep["per_dialogue"], default_rep["per_dialogue"]).as_dict()}
         best_cfg = {"model": model, "overrides": over}
     else:

@@ -58,6 +58,13 @@ def score_model(cfg: RunConfig, model: str, rows_part: str, run_dir: Path,
 def model_scores(cfg: RunConfig, model: str, rows_part: str, run_dir: Path,
                  optuna_info: dict | None = None) -> dict:
     """score_model's whole score dict: final, R1/R2/RL and each dialogue's own score (`per_dialogue`)."""
+    return model_scores_on(cfg, model, (rows_part,), run_dir, optuna_info)[rows_part]
+
+
+def model_scores_on(cfg: RunConfig, model: str, parts: tuple[str, ...], run_dir: Path,
+                    optuna_info: dict | None = None) -> dict[str, dict]:
+    """Train (or reuse) one model of `cfg`, align it when configured, and score its greedy decoding on each of
+    `parts` ("select", "report"): every stage of that that is not cached runs in one child process."""
     ctx = open_run(cfg, run_dir=run_dir)
     m = select_models(cfg, [model])[0]
     eng = Engine(ctx.cache, run_dir)
@@ -65,16 +72,13 @@ def model_scores(cfg: RunConfig, model: str, rows_part: str, run_dir: Path,
     if optuna_info:  # the trial's reporter reaches the training child as a named callback (see tune.reporter)
         tr = ctx.add(replace(tr, context={**tr.context, "on_evaluate": {"fn": "dialsum.tune.reporter:trial_reporter",
                                                                         "args": optuna_info}}))
-    for d in tr.deps:
-        eng.run(ctx.stages[d])
-    eng.run(tr)
+    chain = [ctx.stages[d] for d in tr.deps] + [tr]
     if m.align.method != "none":
         al = align_stage(ctx, m)
-        for d in al.deps:
-            eng.run(ctx.stages[d])
-        eng.run(al)
-    rows = list(ctx.split.select if rows_part == "select" else ctx.split.report)
-    return eng.run(devscore_stage(ctx, m, rows, rows_part))["score"]
+        chain += [ctx.stages[d] for d in al.deps if d not in {s.name for s in chain}] + [al]
+    scored = [devscore_stage(ctx, m, list(ctx.split.select if p == "select" else ctx.split.report), p) for p in parts]
+    results = eng.run_together(chain + scored)
+    return {p: r["score"] for p, r in zip(parts, results[len(chain):])}
 
 
 def train_objective(tc: TuneConfig, base: RunConfig, model: str, folder: Path, storage_url: str | None):
