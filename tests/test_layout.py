@@ -11,7 +11,7 @@ import textwrap
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src"
-CORE = ("errors", "config", "model_specs", "hardware", "faults")  # top-level modules every package may use
+CORE = ("errors", "config", "model_specs", "hardware", "faults", "user_cache")  # top-level modules every package may use
 
 # group -> groups it may import (its own group always included). Mirrors the docstring of dialsum/__init__.py.
 ALLOWED = {

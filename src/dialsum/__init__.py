@@ -12,7 +12,8 @@ Packages by job, imports one way (checked by tests/test_layout.py):
     selection      consensus (MBR) fitting and post-processing: pure functions
     scoring        morpheme tokenizers and their cache, the leaderboard metric: pure functions
     io             competition data, candidate store, references, submission, report files
-    core modules   errors, config, hardware (the GPU probe), faults (test hooks): import no package above
+    core modules   errors, config, hardware (the GPU probe), faults (test hooks), user_cache (the per-user cache
+                   folder): import no package above
 
 Allowed imports (besides core, which every package may use): commands -> tune, engine, models, selection,
 scoring, io; tune -> engine, selection, scoring, io; engine -> align, models, selection, scoring, io;

@@ -6,9 +6,9 @@ Its output lives in `<output_dir>/cache/<kind>/<key>/`; `meta.json`, written las
 points at keys (manifest.json), so an edited config re-runs exactly the stages whose keys changed, under any run id,
 and nothing stale can be read: a different input is a different folder.
 
-Stages that load a model (`child=True`) run in a spawned child process (`python -m dialsum.engine.worker DIR`): the
-parent never imports torch, so GPU memory returns to baseline between models; the child's output is shown live and
-kept in `runs/<id>/logs/<stage>.log`. Each stage folder is guarded by an advisory lock (flock), so two processes never
+Stages that load a model (`child=True`) run in a spawned child process (`python -m dialsum.engine.worker DIR`,
+started by dialsum.engine.child): the parent never imports torch, so GPU memory returns to baseline between models;
+the child's output is shown live and kept in `runs/<id>/logs/<stage>.log`. Each stage folder is guarded by an advisory lock (flock), so two processes never
 compute the same key at once, and a stage killed mid-way resumes in place (Trainer checkpoints, generation journals).
 """
 from __future__ import annotations
@@ -20,26 +20,20 @@ import json
 import logging
 import os
 import shutil
-import signal
-import subprocess
-import sys
-import threading
 import time
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from dialsum.engine.logs import log, quiet
+from dialsum.engine.child import PRUNED_EXIT, StagePruned, log_name, run_child
+from dialsum.engine.logs import log
 from dialsum.errors import DialsumError
 from dialsum.io.files import atomic_write_json
 
 META = "meta.json"
-PRUNED_EXIT = 3  # a child's exit code for "stopped by the Optuna pruner"
-
-
-class StagePruned(DialsumError):
-    """The stage's child stopped because its Optuna trial was pruned."""
+__all__ = ["META", "SPEC", "PRUNED_EXIT", "StagePruned", "Stage", "Engine", "cached_result", "dist_rank", "execute",
+           "hash_json", "hold_run_folder", "launch_id", "resolve", "sha256_file", "stage_lock"]
 SPEC = "stage.json"
 
 
@@ -162,102 +156,6 @@ def execute(out: Path) -> dict:
                                        "seconds": round(time.time() - started, 3),
                                        "finished_at": time.strftime("%Y-%m-%d %H:%M:%S")})
     return result
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except Exception:  # noqa: BLE001 - best effort; non-Linux simply lacks it
-        pass
-
-
-def _tee(src, sinks, last: list) -> None:
-    fd = src.fileno()
-    while True:
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            break
-        last[:] = [chunk[-1:]]
-        for s in sinks:
-            try:
-                s.write(chunk)
-                s.flush()
-            except (OSError, ValueError):
-                pass
-
-
-def child_env(gpus: int = 1) -> dict:
-    """A stage child's environment: this one, with CUDA_VISIBLE_DEVICES narrowed to the first `gpus` of the GPUs
-    this process may use (the user's mask respected), so a child never sees every GPU (the Trainer would multiply
-    its batch over them); on a machine without GPUs, unchanged."""
-    from dialsum.hardware import visible_gpus
-
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    visible = visible_gpus()
-    if visible:
-        env["CUDA_VISIBLE_DEVICES"] = ",".join(visible[:max(1, gpus)])
-    return env
-
-
-def worker_command(out: Path | list[Path], gpus: int = 1, launcher: str = "none") -> list[str]:
-    """The stage child: one worker process (running one stage folder, or several in order), or (`train.launcher:
-    torchrun`) torchrun starting `gpus` of them on this machine, each rank on one of the child's GPUs (LOCAL_RANK);
-    rank 0 alone writes the stage's results."""
-    worker = ["-m", "dialsum.engine.worker", *map(str, out if isinstance(out, list) else [out])]
-    if launcher == "torchrun":
-        return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}", *worker]
-    return [sys.executable, *worker]
-
-
-def run_child(out: Path | list[Path], log_path: Path, name: str, gpus: int = 1, launcher: str = "none") -> None:
-    """The stage's worker (worker_command), its output shown live and copied to log_path; one line on failure."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    env = child_env(gpus)
-    with open(log_path, "ab") as logf:
-        logf.write(f"\n==== {name} {time.strftime('%Y-%m-%d %H:%M:%S')} ====\n".encode())
-        proc = subprocess.Popen(worker_command(out, gpus, launcher), stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent)
-        last: list = []
-        sinks = [logf] if quiet() else [sys.stderr.buffer, logf]
-        t = threading.Thread(target=_tee, args=(proc.stdout, sinks, last), daemon=True)
-        t.start()
-        try:
-            rc = proc.wait()
-        except KeyboardInterrupt:
-            proc.send_signal(signal.SIGINT)
-            proc.wait()
-            raise
-        t.join(timeout=5)
-    if last and last[0] not in (b"\n", b"") and not quiet():  # a progress bar left mid-line: end it cleanly
-        sys.stderr.write("\n")
-        sys.stderr.flush()
-    if rc == PRUNED_EXIT:
-        raise StagePruned(f"stage {name} pruned")
-    if rc != 0:
-        why = f"killed by signal {-rc}" if rc < 0 else f"exit {rc}"
-        reason = _last_error_line(log_path)
-        raise DialsumError(f"stage {name} failed ({why}{': ' + reason if reason else ''}); log: {log_path}")
-
-
-def _last_error_line(log_path: Path) -> str:
-    try:
-        lines = log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-200:]
-    except OSError:
-        return ""
-    for line in reversed(lines):
-        if line.startswith("dialsum: error: "):
-            return line[len("dialsum: error: "):].strip()
-    for line in reversed(lines):
-        s = line.strip()
-        if s and ("Error" in s.split(":")[0] or s.startswith("torch.OutOfMemoryError") or "MemoryError" in s):
-            return s[:300]
-    return ""
-
-
-def log_name(stage_name: str) -> str:
-    return stage_name.replace(":", "-").replace("/", "_") + ".log"
 
 
 class Engine:

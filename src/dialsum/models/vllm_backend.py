@@ -119,7 +119,7 @@ def compile_cache(work_dir: Path) -> Path:
     """Where vLLM and torch-inductor keep compiled kernels (and vLLM its IPC sockets): the user's dialsum cache, so
     the second engine start with the same model and settings loads them instead of compiling again (tens of seconds
     on a GPU, ~25 s of g++ on CPU); a folder in this engine's work dir when DIALSUM_CACHE_DIR=off."""
-    from dialsum.io.user_cache import cache_dir
+    from dialsum.user_cache import cache_dir
 
     base = cache_dir()
     return base / "vllm" if base is not None else Path(work_dir).resolve() / "vllm-cache"

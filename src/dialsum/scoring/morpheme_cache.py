@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from dialsum.io.user_cache import cache_dir
+from dialsum.user_cache import cache_dir
 
 SEP = "\x1f"  # never inside a morpheme: it is whitespace to str.split, and texts are split on whitespace first
 _CHUNK = 900  # bound parameters per SELECT, below every SQLite build's limit
