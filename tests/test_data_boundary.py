@@ -88,3 +88,23 @@ def test_sample_data_is_competition_format(sample_data):
         assert all(line.startswith("#Person") for line in d.dialogue.split("\n"))
     text = " ".join(d.dialogue for d in sample_data.train)
     assert "#PhoneNumber#" in text and "#Address#" in text
+
+
+def test_written_csv_reads_back_whatever_the_text_holds(tmp_path):
+    """dialsum's CSV writer against its reader: a lone carriage return (a Windows-edited dialogue, a model's output)
+    is left unquoted by Python's writer and splits the row on reading; such rows are written fully quoted, the rest
+    byte for byte as csv.writer writes them."""
+    import io
+
+    from dialsum.io.data import read_table
+    from dialsum.io.files import csv_text
+
+    rows = [["a", "plain, with comma", 1.5], ["b", "line\r\nend", 2], ["c", "lone\rcarriage", 3], ["d", "x\ny", 4]]
+    path = tmp_path / "t.csv"
+    path.write_text(csv_text(["fname", "text", "n"], rows), encoding="utf-8")
+    header, back = read_table(path)
+    assert header == ["fname", "text", "n"]
+    assert [[r["fname"], r["text"], r["n"]] for r in back] == [[a, b, str(n)] for a, b, n in rows]
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows([["fname", "text", "n"], rows[0], rows[3]])
+    assert csv_text(["fname", "text", "n"], [rows[0], rows[3]]) == buf.getvalue()

@@ -131,3 +131,21 @@ def test_4bit_generation_runs_the_base_through_bitsandbytes_on_cpu(tiny_cfg, sam
     got = {p.stem.split("__")[1]: read_part(p) for p in paths}
     assert {k: len(v) for k, v in got.items()} == {"greedy": 7, "s": 14}
     assert all(c.text.strip() for v in got.values() for c in v)
+
+
+def test_control_characters_a_model_emits_never_reach_a_candidate(tiny_cfg, tmp_path):
+    """A byte-level vocabulary has a token for NUL and every other control byte, and a model can emit one (the tiny
+    DPO sampling did): decoding, the one path every backend and the GRPO reward take, drops them (tab and newline
+    stay), so the candidate CSV reads back."""
+    from dialsum.io.candidates import Candidate, write_part
+    from dialsum.models.loading import load_tokenizer
+    from dialsum.models.special_tokens import decode_summary
+
+    tok = load_tokenizer(tiny_cfg.path, tiny_cfg)
+    raw = "#Person1#가\x00 요약\x07을\t했다\x1b.\r\n끝\r맺음\x7f"
+    ids = tok(raw, add_special_tokens=False)["input_ids"]
+    assert tok.decode(ids) == raw  # the tokenizer really does carry those bytes through
+    text = decode_summary(tok, ids)
+    assert text == "#Person1#가 요약을\t했다.\n끝\n맺음"
+    write_part(tmp_path / "p.csv", [Candidate(fname="dev_0", split="dev", text=text, model="m", decoding="greedy")])
+    assert [c.text for c in read_part(tmp_path / "p.csv")] == [text]

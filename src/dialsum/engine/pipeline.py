@@ -156,6 +156,17 @@ def compare_lines(ens: dict, post: dict) -> list[dict]:
     return out
 
 
+def below_best_single(c: dict) -> str:
+    """The report's sentence when the ensemble scores under the best single source on dev-report (c: that paired
+    comparison), saying whether dev-report can tell them apart; nothing when it does not score under it."""
+    if c["diff"] >= 0:
+        return ""
+    verdict = ("within noise: dev-report cannot tell them apart" if c["ci_high"] >= 0 else
+               "a real loss: the choice made on dev-select did not hold up on unseen dialogues")
+    return (f" The ensemble is below the best single source on dev-report by {-c['diff']:.4f} (paired 95 % interval "
+            f"[{c['ci_low']:+.4f}, {c['ci_high']:+.4f}]): {verdict}.")
+
+
 def write_run_report(ctx: RunContext, stages: list[Stage], results: dict[str, dict]) -> tuple[Path, list[dict]]:
     ens, post = results["ensemble"], results["postprocess"]
     rows = []
@@ -188,6 +199,7 @@ def write_run_report(ctx: RunContext, stages: list[Stage], results: dict[str, di
     rows.append({"stage": "ensemble", "detail": how, **ens["ensemble"]})
     rows.append({"stage": "postprocess", "detail": post["describe"], "select": post["select"], "report": post["report"]})
     fitted = post["fitted"]
+    comparisons = compare_lines(ens, post)
     extra = [f"Dev split: {len(ctx.split.select)} dev-select rows, {len(ctx.split.report)} dev-report rows "
              f"(`dev_select.csv`, `dev_report.csv`; seeded, stratified by topic).", "",
              f"Ensemble: {how}. Best single source on dev-select: {ens['best_source']} (dev-report "
@@ -195,13 +207,13 @@ def write_run_report(ctx: RunContext, stages: list[Stage], results: dict[str, di
              f"{ens['ensemble']['report']['final']:.4f}."
              + (f" {fit['cross_validation']['folds']}-fold estimate inside dev-select: fitted "
                 f"{fit['cross_validation']['fitted']:.4f}, best single {fit['cross_validation']['best_single']:.4f}, "
-                f"uniform {fit['cross_validation']['uniform']:.4f}." if fit and fit.get("cross_validation") else ""), "",
+                f"uniform {fit['cross_validation']['uniform']:.4f}." if fit and fit.get("cross_validation") else "")
+             + below_best_single(comparisons[0]), "",
              "## Post-processing (fitted on dev-select; a rule or cap is kept only when its held-out gain exceeds one "
              "standard error)", "",
              "| rule | on | off | delta | held-out gain | SE | enabled | why |", "|---|---:|---:|---:|---:|---:|---|---|"]
     extra += [f"| {g['rule']} | {g['on']:.4f} | {g['off']:.4f} | {g['on'] - g['off']:+.4f} | {g.get('gain', 0):+.4f} | "
               f"{g.get('se', 0):.4f} | {'yes' if g['enabled'] else 'no'} | {g.get('why', '')} |" for g in fitted["gains"]]
-    comparisons = compare_lines(ens, post)
     extra += ["", "## Is the difference real? (paired bootstrap over dev-report dialogues, 95 % intervals)", "",
               "| A | B | A | B | A − B [95 % interval] | p (permutation) |", "|---|---|---:|---:|---|---:|"]
     extra += [f"| {c['a_name']} | {c['b_name']} | {c['a']:.4f} | {c['b']:.4f} | {c['diff']:+.4f} "

@@ -24,10 +24,15 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def csv_text(header: list[str], rows: list[list]) -> str:
+    """CSV text with "\n" line ends. Python's writer quotes a field holding "\n" but not one holding a lone "\r",
+    which every reader takes for a line end (a dialogue from a Windows-edited CSV, a model's output): such a row
+    is written fully quoted, so it reads back as written; every other row is as plain as before."""
     buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(header)
-    w.writerows(rows)
+    plain = csv.writer(buf, lineterminator="\n")
+    quoted = csv.writer(buf, lineterminator="\n", quoting=csv.QUOTE_ALL)
+    plain.writerow(header)
+    for row in rows:
+        (quoted if any(isinstance(v, str) and "\r" in v for v in row) else plain).writerow(row)
     return buf.getvalue()
 
 
