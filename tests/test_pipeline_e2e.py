@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import SAMPLE, run_cli
-from pipelines import run_dir_of, run_in, statuses, write_config
+from pipelines import run_dir_of, run_in, statuses, submission_of, write_config
 
 STAGES = ["run", "build-tiny-model", "train", "generate", "ensemble", "postprocess", "submit", "score"]
 
@@ -208,7 +208,7 @@ def test_set_overrides_give_the_same_keys_and_bytes_as_the_same_yaml_edit(e2e, t
     keys = [{k: v["key"] for k, v in json.loads((run_dir_of(r.stdout) / "manifest.json").read_text())["stages"].items()}
             for r in (a, b)]
     assert keys[0] == keys[1]
-    subs = [Path(re.search(r"^submission: (.+)$", r.stdout, flags=re.M).group(1)) for r in (a, b)]
+    subs = [submission_of(r.stdout) for r in (a, b)]
     assert subs[0].read_bytes() == subs[1].read_bytes()
     run_b = run_dir_of(b.stdout)
     assert json.loads((run_b / "config.snapshot.json").read_text())["postprocess"]["rules"] == ["normalise_whitespace"]
@@ -257,7 +257,7 @@ def test_stage_by_stage_flow_gives_the_same_submission_bytes_as_run(e2e, tmp_pat
                 "--run-id", "by-hand", "--out-dir", str(tmp_path / "subs"))
     assert r.returncode == 0, r.stderr[-2000:]
     by_hand = (tmp_path / "subs" / "by-hand.csv").read_bytes()
-    from_run = Path(re.search(r"^submission: (.+)$", first.stdout, flags=re.M).group(1))
+    from_run = submission_of(first.stdout)
     assert by_hand == from_run.read_bytes()
     # and `dialsum run` on that folder now only adds the stages the flow did not run through the engine
     r = run_cli("run", "--config", "configs/default.yaml", *out, "--submissions-dir", str(tmp_path / "subs"))
@@ -331,8 +331,7 @@ def test_run_flags_only_model_from_stage_and_force(e2e):
     st = statuses(run_dir_of(r.stdout))
     assert {k for k, v in st.items() if v == "ran"} == {"postprocess", "submit"}
     # recomputed, the same bytes: the existing submission is the answer, no second file
-    assert re.search(r"^submission: (.+)$", r.stdout, flags=re.M).group(1) == \
-        re.search(r"^submission: (.+)$", first.stdout, flags=re.M).group(1)
+    assert submission_of(r.stdout) == submission_of(first.stdout)
     r = run_in(tmp, "configs/default.yaml", "--force", "nonesuch")
     assert r.returncode == 2 and "--force nonesuch" in r.stderr
 
