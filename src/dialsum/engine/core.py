@@ -8,8 +8,9 @@ and nothing stale can be read: a different input is a different folder.
 
 Stages that load a model (`child=True`) run in a spawned child process (`python -m dialsum.engine.worker DIR`,
 started by dialsum.engine.child): the parent never imports torch, so GPU memory returns to baseline between models;
-the child's output is shown live and kept in `runs/<id>/logs/<stage>.log`. Each stage folder is guarded by an advisory lock (flock), so two processes never
-compute the same key at once, and a stage killed mid-way resumes in place (Trainer checkpoints, generation journals).
+the child's output is shown live and kept in `runs/<id>/logs/<stage>.log`. Each stage folder is guarded by an
+advisory lock (flock), so two processes never compute the same key at once, and a stage killed mid-way resumes in
+place (Trainer checkpoints, generation journals).
 """
 from __future__ import annotations
 
@@ -26,14 +27,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from dialsum.engine.child import PRUNED_EXIT, StagePruned, log_name, run_child
+from dialsum.engine.child import log_name, run_child
 from dialsum.engine.logs import log
 from dialsum.errors import DialsumError
 from dialsum.io.files import atomic_write_json
 
 META = "meta.json"
-__all__ = ["META", "SPEC", "PRUNED_EXIT", "StagePruned", "Stage", "Engine", "cached_result", "dist_rank", "execute",
-           "hash_json", "hold_run_folder", "launch_id", "resolve", "sha256_file", "stage_lock"]
 SPEC = "stage.json"
 
 

@@ -10,7 +10,8 @@ import gc
 import sys
 from pathlib import Path
 
-from dialsum.engine.core import PRUNED_EXIT, execute
+from dialsum.engine.child import PRUNED_EXIT
+from dialsum.engine.core import execute
 from dialsum.errors import DialsumError
 
 

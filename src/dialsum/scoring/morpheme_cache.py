@@ -25,7 +25,6 @@ from dialsum.user_cache import cache_dir
 SEP = "\x1f"  # never inside a morpheme: it is whitespace to str.split, and texts are split on whitespace first
 _CHUNK = 900  # bound parameters per SELECT, below every SQLite build's limit
 _warned: set[str] = set()
-__all__ = ["MorphemeCache", "cache_dir", "open_cache"]
 
 
 def _warn(path: Path, err: Exception) -> None:

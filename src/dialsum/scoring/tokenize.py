@@ -91,7 +91,8 @@ def _disk_cache(name: str):
     """The open on-disk cache of Mecab's morphemes (None for other tokenisers, or when caching is off)."""
     if name != "mecab":
         return None
-    from dialsum.scoring.morpheme_cache import cache_dir, open_cache
+    from dialsum.scoring.morpheme_cache import open_cache
+    from dialsum.user_cache import cache_dir
 
     key = (name, str(cache_dir()))
     if key not in _DISK:

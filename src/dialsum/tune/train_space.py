@@ -9,7 +9,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from dialsum.config import RunConfig, deep_merge
-from dialsum.engine.core import Engine, StagePruned
+from dialsum.engine.child import StagePruned
+from dialsum.engine.core import Engine
 from dialsum.engine.graph import align_stage, devscore_stage, select_models, train_stage
 from dialsum.engine.runs import open_run
 from dialsum.errors import DialsumError
