@@ -19,11 +19,13 @@ from pipelines import run_dir_of, run_in, seed_stages, statuses, submission_of, 
 MODELS = ("tiny", "tiny-chat", "tiny-bart")
 
 
-def _children(pid: int) -> list[int]:
+def _descendants(pid: int) -> list[int]:
+    """Every process below pid: a stage child is forked by the fork server on CPU machines (a grandchild)."""
     try:
-        return [int(x) for x in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+        children = [int(x) for x in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
     except OSError:
         return []
+    return [d for c in children for d in (c, *_descendants(c))]
 
 
 def _wait_for(proc, ready, timeout: float = 600.0) -> bool:
@@ -90,7 +92,7 @@ def test_kill_9_across_stages_then_the_same_command_gives_the_same_bytes_and_one
         if hit and who == "parent":
             os.kill(proc.pid, signal.SIGKILL)
         elif hit:
-            for child in _children(proc.pid):
+            for child in _descendants(proc.pid):
                 os.kill(child, signal.SIGKILL)
         proc.communicate(timeout=600)
         for journal in cache.glob("generate/*/candidates/*.partial.jsonl"):

@@ -3,6 +3,7 @@ environment (one GPU unless told otherwise), its output shown live and kept in t
 quoting the child's own error when it fails. The engine (dialsum.engine.core) decides what runs; this starts it."""
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -11,6 +12,7 @@ import threading
 import time
 from pathlib import Path
 
+from dialsum.engine import forked
 from dialsum.engine.logs import quiet
 from dialsum.errors import DialsumError
 
@@ -19,15 +21,6 @@ PRUNED_EXIT = 3  # a child's exit code for "stopped by the Optuna pruner"
 
 class StagePruned(DialsumError):
     """The stage's child stopped because its Optuna trial was pruned."""
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except Exception:  # noqa: BLE001 - best effort; non-Linux simply lacks it
-        pass
 
 
 def _tee(src, sinks, last: list) -> None:
@@ -70,23 +63,32 @@ def worker_command(out: Path | list[Path], gpus: int = 1, launcher: str = "none"
 
 def run_child(out: Path | list[Path], log_path: Path, name: str, gpus: int = 1, launcher: str = "none") -> None:
     """The stage's worker (worker_command), its output shown live and copied to log_path; one line on failure."""
+    from dialsum.hardware import visible_gpus
+
     log_path.parent.mkdir(parents=True, exist_ok=True)
     env = child_env(gpus)
     with open(log_path, "ab") as logf:
         logf.write(f"\n==== {name} {time.strftime('%Y-%m-%d %H:%M:%S')} ====\n".encode())
-        proc = subprocess.Popen(worker_command(out, gpus, launcher), stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent)
+        if forked.usable(env, bool(visible_gpus()), launcher):
+            proc, output = forked.start([str(p) for p in (out if isinstance(out, list) else [out])], env)
+            wait = proc.join
+        else:
+            proc = subprocess.Popen(worker_command(out, gpus, launcher), stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, env=env, preexec_fn=forked.die_with_parent)
+            output, wait = proc.stdout, proc.wait
         last: list = []
         sinks = [logf] if quiet() else [sys.stderr.buffer, logf]
-        t = threading.Thread(target=_tee, args=(proc.stdout, sinks, last), daemon=True)
+        t = threading.Thread(target=_tee, args=(output, sinks, last), daemon=True)
         t.start()
         try:
-            rc = proc.wait()
+            wait()
         except KeyboardInterrupt:
-            proc.send_signal(signal.SIGINT)
-            proc.wait()
+            os.kill(proc.pid, signal.SIGINT)
+            wait()
             raise
         t.join(timeout=5)
+        output.close()
+        rc = proc.exitcode if isinstance(proc, multiprocessing.process.BaseProcess) else proc.returncode
     if last and last[0] not in (b"\n", b"") and not quiet():  # a progress bar left mid-line: end it cleanly
         sys.stderr.write("\n")
         sys.stderr.flush()
