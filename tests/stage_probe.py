@@ -13,3 +13,21 @@ def record_pid(inputs: dict, context: dict, out) -> dict:
     if inputs.get("fail"):
         raise DialsumError(f"probe {inputs['n']} refused")
     return {"pid": os.getpid(), "n": inputs["n"]}
+
+
+def record_process(inputs: dict, context: dict, out) -> dict:
+    """What the child process is: its parent, folder, environment, temp folder, main module, whether torch was
+    imported before the stage began (the fork server preloads it); prints to both streams; refuses when told to."""
+    import sys
+    import tempfile
+
+    from dialsum.errors import DialsumError
+
+    preloaded = "torch" in sys.modules
+    print(f"probe {inputs['n']} on stdout")
+    print(f"probe {inputs['n']} on stderr", file=sys.stderr)
+    if inputs.get("fail"):
+        raise DialsumError(f"probe {inputs['n']} refused")
+    return {"pid": os.getpid(), "ppid": os.getppid(), "cwd": os.getcwd(), "tmp": tempfile.gettempdir(),
+            "probe_env": os.environ.get("DIALSUM_PROBE"), "unbuffered": os.environ.get("PYTHONUNBUFFERED"),
+            "main": sys.modules["__main__"].__spec__.name, "argv": sys.argv[1:], "torch_preloaded": preloaded}
