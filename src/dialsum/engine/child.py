@@ -69,8 +69,11 @@ def run_child(out: Path | list[Path], log_path: Path, name: str, gpus: int = 1, 
     env = child_env(gpus)
     with open(log_path, "ab") as logf:
         logf.write(f"\n==== {name} {time.strftime('%Y-%m-%d %H:%M:%S')} ====\n".encode())
+        started = None
         if forked.usable(env, bool(visible_gpus()), launcher):
-            proc, output = forked.start([str(p) for p in (out if isinstance(out, list) else [out])], env)
+            started = forked.start([str(p) for p in (out if isinstance(out, list) else [out])], env)
+        if started is not None:
+            proc, output = started
             wait = proc.join
         else:
             proc = subprocess.Popen(worker_command(out, gpus, launcher), stdout=subprocess.PIPE,

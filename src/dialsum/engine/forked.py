@@ -9,10 +9,13 @@ as before (dialsum.engine.child). The child behaves as that interpreter would: i
 pipe, it dies with its parent, Ctrl-C interrupts it, atexit handlers run, the exit code is the worker's."""
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import signal
 import sys
+
+from dialsum.engine.logs import log
 
 PRELOAD = ["dialsum.models.preload"]
 _UNCHECKED = {"PYTHONUNBUFFERED"}  # set for every child; not read at import by the preloaded libraries
@@ -37,6 +40,8 @@ def usable(env: dict, gpus_visible: bool, launcher: str) -> bool:
         return False
     if sys.platform != "linux" or "forkserver" not in multiprocessing.get_all_start_methods():
         return False
+    if _state.get("broken"):
+        return False
     started = _state.get("env")
     if started is None:
         return True
@@ -44,7 +49,9 @@ def usable(env: dict, gpus_visible: bool, launcher: str) -> bool:
 
 
 def start(folders: list[str], env: dict):
-    """Fork the stage child for `folders`; returns (process, read end of its stdout+stderr pipe)."""
+    """Fork the stage child for `folders`; returns (process, read end of its stdout+stderr pipe), or None when the
+    fork server cannot start here (its socket lives under TMPDIR, and a socket path over ~107 bytes is refused):
+    the caller then starts a fresh interpreter, as it will for every later child of this process."""
     if "context" not in _state:
         ctx = multiprocessing.get_context("forkserver")
         ctx.set_forkserver_preload(PRELOAD)
@@ -53,7 +60,14 @@ def start(folders: list[str], env: dict):
     ctx = _state["context"]
     read, write = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=child_main, args=(folders, env, os.getcwd(), write), name="dialsum-stage")
-    proc.start()
+    try:
+        proc.start()
+    except OSError as e:
+        read.close()
+        write.close()
+        _state["broken"] = True
+        log(f"stage children start as fresh interpreters: the fork server cannot start ({e})", logging.DEBUG)
+        return None
     write.close()
     return proc, read
 
