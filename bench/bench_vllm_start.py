@@ -7,7 +7,9 @@ enforce_eager on CPU) compiles on first use; where the compiled code lives decid
   * per engine (the baseline, and dialsum before this cache): `DIALSUM_CACHE_DIR=off`, every engine compiles into its
     own work folder, as every generate stage did;
   * shared, cold: a fresh `DIALSUM_CACHE_DIR` (the first generate stage on a machine);
-  * shared, warm: the same `DIALSUM_CACHE_DIR` again (every later generate stage).
+  * shared, warm: the same `DIALSUM_CACHE_DIR` again (every later generate stage);
+  * shared, warm, with vLLM's engine core in its own spawned process (`VLLM_ENABLE_V1_MULTIPROCESSING=1`, vLLM's
+    default and dialsum's before it ran the core in the stage's process on machines without a GPU).
 
 Run: .venv/bin/python bench/bench_vllm_start.py [--repeats 1]
 """
@@ -46,8 +48,8 @@ def child(model: str, work: str) -> None:
     print(json.dumps({"init_s": round(t1 - t0, 1), "first_s": round(t2 - t1, 1), "second_s": round(t3 - t2, 1)}))
 
 
-def start(model: Path, cache: str) -> dict:
-    env = {**os.environ, "DIALSUM_CACHE_DIR": cache, "PYTHONPATH": str(ROOT / "src")}
+def start(model: Path, cache: str, **extra: str) -> dict:
+    env = {**os.environ, "DIALSUM_CACHE_DIR": cache, "PYTHONPATH": str(ROOT / "src"), **extra}
     with tempfile.TemporaryDirectory(prefix="vllm-work-") as work:
         r = subprocess.run([sys.executable, __file__, "--child", str(model), work], env=env, capture_output=True,
                            text=True, check=True)
@@ -74,7 +76,11 @@ def main() -> None:
             shared = tempfile.mkdtemp(prefix="dc-", dir=tmp)
             rows = [("per engine (DIALSUM_CACHE_DIR=off)", start(model, "off")),
                     ("shared cache, cold", start(model, shared)),
-                    ("shared cache, warm", start(model, shared))]
+                    ("shared cache, warm", start(model, shared)),
+                    ("engine core spawned (VLLM_ENABLE_V1_MULTIPROCESSING=1), shared cache, first start",
+                     start(model, shared, VLLM_ENABLE_V1_MULTIPROCESSING="1")),
+                    ("engine core spawned, shared cache, warm",
+                     start(model, shared, VLLM_ENABLE_V1_MULTIPROCESSING="1"))]
             print("| setting | engine start s | first generation s | second generation s |")
             print("|---|---:|---:|---:|")
             for name, r in rows:

