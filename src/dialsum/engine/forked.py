@@ -1,6 +1,6 @@
 """Stage children forked from a pre-imported interpreter: Python's fork server (`multiprocessing`'s "forkserver"
 start method) imports torch, transformers and peft once (dialsum.models.preload) and forks one child per stage, so
-a run's second and later stages skip the ~8 s of imports a fresh interpreter repeats.
+a run's second and later stages skip the 8–12 s of imports a fresh interpreter repeats on a CPU.
 
 Used only where forking is safe and equivalent: a machine whose children see no GPU (a CUDA context must never be
 inherited), one process per stage (no torchrun), and an environment equal to the one the fork server started with
@@ -20,7 +20,7 @@ from dialsum.engine.logs import log
 PRELOAD = ["dialsum.models.preload"]
 _UNCHECKED = {"PYTHONUNBUFFERED"}  # set for every child; not read at import by the preloaded libraries
 
-_state: dict = {}  # "context": the fork-server context, "env": the environment it started with
+_state: dict = {}  # "context": the fork server's context, "env": what it started with, "broken": it cannot start
 
 
 def die_with_parent() -> None:  # pragma: no cover - runs in the child (between fork and exec, or forked)

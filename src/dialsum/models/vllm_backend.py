@@ -229,8 +229,8 @@ class VLLMEngine:
         return results
 
     def close(self) -> None:
-        """Stop vLLM's engine-core process now: deleting the LLM alone leaves it running, and the interpreter's exit
-        then waits on it forever (multiprocessing joins its non-daemon children)."""
+        """Stop vLLM's engine core now (on a GPU its own process: deleting the LLM alone leaves it running, and the
+        interpreter's exit then waits on it forever, as multiprocessing joins its non-daemon children)."""
         core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
         if core is not None and hasattr(core, "shutdown"):
             core.shutdown()
