@@ -3,7 +3,6 @@ environment (one GPU unless told otherwise), its output shown live and kept in t
 quoting the child's own error when it fails. The engine (dialsum.engine.core) decides what runs; this starts it."""
 from __future__ import annotations
 
-import multiprocessing
 import os
 import signal
 import subprocess
@@ -69,12 +68,14 @@ def run_child(out: Path | list[Path], log_path: Path, name: str, gpus: int = 1, 
     env = child_env(gpus)
     with open(log_path, "ab") as logf:
         logf.write(f"\n==== {name} {time.strftime('%Y-%m-%d %H:%M:%S')} ====\n".encode())
-        started = None
-        if forked.usable(env, bool(visible_gpus()), launcher):
-            started = forked.start([str(p) for p in (out if isinstance(out, list) else [out])], env)
+        folders = [str(p) for p in (out if isinstance(out, list) else [out])]
+        started = forked.start(folders, env) if forked.usable(env, bool(visible_gpus()), launcher) else None
         if started is not None:
             proc, output = started
-            wait = proc.join
+
+            def wait() -> int:
+                proc.join()
+                return proc.exitcode
         else:
             proc = subprocess.Popen(worker_command(out, gpus, launcher), stdout=subprocess.PIPE,
                                     stderr=subprocess.STDOUT, env=env, preexec_fn=forked.die_with_parent)
@@ -84,14 +85,13 @@ def run_child(out: Path | list[Path], log_path: Path, name: str, gpus: int = 1, 
         t = threading.Thread(target=_tee, args=(output, sinks, last), daemon=True)
         t.start()
         try:
-            wait()
+            rc = wait()
         except KeyboardInterrupt:
             os.kill(proc.pid, signal.SIGINT)
             wait()
             raise
         t.join(timeout=5)
         output.close()
-        rc = proc.exitcode if isinstance(proc, multiprocessing.process.BaseProcess) else proc.returncode
     if last and last[0] not in (b"\n", b"") and not quiet():  # a progress bar left mid-line: end it cleanly
         sys.stderr.write("\n")
         sys.stderr.flush()
