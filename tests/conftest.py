@@ -95,11 +95,14 @@ def sample_data():
 @pytest.fixture(scope="session")
 def tiny_model_dir(shared_tmp, sample_data) -> Path:
     """One tiny Llama + tokenizer for the whole session, all workers (built, saved with save_pretrained, loaded by
-    path). Tests read it, never write into it."""
+    path). Built like the real checkpoints: the competition's tags are not in its vocabulary (dialsum adds them and
+    trains their rows) and its LM head is untied (so the tags have trained output rows too). Tests read it, never
+    write into it."""
     from dialsum.config import TinyModelSpec
     from dialsum.models.tiny import build_tiny_model
 
-    make = lambda out: build_tiny_model(out / "model", sample_data.train, TinyModelSpec(pretrain_steps=60))  # noqa: E731
+    spec = TinyModelSpec(pretrain_steps=60, with_tags=False, tie_word_embeddings=False)
+    make = lambda out: build_tiny_model(out / "model", sample_data.train, spec)  # noqa: E731
     return built_once(shared_tmp, "tiny", make) / "model"
 
 
@@ -120,12 +123,14 @@ def copy_sample(tmp_path) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_bart_dir(shared_tmp, sample_data) -> Path:
-    """One tiny BART (same byte-level tokenizer), denoising-pretrained briefly, for the whole session, all workers."""
+    """One tiny BART (same byte-level tokenizer, the tags new to it as to KoBART), denoising-pretrained briefly, for
+    the whole session, all workers."""
     from dialsum.config import TinyModelSpec
     from dialsum.models.tiny import build_tiny_model
 
     def make(out: Path) -> None:
-        build_tiny_model(out / "model", sample_data.train, TinyModelSpec(pretrain_steps=60), family="seq2seq")
+        build_tiny_model(out / "model", sample_data.train, TinyModelSpec(pretrain_steps=60, with_tags=False),
+                         family="seq2seq")
     return built_once(shared_tmp, "tiny-bart", make) / "model"
 
 

@@ -106,6 +106,177 @@ def _aligned(sft, data, spec: AlignSpec, tmp_path):
     return align_model(cfg, cfg.path, weights, rows, data.dev[:4], data.dev[4:8], prefs, tmp_path / "a", METRIC)
 
 
+def _reference_prefs(rows) -> list[Ranked]:
+    """Preferences without sampling: each dialogue's own reference over another's (both full of tags)."""
+    return [r for d, other in zip(rows, rows[1:] + rows[:1])
+            for r in (Ranked(d.fname, d.summary, 60.0, 1), Ranked(d.fname, other.summary, 10.0, 2))]
+
+
+def _sft_tag_rows_trained(policy, sft_weights) -> None:
+    """The SFT adapter holds trained tag rows (in the embeddings and the untied head), else a test of them proves
+    nothing."""
+    from safetensors.torch import load_file
+
+    saved = load_file(str(sft_weights / "adapter_model.safetensors"))
+    deltas = [k for k in saved if "trainable_tokens_delta" in k]
+    assert {"embed_tokens" in k for k in deltas} == {True, False}, deltas  # input rows and the head's rows
+    for name, module in policy.named_modules():
+        if hasattr(module, "trainable_tokens_original") and "default" in module.trainable_tokens_original:
+            assert not module.trainable_tokens_delta["default"].detach().cpu().equal(
+                module.trainable_tokens_original["default"].cpu()), name
+
+
+def test_dpo_reference_holds_the_sft_tag_rows_and_the_adapter_stays_fp32(sft_decoder, sample_data, tmp_path):
+    """On a tag-less checkpoint, TRL's frozen `ref` adapter must be the SFT policy including its trained tag rows:
+    before any step the implicit reward margin on pairs full of tags is 0. (TRL 1.16 copies only parameters named
+    `.default.`, which PEFT's `trainable_tokens_delta.default` is not: the margin was far from 0.) TRL also casts a
+    k-bit policy's trainable parameters to bf16; dialsum keeps them fp32 as SFT trained them."""
+    import torch
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    from dialsum.align import dpo
+    from dialsum.align.policy import load_policy
+
+    cfg, weights = sft_decoder
+    spec = AlignSpec(method="dpo", steps=1, batch_size=4, save_steps=1)
+    cfg = cfg.model_copy(update={"align": spec})
+    tokenizer, model, stops = load_policy(cfg, cfg.path, weights)
+    _sft_tag_rows_trained(model, weights)
+    rows = [d for d in sample_data.train if "#Person" in d.summary][:12]
+    pairs = dpo_pairs(_reference_prefs(rows), 1.0, 1)
+    ds = dpo.pair_dataset(tokenizer, cfg, {d.fname: d for d in rows}, pairs, stops)
+    trainer = dpo.make_trainer(model, tokenizer, cfg, spec, ds, ds, tmp_path / "ck", [])
+    assert getattr(trainer.model, "is_loaded_in_4bit", False) or getattr(
+        trainer.model.get_base_model(), "is_loaded_in_4bit", False)  # the k-bit path TRL casts on
+    trained = {n: p.dtype for n, p in trainer.model.named_parameters() if p.requires_grad}
+    assert trained and set(trained.values()) == {torch.float32}, trained
+    sft = load_file(str(weights / "adapter_model.safetensors"))
+    for adapter in ("default", "ref"):  # the policy and its reference are the SFT weights to the last bit
+        state = get_peft_model_state_dict(trainer.model, adapter_name=adapter)
+        assert all(state[k].equal(v) for k, v in sft.items()), adapter
+    assert abs(dpo.heldout_margin(trainer, ds)["margin"]) < 1e-4
+
+
+def test_grpo_kl_to_the_reference_is_zero_at_the_first_step(sft_decoder, sample_data, tmp_path):
+    """GRPO with beta > 0: the first step's KL between the policy and TRL's `ref` copy is 0 (both are SFT), tag
+    tokens included."""
+    from dialsum.align import grpo
+    from dialsum.align.policy import load_policy
+    from dialsum.align.reward import MetricReward
+
+    cfg, weights = sft_decoder
+    spec = AlignSpec(method="grpo", samples=4, steps=1, batch_size=2, beta=0.1, save_steps=1, learning_rate=1e-3)
+    cfg = cfg.model_copy(update={"align": spec, "max_new_tokens": 24})
+    tokenizer, model, stops = load_policy(cfg, cfg.path, weights)
+    reward = MetricReward(tokenizer, METRIC, 0.0)
+    trainer = grpo.make_trainer(model, tokenizer, cfg, spec, sample_data.train[:2], reward, stops, tmp_path / "ck", [])
+    trainer.train()
+    [kl] = [h["kl"] for h in trainer.state.log_history if "kl" in h]
+    assert abs(kl) < 1e-4, kl
+
+
+class _WeightsAtStart:
+    """A TrainerCallback recording the policy's (`default`) and the reference's (`ref`) adapter tensors when training
+    begins, i.e. right after a resume has loaded its checkpoint."""
+
+    def __new__(cls, seen: dict):
+        from peft import get_peft_model_state_dict
+        from transformers import TrainerCallback
+
+        class At(TrainerCallback):
+            def on_train_begin(self, args, state, control, model=None, **kw):
+                for name in model.peft_config:
+                    seen[name] = {k: v.detach().cpu().clone()
+                                  for k, v in get_peft_model_state_dict(model, adapter_name=name).items()}
+        return At()
+
+
+@pytest.mark.parametrize("method", ["dpo", "grpo"])
+def test_a_killed_align_stage_resumes_with_the_checkpoints_policy(method, sft_decoder, sample_data, tmp_path):
+    """Killed after checkpoint 2, the align stage resumes with checkpoint 2's policy weights, tensor by tensor, and
+    the SFT policy as its reference (transformers loads only a checkpoint's sub-folder adapters, TRL's `ref/`, when
+    it has one: the policy restarted from SFT with step, optimizer and scheduler restored)."""
+    from safetensors.torch import load_file
+
+    from dialsum.align.run import align_model
+    from dialsum.faults import StopAfter
+
+    cfg, weights = sft_decoder
+    rows = sample_data.train[:10]
+    if method == "dpo":
+        spec, prefs = AlignSpec(method="dpo", steps=4, save_steps=2, batch_size=2, learning_rate=1e-3, heldout=0.2,
+                                eval_rows=2), _reference_prefs(rows)
+    else:
+        spec, prefs = AlignSpec(method="grpo", samples=2, steps=4, save_steps=2, batch_size=2, beta=0.1,
+                                learning_rate=1e-3, heldout=0.2, eval_rows=2), None
+    cfg = cfg.model_copy(update={"align": spec, "max_new_tokens": 24})
+    out = tmp_path / "a"
+    with pytest.raises(KeyboardInterrupt):
+        align_model(cfg, cfg.path, weights, rows, sample_data.dev[:2], sample_data.dev[2:4], prefs, out, METRIC,
+                    callbacks=[StopAfter(2)])
+    ckpt = out / "checkpoints" / "checkpoint-2"
+    policy_at_2 = load_file(str(ckpt / "adapter_model.safetensors"))
+    sft = load_file(str(weights / "adapter_model.safetensors"))
+    assert any(not policy_at_2[k].equal(sft[k]) for k in sft)  # two steps moved the policy: the test can tell
+    seen: dict = {}
+    r = align_model(cfg, cfg.path, weights, rows, sample_data.dev[:2], sample_data.dev[2:4], prefs, out, METRIC,
+                    callbacks=[_WeightsAtStart(seen)])
+    assert r["steps"] == 4
+    assert set(seen["default"]) == set(policy_at_2)
+    for k, v in policy_at_2.items():
+        assert seen["default"][k].equal(v), k
+    for k, v in sft.items():  # the reference is still the SFT policy, tag rows included
+        assert seen["ref"][k].equal(v), k
+
+
+def test_rank_loss_is_not_multiplied_by_gradient_accumulation(sft_decoder, sample_data, tmp_path):
+    """BRIO's loss is a per-micro-batch mean; under gradient accumulation G the logged loss of the first step is the
+    mean of its G micro-batches' losses (it was their sum: G times too large, and so was every gradient)."""
+    import torch
+
+    from dialsum.align import rank
+    from dialsum.align.policy import load_policy
+
+    cfg, weights = sft_decoder
+    spec = AlignSpec(method="rank", steps=1, batch_size=1, grad_accum=4, save_steps=1, learning_rate=1e-3,
+                     rank_margin=0.01)
+    cfg = cfg.model_copy(update={"align": spec})
+    tokenizer, model, stops = load_policy(cfg, cfg.path, weights)
+    rows = sample_data.train[:4]
+    groups = {d.fname: rank_samples(d.fname, [d.summary, o.summary, o.summary[:20]], [50.0, 20.0, 5.0])
+              for d, o in zip(rows, rows[1:] + rows[:1])}
+    examples = rank.group_examples(tokenizer, cfg, {d.fname: d for d in rows}, groups, stops)
+    trainer = rank.make_trainer(model, tokenizer, cfg, spec, examples, tmp_path / "ck", [])
+    model.train()
+    with torch.no_grad():
+        direct = []
+        for ex in examples:
+            batch = trainer.data_collator([ex])
+            direct.append(float(rank.brio_loss(model, batch, spec, False)[0]))
+    trainer.train_dataset = examples  # the Trainer's sampler visits them in its own order; the mean does not care
+    trainer.train()
+    [logged] = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    assert logged == pytest.approx(sum(direct) / len(direct), rel=1e-3), (logged, direct)
+
+
+def test_a_dpo_sample_cut_at_the_length_limit_gets_no_end_token(sft_decoder, sample_data):
+    """A sample generation cut at max_new_tokens never wrote an end token; DPO scores it as it was generated. A
+    finished one ends with the end token SFT trained."""
+    from dialsum.align import dpo
+    from dialsum.align.policy import load_policy
+
+    cfg, weights = sft_decoder
+    cfg = cfg.model_copy(update={"max_new_tokens": 16})
+    tokenizer, _, stops = load_policy(cfg, cfg.path, weights)
+    d = sample_data.train[0]
+    long_text = " ".join(x.summary for x in sample_data.train[:6])
+    enc = dpo.encode_pair(tokenizer, cfg, d, "#Person1#가 웃는다.", long_text, stops)
+    assert enc["chosen_ids"][-1] in stops and len(enc["chosen_ids"]) < 16
+    assert len(enc["rejected_ids"]) == 16 and enc["rejected_ids"][-1] not in stops
+    assert enc["rejected_ids"] == tokenizer(long_text, add_special_tokens=False)["input_ids"][:16]
+
+
 def test_dpo_raises_the_implicit_reward_margin_on_heldout_pairs(sft_decoder, sample_data, tmp_path):
     """The implicit reward margin rises on pairs of held-out dialogues. (On the tiny model the rise depends on which
     dialogues are held out: over seeds 0-3 of this split it was +0.23, -0.21, +0.27, -0.40; the seeded split here
@@ -115,7 +286,7 @@ def test_dpo_raises_the_implicit_reward_margin_on_heldout_pairs(sft_decoder, sam
                                                      save_steps=16), tmp_path)
     assert r["heldout_pairs"] >= 5 and r["pairs"] >= 20
     before, after = r["heldout"]["before"], r["heldout"]["after"]
-    assert abs(before["margin"]) < 1e-3  # the SFT policy is its own reference
+    assert abs(before["margin"]) < 1e-4  # the SFT policy is its own reference, tag rows included
     assert after["margin"] > before["margin"] + 0.02
     assert [c["step"] for c in r["curve"] if "reward_margin" in c] == list(range(1, 17))
     saved = json.loads((tmp_path / "a" / "align_result.json").read_text())

@@ -25,8 +25,24 @@ def test_gpu_count_follows_cuda_visible_devices(tmp_path, monkeypatch, visible, 
 
 def test_no_driver_means_no_gpu(tmp_path, monkeypatch):
     monkeypatch.setattr(hardware, "NVIDIA_GPUS", tmp_path / "absent")
+    monkeypatch.setattr(hardware, "WSL_SMI", str(tmp_path / "absent-smi"))
+    monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     assert hardware.gpu_count() == 0 and not hardware.gpu_present()
+
+
+def test_a_driver_without_proc_entries_is_asked_through_nvidia_smi(tmp_path, monkeypatch):
+    """WSL2 (and some containers): CUDA works but /proc/driver/nvidia/gpus does not exist; `nvidia-smi -L` lists
+    the GPUs. Before, every model of 1B parameters or more was refused there as if the machine had no GPU."""
+    smi = tmp_path / "bin" / "nvidia-smi"
+    smi.parent.mkdir()
+    smi.write_text("#!/bin/sh\n[ \"$1\" = -L ] && printf 'GPU 0: NVIDIA GeForce RTX 3090 (UUID: GPU-8f1c)\\n"
+                   "GPU 1: NVIDIA GeForce RTX 3090 (UUID: GPU-77aa)\\n'\n")
+    smi.chmod(0o755)
+    monkeypatch.setattr(hardware, "NVIDIA_GPUS", tmp_path / "absent")
+    monkeypatch.setenv("PATH", str(smi.parent))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    assert hardware.driver_gpus() == 2 and hardware.gpu_count() == 1 and hardware.gpu_present()
 
 
 @pytest.mark.parametrize("mask,workers,share,want", [

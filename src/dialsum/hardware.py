@@ -7,7 +7,10 @@ nothing from dialsum.
 """
 from __future__ import annotations
 
+import functools
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 NVIDIA_GPUS = Path("/proc/driver/nvidia/gpus")
@@ -16,12 +19,29 @@ NVIDIA_GPUS = Path("/proc/driver/nvidia/gpus")
 FAKE_GPUS = "DIALSUM_FAKE_GPUS"  # tests: the driver "lists" this many GPUs (nothing touches CUDA)
 
 
+WSL_SMI = "/usr/lib/wsl/lib/nvidia-smi"  # WSL2 ships the driver's tools here, outside PATH
+
+
 def driver_gpus() -> int:
-    """GPUs the NVIDIA driver lists on this machine (or DIALSUM_FAKE_GPUS), before any mask."""
+    """GPUs the NVIDIA driver lists on this machine (or DIALSUM_FAKE_GPUS), before any mask: its /proc entries, or,
+    where it has none but CUDA works (WSL2, some containers), what `nvidia-smi -L` lists."""
     fake = os.environ.get(FAKE_GPUS)
     if fake:
         return int(fake)
-    return len(list(NVIDIA_GPUS.iterdir())) if NVIDIA_GPUS.is_dir() else 0
+    if NVIDIA_GPUS.is_dir():
+        return len(list(NVIDIA_GPUS.iterdir()))
+    smi = shutil.which("nvidia-smi") or (WSL_SMI if os.access(WSL_SMI, os.X_OK) else None)
+    return _smi_gpus(smi) if smi else 0
+
+
+@functools.lru_cache(maxsize=4)
+def _smi_gpus(smi: str) -> int:
+    """`GPU i: …` lines of `nvidia-smi -L` (once per process and binary); 0 when it fails or hangs."""
+    try:
+        out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    return sum(1 for line in out.splitlines() if line.startswith("GPU "))
 
 
 def visible_gpus() -> list[str]:

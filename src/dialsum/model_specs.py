@@ -74,9 +74,14 @@ class TinyModelSpec(Strict):
     num_key_value_heads: int = 4
     pretrain_steps: int = 300
     seed: int = 0
-    with_tags: bool = Field(True, description="false: like every real checkpoint, the vocabulary lacks the "
-                                                 "competition's tags, which dialsum adds (and trains) itself")
-    tie_word_embeddings: bool = Field(True, description="false: the LM head is its own matrix (as in Llama-3.1-8B)")
+    with_tags: bool = Field(False, description="true: the competition's tags are in the vocabulary from the start "
+                                                  "(no real checkpoint has them: dialsum adds and trains them itself)")
+    tie_word_embeddings: bool = Field(True, description="false: the LM head is its own matrix (as in Llama-3-8B)")
+    tokens: Literal["plain", "llama-3"] = Field(
+        "plain", description="special tokens and chat format: plain (<s>, </s>, <pad>, role markers; the template "
+                             "ends a turn with </s>) or llama-3 (MLP-KTLim/llama-3-Korean-Bllossom-8B's facts: the "
+                             "tokenizer adds <|begin_of_text|> and the template writes it too, a turn ends with "
+                             "<|eot_id|> (the tokenizer's EOS), the generation config stops only on <|end_of_text|>)")
 
     @model_validator(mode="after")
     def _head_dim(self):
@@ -150,5 +155,15 @@ class AlignSpec(Strict):
                                                          "margin / ranking loss / reward before and after")
     eval_rows: int | None = Field(None, ge=1, description="dev-select and dev-report rows greedy-scored for SFT and "
                                                          "aligned (None: all); the keep decision sees dev-select only")
-    use_vllm: bool = Field(False, description="grpo on a GPU: TRL's colocated vLLM generates the groups")
+    use_vllm: bool = Field(False, description="refused: TRL 1.16's colocated vLLM cannot serve dialsum's policies "
+                                              "(see the validator); GRPO groups are sampled with transformers")
     seed: int = 0
+
+    @field_validator("use_vllm")
+    @classmethod
+    def _no_trl_vllm(cls, v):
+        if v:
+            raise ValueError("use_vllm: TRL 1.16 asks vLLM to load the 4-bit policy (quantization='bitsandbytes', "
+                             "which the pinned vLLM 0.33 no longer has; TRL supports vLLM 0.22-0.31 only) and cannot "
+                             "serve the tag rows dialsum trains; remove it: GRPO samples its groups with transformers")
+        return v

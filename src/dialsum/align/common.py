@@ -28,6 +28,25 @@ def trainer_kwargs(spec: AlignSpec, cfg: ModelConfig, ckpt_dir: Path) -> dict:
     )
 
 
+class ResumesPolicy:
+    """A Trainer mixin: resuming loads the policy's own adapter too.
+
+    transformers 5.19's `_load_from_checkpoint` loads only the adapters in a checkpoint's sub-folders when it has
+    any (TRL's frozen `ref/`) and never the `default` adapter saved at its root, while step, optimizer and scheduler
+    are restored: a killed DPO/GRPO stage would go on from the SFT weights and silently lose every step before the
+    kill. After the library's load, the root adapter is loaded into the active one."""
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        model = self.model if model is None else model
+        root = Path(resume_from_checkpoint)
+        saved = any((root / f).is_file() for f in ("adapter_model.safetensors", "adapter_model.bin"))
+        if saved and hasattr(model, "load_adapter") and hasattr(model, "active_adapters"):
+            active = model.active_adapters[0]
+            model.load_adapter(str(root), active, is_trainable=True)
+            model.set_adapter(active)
+
+
 def last_checkpoint(ckpt_dir: Path) -> str | None:
     from transformers.trainer_utils import get_last_checkpoint
 
@@ -42,3 +61,15 @@ def curve(log_history: list[dict], keys: dict[str, str]) -> list[dict]:
         if row:
             out.append({"step": h.get("step"), **row})
     return out
+
+
+def free_memory() -> None:
+    """Give back what a deleted trainer held now, not when the garbage collector next runs (the optimizer state and
+    model form reference cycles); on a GPU, return the cached blocks too, so the next engine measures a free card."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

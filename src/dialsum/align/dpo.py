@@ -15,13 +15,18 @@ from dialsum.io.data import Dialogue
 
 def encode_pair(tokenizer, cfg: ModelConfig, d: Dialogue, chosen: str, rejected: str, stops: list[int]) -> dict:
     """{prompt_ids, chosen_ids, rejected_ids}: the prompt as generation reads it, each completion as SFT's target
-    (ending in the end token the model was trained to write)."""
+    (ending in the end token the model was trained to write), except a sample that generation cut at
+    `max_new_tokens` (it never wrote an end token: its log-probability is that of its tokens alone, and DPO must not
+    teach the model to stop, or not to stop, where the limit cut it)."""
     from dialsum.models.encoding import encode_training_example
     from dialsum.models.prompts import IGNORE_INDEX
 
     def split(text: str) -> tuple[list[int], list[int]]:
         ex = encode_training_example(tokenizer, Dialogue(d.fname, d.dialogue, text), cfg, stops)
         k = next(i for i, x in enumerate(ex["labels"]) if x != IGNORE_INDEX)
+        own = tokenizer(text, add_special_tokens=False)["input_ids"]
+        if len(own) >= cfg.max_new_tokens - 1:  # as long as the limit allows: the limit, not the model, ended it
+            return ex["input_ids"][:k], own[: cfg.max_new_tokens]
         return ex["input_ids"][:k], ex["input_ids"][k:]
 
     p1, c = split(chosen)
@@ -41,16 +46,18 @@ def make_trainer(model, tokenizer, cfg: ModelConfig, spec: AlignSpec, train_ds, 
                  callbacks: list):
     from trl import DPOConfig, DPOTrainer
 
-    from dialsum.align.common import trainer_kwargs
+    from dialsum.align.common import ResumesPolicy, trainer_kwargs
+    from dialsum.align.policy import trl_keeps_the_policy
 
-    class Pretokenized(DPOTrainer):
+    class Pretokenized(ResumesPolicy, DPOTrainer):
         def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
             return dataset  # already {prompt_ids, chosen_ids, rejected_ids} in dialsum's encoding
 
     args = DPOConfig(**trainer_kwargs(spec, cfg, ckpt_dir), beta=spec.beta, max_length=None,
                      per_device_eval_batch_size=spec.batch_size)
-    return Pretokenized(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
-                        processing_class=tokenizer, callbacks=callbacks)
+    with trl_keeps_the_policy(model):
+        return Pretokenized(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
+                            processing_class=tokenizer, callbacks=callbacks)
 
 
 def heldout_margin(trainer, eval_ds) -> dict:

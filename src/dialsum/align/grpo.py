@@ -5,7 +5,8 @@ reward relative to its group, the KL term (beta) keeps the policy near SFT (TRL'
 Prompts are dialsum's own encoding: the dataset's `prompt` column carries the fname and `_tokenize_prompts` (TRL
 1.16) maps it to the ids generation uses, so the model samples from exactly the prompt SFT trained on. Generation
 stops on dialsum's stop ids (end-of-turn included) because TRL reads them from the model's generation config.
-On a GPU, `align.use_vllm` makes TRL generate with vLLM colocated with training (TRL's `vllm_mode="colocate"`).
+Groups are sampled with transformers `generate` (TRL's colocated vLLM cannot load a 4-bit policy with the pinned
+vLLM, nor serve trained tag rows: `align.use_vllm` is refused by config validation).
 """
 from __future__ import annotations
 
@@ -25,23 +26,25 @@ def make_trainer(model, tokenizer, cfg: ModelConfig, spec: AlignSpec, rows: list
                  stops: list[int], ckpt_dir: Path, callbacks: list):
     from trl import GRPOConfig, GRPOTrainer
 
-    from dialsum.align.common import trainer_kwargs
+    from dialsum.align.common import ResumesPolicy, trainer_kwargs
+    from dialsum.align.policy import trl_keeps_the_policy
     from dialsum.models.encoding import encode_input
 
     prompt_ids = {d.fname: encode_input(tokenizer, d.dialogue, cfg) for d in rows}
     model.generation_config.eos_token_id = list(stops)  # TRL stops and masks completions on these
 
-    class DialsumPrompts(GRPOTrainer):
+    class DialsumPrompts(ResumesPolicy, GRPOTrainer):
         def _tokenize_prompts(self, prompts: list):
             return [list(prompt_ids[p]) for p in prompts], None, {}
 
     kw = trainer_kwargs(spec, cfg, ckpt_dir)
     kw["per_device_train_batch_size"] = spec.batch_size * spec.samples  # completions per step: prompts x group
     args = GRPOConfig(**kw, num_generations=spec.samples, beta=spec.beta, temperature=spec.temperature,
-                      top_p=spec.top_p, max_completion_length=cfg.max_new_tokens, use_vllm=spec.use_vllm,
-                      vllm_mode="colocate", log_completions=False, disable_dropout=True)
-    return DialsumPrompts(model=model, reward_funcs=[reward], args=args, train_dataset=prompt_dataset(rows),
-                          processing_class=tokenizer, callbacks=callbacks)
+                      top_p=spec.top_p, max_completion_length=cfg.max_new_tokens, use_vllm=False,
+                      log_completions=False, disable_dropout=True)
+    with trl_keeps_the_policy(model):
+        return DialsumPrompts(model=model, reward_funcs=[reward], args=args, train_dataset=prompt_dataset(rows),
+                              processing_class=tokenizer, callbacks=callbacks)
 
 
 CURVE = {"loss": "loss", "reward": "reward", "reward_std": "reward_std", "kl": "kl",

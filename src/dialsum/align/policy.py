@@ -9,6 +9,7 @@ adapter and no `ref_model`, it copies the adapter to a frozen `ref` adapter (dpo
 from __future__ import annotations
 
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 from dialsum.config import DecodingSpec, ModelConfig
@@ -57,6 +58,32 @@ def expose_head_bias(model) -> int:
             object.__setattr__(module, "bias", None)
             n += 1
     return n
+
+
+@contextmanager
+def trl_keeps_the_policy(model):
+    """Build a TRL trainer inside this block: it undoes what TRL 1.16's DPO/GRPO constructors do to a policy that
+    already holds an adapter.
+
+    * On a k-bit base they round every trainable tensor to bf16, where small updates vanish (at lr 5e-6 most LoRA
+      entries never move) and the SFT weights themselves lose their low bits: the exact fp32 tensors are put back.
+    * The frozen `ref` adapter is a copy of the parameters named `.default.`, which misses PEFT's trainable-token
+      rows (`…trainable_tokens_delta.default`, no trailing dot): `ref` would read and write the competition's tags
+      with the base's untrained rows (KL and implicit reward far from 0 on tag tokens before any step). Every
+      `default` tensor is copied into its `ref` twin, so the reference is exactly the SFT policy."""
+    import torch
+
+    exact = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    yield
+    params = dict(model.named_parameters())
+    for name, value in exact.items():
+        params[name].data = value
+    with torch.no_grad():
+        for name, param in params.items():
+            parts = name.split(".")
+            twin = params.get(".".join("ref" if p == "default" else p for p in parts)) if "default" in parts else None
+            if twin is not None:
+                twin.data = param.data.detach().clone().to(twin.dtype)
 
 
 def greedy_preds(model, tokenizer, cfg: ModelConfig, rows: list[Dialogue], stops: list[int],

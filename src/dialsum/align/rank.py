@@ -112,6 +112,10 @@ def make_trainer(model, tokenizer, cfg: ModelConfig, spec: AlignSpec, train_exam
         inner = Collator(tokenizer.pad_token_id)
 
     class BrioTrainer(Trainer):
+        # the loss is a per-micro-batch mean: the Trainer must divide it by gradient accumulation (it would not, as
+        # the model's forward takes **kwargs and it then assumes a loss normalised over the whole accumulated batch)
+        loss_is_scaled_for_ga = False
+
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             loss, rl, mle = brio_loss(model, inputs, spec, seq2seq)
             self._dialsum_parts = (float(rl.detach()), float(mle.detach()))

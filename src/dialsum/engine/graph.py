@@ -181,13 +181,20 @@ def prefs_stage(ctx: RunContext, m: ModelConfig) -> Stage:
 
 
 def align_stage(ctx: RunContext, m: ModelConfig) -> Stage:
-    """Preference optimisation after SFT (`align.method`), kept only when it beats SFT on dev-select."""
+    """Preference optimisation after SFT (`align.method`), kept only when it beats SFT on dev-select by more than
+    one standard error, both scored greedy with the backend (and quantisation, batch) the generate stage uses:
+    those are keyed, with the model fields that change generated text."""
     tr = ctx.stages.get(f"train:{m.name}") or train_stage(ctx, m)
     base_id, base_path, _ = base_of(ctx, m)
+    gen = ctx.cfg.generate
+    backend = resolved_backend(m, ctx.backend or gen.backend, gen.quantization)
     inputs = {"train": tr.key, "base": base_id, "align": m.align.model_dump(mode="json"),
-              "train_data": ctx.hashes["train"], "metric": metric_inputs(ctx.cfg), **split_inputs(ctx)}
+              "train_data": ctx.hashes["train"], "metric": metric_inputs(ctx.cfg), **split_inputs(ctx),
+              "scoring": {"backend": backend, **quantization_key(gen), "batch_size": gen.batch_size,
+                          "model": _model_dump(m, NOT_FOR_GENERATION | {"decodings"})}}
     context = {"data_dir": str(ctx.data_dir), "base_path": base_path, "trained": str(tr.out_dir(ctx.cache)),
-               "model": m.model_dump(mode="json")}
+               "model": m.model_dump(mode="json"),
+               "generate": gen.model_copy(update={"backend": backend}).model_dump(mode="json")}
     deps = [tr.name]
     if m.align.method in ("dpo", "rank"):
         pr = ctx.stages.get(f"prefs:{m.name}") or prefs_stage(ctx, m)

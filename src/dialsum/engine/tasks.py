@@ -113,10 +113,11 @@ def prefs(inputs: dict, context: dict, out: Path) -> dict:
 
 def align(inputs: dict, context: dict, out: Path) -> dict:
     """Preference optimisation after SFT (dialsum.align.run): the aligned weights, kept only when they beat SFT's
-    greedy dev-select score; align_result.json says which, with both scores and the training curve."""
+    greedy dev-select score (generated as the generate stage will) by more than one standard error;
+    align_result.json says which, with both scores and the training curve."""
     from dialsum.align.preferences import align_rows, check_train_only, read_preferences
     from dialsum.align.run import align_model
-    from dialsum.config import ModelConfig
+    from dialsum.config import GenerateSpec, ModelConfig
 
     cfg = ModelConfig.model_validate(context["model"])
     data = load_competition(Path(context["data_dir"]))
@@ -127,8 +128,10 @@ def align(inputs: dict, context: dict, out: Path) -> dict:
         check_train_only(prefs, {d.fname for d in data.train}, Path(context["prefs"]))
     r = align_model(cfg, context["base_path"], weights_of({"trained": context["trained"]}), rows,
                     _dev_rows(data, inputs["dev_select"]), _dev_rows(data, inputs["dev_report"]), prefs, out,
-                    inputs["metric"], callbacks=faults.from_env("align"))
-    return {k: r.get(k) for k in ("method", "kept", "reason", "weights", "steps", "sft", "aligned", "heldout")} | {
+                    inputs["metric"], callbacks=faults.from_env("align"),
+                    gen=GenerateSpec.model_validate(context["generate"]))
+    return {k: r.get(k) for k in ("method", "kept", "reason", "weights", "steps", "sft", "aligned", "heldout",
+                                  "gain")} | {
         "result": str(out / "align_result.json")}
 
 

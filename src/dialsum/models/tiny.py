@@ -13,6 +13,8 @@ from dialsum.config import TinyModelSpec
 from dialsum.io.data import Dialogue
 
 from dialsum.models.special_tokens import MASK_TAGS, SPEAKER_TAGS
+from dialsum.models.standins import LLAMA3_TEMPLATE, LLAMA3_TOKENS
+
 ROLE_TOKENS = ["<|system|>", "<|user|>", "<|assistant|>"]
 CHAT_TEMPLATE = (
     "{{ bos_token }}{% for m in messages %}"
@@ -23,23 +25,36 @@ CHAT_TEMPLATE = (
 )
 
 
-def build_tokenizer(texts: list[str], vocab_size: int, with_tags: bool = True):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+def build_tokenizer(texts: list[str], vocab_size: int, with_tags: bool = False, tokens: str = "plain"):
+    """A byte-level BPE trained on `texts`. `tokens` picks the special tokens and chat format: `plain` (its own
+    markers) or `llama-3` (MLP-KTLim/llama-3-Korean-Bllossom-8B's: BOS added by the tokenizer and written by the
+    template, `<|eot_id|>` ending a turn and serving as EOS, `<|end_of_text|>` as pad). The competition's tags are
+    left out unless `with_tags` (no real checkpoint has them; dialsum adds them as it does to every checkpoint)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE(unk_token=None))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    special = ["<pad>", "<s>", "</s>"] + ROLE_TOKENS
+    llama3 = tokens == "llama-3"
+    special = LLAMA3_TOKENS if llama3 else ["<pad>", "<s>", "</s>"] + ROLE_TOKENS
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=special, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(texts, trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
-                                   padding_side="left", additional_special_tokens=ROLE_TOKENS)
+    if llama3:
+        bos = "<|begin_of_text|>"
+        tok.post_processor = processors.TemplateProcessing(single=f"{bos} $A", pair=f"{bos} $A {bos} $B",
+                                                           special_tokens=[(bos, tok.token_to_id(bos))])
+        fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=bos, eos_token="<|eot_id|>",
+                                       pad_token="<|end_of_text|>", padding_side="left",
+                                       extra_special_tokens=["<|start_header_id|>", "<|end_header_id|>"])
+    else:
+        fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+                                       padding_side="left", additional_special_tokens=ROLE_TOKENS)
     # Speaker and mask tags are atomic tokens but not "special": decoding must keep them in summaries.
     if with_tags:
         fast.add_tokens(SPEAKER_TAGS + MASK_TAGS)
-    fast.chat_template = CHAT_TEMPLATE
+    fast.chat_template = LLAMA3_TEMPLATE if llama3 else CHAT_TEMPLATE
     return fast
 
 
@@ -53,7 +68,7 @@ def build_tiny_model(out_dir: Path, train: list[Dialogue], spec: TinyModelSpec |
     spec = spec or TinyModelSpec()
     out_dir = Path(out_dir)
     texts = [d.dialogue for d in train] + [d.summary for d in train if d.summary]
-    tokenizer = build_tokenizer(texts, spec.vocab_size, spec.with_tags)
+    tokenizer = build_tokenizer(texts, spec.vocab_size, spec.with_tags, spec.tokens)
     torch.manual_seed(spec.seed)
     if family == "seq2seq":
         return _save(_tiny_bart(tokenizer, texts, spec), tokenizer, out_dir)
@@ -62,6 +77,8 @@ def build_tiny_model(out_dir: Path, train: list[Dialogue], spec: TinyModelSpec |
     if spec.pretrain_steps:
         _pretrain(model, tokenizer, texts, spec.pretrain_steps, spec.seed)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
+    if spec.tokens == "llama-3":  # Bllossom's generation_config.json: eos is <|end_of_text|> alone, not <|eot_id|>
+        model.generation_config.eos_token_id = tokenizer.convert_tokens_to_ids("<|end_of_text|>")
     return _save(model, tokenizer, out_dir)
 
 

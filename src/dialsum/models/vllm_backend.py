@@ -18,15 +18,18 @@ from pathlib import Path
 from dialsum.config import DecodingSpec, GenerateSpec, ModelConfig, vllm_lora_rank
 from dialsum.hardware import has_cuda
 
+ONLINE_FP8 = "fp8_per_tensor"
 
-def _vllm_dtype(cfg: ModelConfig, cuda: bool) -> str:
-    if cfg.precision == "fp32":
-        return "float32"
-    if cfg.precision == "fp16":
-        return "float16"
-    if cfg.precision == "bf16":
-        return "bfloat16"
-    return "bfloat16" if cuda else "float32"
+
+def vllm_dtype(cfg: ModelConfig) -> str:
+    """The dtype vLLM serves in: the compute dtype training and merging use (`loading.compute_dtype`), so `precision:
+    auto` on a card without bf16 (T4, V100: compute capability < 8.0, which vLLM refuses bf16 on) serves fp16 as the
+    merged checkpoint was written, and fp32 on CPU."""
+    import torch
+
+    from dialsum.models.loading import compute_dtype
+
+    return {torch.bfloat16: "bfloat16", torch.float16: "float16", torch.float32: "float32"}[compute_dtype(cfg.precision)]
 
 
 def _has_token_rows(adapter: Path) -> bool:
@@ -92,6 +95,9 @@ def _merge(cfg: ModelConfig, base_path: str, adapter: Path | None, out: Path) ->
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     del model
+    import gc
+
+    gc.collect()  # the merged model's tensors sit in reference cycles: freed now, not when the collector next runs
     if device != "cpu":
         import torch
 
@@ -153,7 +159,7 @@ class VLLMEngine:
         base_path, adapter_dir = servable_checkpoint(cfg, base_path, adapter_dir, Path(work_dir))
         self._merged = Path(base_path) if Path(base_path) == Path(work_dir).resolve() / "vllm-model" else None
         self.tokenizer = load_tokenizer(base_path, cfg)
-        kwargs = dict(model=base_path, tokenizer=base_path, dtype=_vllm_dtype(cfg, cuda), seed=cfg.train.seed,
+        kwargs = dict(model=base_path, tokenizer=base_path, dtype=vllm_dtype(cfg), seed=cfg.train.seed,
                       max_model_len=gen.max_model_len or (cfg.max_input_tokens + cfg.max_new_tokens),
                       tensor_parallel_size=gen.tensor_parallel_size, trust_remote_code=cfg.trust_remote_code,
                       revision=cfg.revision, enable_lora=adapter_dir is not None, enforce_eager=gen.enforce_eager)
@@ -165,7 +171,9 @@ class VLLMEngine:
             if gen.quantization == "4bit" or not cuda:
                 raise DialsumError(f"generate.quantization {gen.quantization}: vLLM has no 4-bit loading and its 8-bit "
                                    f"(online fp8) needs a CUDA GPU; use backend hf")
-            kwargs["quantization"] = "fp8"  # vLLM quantises the bf16 weights to fp8 as it loads them
+            # vLLM quantises the weights to fp8 as it loads them (W8A16 via FP8 Marlin below fp8 hardware); `fp8` is
+            # a deprecated alias of this online method
+            kwargs["quantization"] = ONLINE_FP8
         if cuda:
             kwargs["gpu_memory_utilization"] = gen.gpu_memory_utilization
         else:

@@ -88,3 +88,27 @@ def with_interval(values: Sequence[float], samples: int = SAMPLES, seed: int = S
     low, high = interval(values, samples, seed)
     v = np.asarray(values, dtype=np.float64)
     return {"final": float(v.mean()) if len(v) else 0.0, "ci_low": low, "ci_high": high, "n": len(v)}
+
+
+@dataclass(frozen=True)
+class Gain:
+    """A choice's held-out gain: the mean per-row gain, its standard error, and whether it is kept (beyond one SE)."""
+    gain: float
+    se: float
+    keep: bool
+    why: str
+
+
+def one_se_gain(per_row_gain: Sequence[float]) -> Gain:
+    """dialsum's rule for every choice made on dev-select: keep the change only when the mean of its per-row gain
+    exceeds one standard error of that mean (so a gain a small dev set cannot tell from noise keeps the simpler
+    choice)."""
+    g = np.asarray(per_row_gain, dtype=np.float64)
+    n = len(g)
+    gain = float(g.mean()) if n else 0.0
+    se = float(g.std(ddof=1) / np.sqrt(n)) if n > 1 else 0.0
+    if gain <= 1e-9:
+        return Gain(gain, se, False, "does not help" if gain < -1e-9 else "changes nothing")
+    if gain <= se + 1e-9:
+        return Gain(gain, se, False, f"gain within one standard error ({gain:+.3f} <= {se:.3f}): noise")
+    return Gain(gain, se, True, f"gain beyond one standard error ({gain:+.3f} > {se:.3f})")

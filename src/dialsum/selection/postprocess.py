@@ -12,6 +12,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from dialsum.scoring.bootstrap import one_se_gain
+
 _ECHO = re.compile(r"^\s*(?:###\s*(?:Response|Answer|응답|요약)\s*:?|<\|?assistant\|?>|assistant\s*\n|"
                    r"(?:요약|요약문|Summary|summary)\s*[:：])\s*")
 _ROLE_TOKENS = re.compile(r"<\|(?:system|user|assistant|im_start|im_end|eot_id|end_of_text|endoftext)\|>|</?s>")
@@ -164,15 +166,8 @@ def folds(n: int, k: int, seed: int) -> list[np.ndarray]:
 def _judge(rule: str, on: np.ndarray, off: np.ndarray, held_gain: np.ndarray) -> RuleGain:
     """Kept only when the held-out gain (mean over rows of a per-row gain) exceeds one standard error of it."""
     n = len(held_gain)
-    gain = float(held_gain.mean()) if n else 0.0
-    se = float(held_gain.std(ddof=1) / np.sqrt(n)) if n > 1 else 0.0
-    if gain <= 1e-9:
-        keep, why = False, "does not help" if gain < -1e-9 else "changes nothing"
-    elif gain <= se + 1e-9:
-        keep, why = False, f"gain within one standard error ({gain:+.3f} <= {se:.3f}): noise"
-    else:
-        keep, why = True, f"gain beyond one standard error ({gain:+.3f} > {se:.3f})"
-    return RuleGain(rule, float(on.mean()) if n else 0.0, float(off.mean()) if n else 0.0, gain, se, keep, why)
+    g = one_se_gain(held_gain)
+    return RuleGain(rule, float(on.mean()) if n else 0.0, float(off.mean()) if n else 0.0, g.gain, g.se, g.keep, g.why)
 
 
 def ablate(preds: Sequence[str], refs: Sequence[Sequence[str]], rules: Sequence[str],
