@@ -107,6 +107,26 @@ def tiny_model_dir(shared_tmp, sample_data) -> Path:
 
 
 @pytest.fixture(scope="session")
+def pretagged_tiny_dir(shared_tmp, sample_data) -> Path:
+    """A tiny Llama whose vocabulary already holds the competition's tags (no real checkpoint's does), for the tests
+    about that case: vLLM serving a LoRA adapter by LoRARequest, which it can only when the base knows every token
+    and the adapter trains no token rows."""
+    from dialsum.config import TinyModelSpec
+    from dialsum.models.tiny import build_tiny_model
+
+    make = lambda out: build_tiny_model(out / "model", sample_data.train, TinyModelSpec(pretrain_steps=60, with_tags=True))  # noqa: E731
+    return built_once(shared_tmp, "tiny-pretagged", make) / "model"
+
+
+@pytest.fixture(scope="session")
+def pretagged_tiny_cfg(pretagged_tiny_dir):
+    from dialsum.config import load_model_config
+
+    cfg = load_model_config(ROOT / "configs" / "models" / "tiny.yaml")
+    return cfg.model_copy(update={"path": str(pretagged_tiny_dir), "tiny": None})
+
+
+@pytest.fixture(scope="session")
 def tiny_cfg(tiny_model_dir):
     from dialsum.config import load_model_config
 
@@ -128,8 +148,8 @@ def tiny_bart_dir(shared_tmp, sample_data) -> Path:
     from dialsum.config import TinyModelSpec
     from dialsum.models.tiny import build_tiny_model
 
-    def make(out: Path) -> None:
-        build_tiny_model(out / "model", sample_data.train, TinyModelSpec(pretrain_steps=60, with_tags=False),
+    def make(out: Path) -> None:  # without the tags as tokens, 60 denoising steps leave it repeating one word
+        build_tiny_model(out / "model", sample_data.train, TinyModelSpec(pretrain_steps=150, with_tags=False),
                          family="seq2seq")
     return built_once(shared_tmp, "tiny-bart", make) / "model"
 

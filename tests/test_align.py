@@ -188,7 +188,8 @@ class _WeightsAtStart:
             def on_train_begin(self, args, state, control, model=None, **kw):
                 for name in model.peft_config:
                     seen[name] = {k: v.detach().cpu().clone()
-                                  for k, v in get_peft_model_state_dict(model, adapter_name=name).items()}
+                                  for k, v in get_peft_model_state_dict(model, adapter_name=name,
+                                                                        save_embedding_layers=False).items()}
         return At()
 
 

@@ -76,11 +76,11 @@ def test_logprob_is_the_teacher_forced_sum_through_the_stop_token(tiny_cfg, samp
     import torch
 
     from dialsum.models.hf_backend import _logprobs, stop_token_ids
-    from dialsum.models.loading import load_model, load_tokenizer
+    from dialsum.models.loading import load_for_inference
     from dialsum.models.encoding import encode_input
 
-    tok = load_tokenizer(tiny_cfg.path, tiny_cfg)
-    model = load_model(tiny_cfg.path, tiny_cfg).eval()
+    tok, model = load_for_inference(tiny_cfg, tiny_cfg.path, None, quantization="4bit")  # as QLoRA's base
+    model.eval()
     prompts = [encode_input(tok, r.dialogue, tiny_cfg) for r in sample_data.dev[:4]]
     stops = stop_token_ids(model, tok)
     width = max(map(len, prompts))

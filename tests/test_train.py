@@ -9,7 +9,7 @@ import torch
 
 from dialsum.config import MetricSpec
 from dialsum.faults import StopAfter
-from dialsum.models.loading import load_model, load_tokenizer
+from dialsum.models.loading import load_for_inference, load_model, load_tokenizer
 from dialsum.models.prompts import IGNORE_INDEX, AUGMENT_INSTRUCTIONS, PromptStyle, encode_example
 from dialsum.models.encoding import style_of
 from dialsum.models.training import build_examples, train_model
@@ -52,8 +52,15 @@ def test_lora_gradients_after_eval_pass_equal_dequantised_fp32_reference(tiny_cf
     batch = {k: torch.tensor([v]) for k, v in ex.items()}
     lcfg = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=tiny_cfg.target_modules, init_lora_weights=False)
 
+    from dialsum.models.loading import fit_embeddings
+
+    def base(quantization):  # as training loads it: rows for the tags the checkpoint's vocabulary lacks
+        m = load_model(tiny_cfg.path, tiny_cfg, quantization=quantization)
+        fit_embeddings(m, tok)
+        return m
+
     torch.manual_seed(0)
-    q = get_peft_model(load_model(tiny_cfg.path, tiny_cfg, quantization="4bit"), lcfg)
+    q = get_peft_model(base("4bit"), lcfg)
     q.eval()
     with torch.no_grad():
         q(**batch)  # the eval-mode forward that used to corrupt later gradients
@@ -61,7 +68,7 @@ def test_lora_gradients_after_eval_pass_equal_dequantised_fp32_reference(tiny_cf
     q(**batch).loss.backward()
 
     torch.manual_seed(0)
-    ref = get_peft_model(load_model(tiny_cfg.path, tiny_cfg, quantization="none"), lcfg)
+    ref = get_peft_model(base("none"), lcfg)
     # give the reference exactly the dequantised 4-bit weights
     qmods = dict(q.named_modules())
     with torch.no_grad():
@@ -94,11 +101,28 @@ def test_qlora_training_loss_falls_scores_dev_and_saves_a_reloadable_best_adapte
     assert r.losses[-1] < r.losses[0] * 0.8
     assert len(r.dev_history) == 3 and all(h["eval_dev_final"] >= 0 for h in r.dev_history)
     assert r.best_dev_final == max(h["eval_dev_final"] for h in r.dev_history)
-    base = load_model(cfg.path, cfg, quantization="none")
-    model = PeftModel.from_pretrained(base, str(r.adapter_dir))
-    assert any("lora_A" in n for n, _ in model.named_parameters())
     saved = json.loads((tmp_path / "train_result.json").read_text())
     assert saved["global_step"] == 27
+    # the adapter and every checkpoint hold LoRA and the tags' trained rows, never the two whole embedding matrices
+    # PEFT adds by default once the vocabulary was resized for the tags (~4 GiB each for an 8B Llama-3)
+    from safetensors.torch import load_file
+
+    from dialsum.models.loading import load_for_inference
+    from dialsum.models.special_tokens import TAGS
+
+    for f in [r.adapter_dir / "adapter_model.safetensors", *tmp_path.glob("checkpoints/*/adapter_model.safetensors")]:
+        keys = load_file(str(f))
+        assert not [k for k in keys if "base_layer" in k], f
+        assert sum("trainable_tokens_delta" in k for k in keys) == 2, f  # input rows and the untied head's rows
+    # reloaded as generation loads it, the tags' rows are the trained ones
+    tok, model = load_for_inference(cfg, cfg.path, r.adapter_dir)
+    assert isinstance(model, PeftModel) and any("lora_A" in n for n, _ in model.named_parameters())
+    merged = model.merge_and_unload()
+    saved_rows = load_file(str(r.adapter_dir / "adapter_model.safetensors"))
+    ids = tok.convert_tokens_to_ids(TAGS)
+    for layer, key in ((merged.get_input_embeddings(), "embed_tokens"), (merged.get_output_embeddings(), "lm_head")):
+        [delta] = [v for k, v in saved_rows.items() if "trainable_tokens_delta" in k and key in k]
+        assert layer.weight[ids].equal(delta)
 
 
 def test_resume_after_kill_reaches_the_same_total_steps(tiny_cfg, sample_data, tmp_path):
@@ -118,12 +142,21 @@ def test_resume_after_kill_reaches_the_same_total_steps(tiny_cfg, sample_data, t
     assert logged_steps == [2, 4, 6, 8, 10, 12]  # history carried over from before the kill, no step repeated
 
 
+def _tiny_default(base_dir: str):
+    """configs/models/tiny.yaml pointing at a built base, as the generate stage loads it."""
+    from dialsum.config import load_model_config
+
+    from conftest import ROOT
+
+    return load_model_config(ROOT / "configs" / "models" / "tiny.yaml").model_copy(update={"path": base_dir,
+                                                                                          "tiny": None})
+
+
 def test_dialsum_train_cli_with_the_default_config(tmp_path, pipeline_seed):
     """The acceptance path: `dialsum train --config configs/default.yaml` (4-bit QLoRA on CPU, in a child process)."""
     import re
 
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM
 
     from conftest import run_cli
     from pipelines import seed_stages
@@ -141,8 +174,8 @@ def test_dialsum_train_cli_with_the_default_config(tmp_path, pipeline_seed):
     assert result["best_dev_final"] == max(h["eval_dev_final"] for h in result["dev_history"])
     assert stage["result"]["adapter"] == result["adapter_dir"]
     base_dir = manifest["stages"]["build:tiny"]["result"]["path"]
-    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir), result["adapter_dir"])
-    assert any("lora_B" in n for n, _ in model.named_parameters())
+    _, model = load_for_inference(_tiny_default(base_dir), base_dir, Path(result["adapter_dir"]))
+    assert isinstance(model, PeftModel) and any("lora_B" in n for n, _ in model.named_parameters())
     assert manifest["stages"]["train:tiny"]["status"] == "ran"
 
 
@@ -154,7 +187,6 @@ def test_torchrun_two_processes_train_the_configured_epochs_into_one_intact_adap
     import sys
 
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM
 
     from conftest import ROOT
     from pipelines import seed_stages
@@ -176,8 +208,8 @@ def test_torchrun_two_processes_train_the_configured_epochs_into_one_intact_adap
     assert result["global_step"] == 30
     assert sorted(p.name for p in out.iterdir() if p.name.startswith("adapter")) == ["adapter"]
     base_dir = json.loads((run_dir / "manifest.json").read_text())["stages"]["build:tiny"]["result"]["path"]
-    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir), str(out / "adapter"))
-    assert any("lora_B" in n for n, _ in model.named_parameters())
+    _, model = load_for_inference(_tiny_default(base_dir), base_dir, out / "adapter")
+    assert isinstance(model, PeftModel) and any("lora_B" in n for n, _ in model.named_parameters())
 
 
 def test_lora_and_tag_rows_are_fp32_on_a_bf16_base(tiny_cfg, sample_data, tmp_path):

@@ -112,7 +112,7 @@ def test_a_failing_trial_is_marked_fail_and_a_hopeless_one_is_pruned(tmp_path, p
     good = {"lora_r": 16, "alpha_multiple": 2.0, "dropout": 0.0, "learning_rate": 3e-3, "epochs": 2}
     cfg = tune_yaml(tmp_path, "robust", pipeline_seed,
                     pruner={"name": "median", "n_startup_trials": 1, "n_warmup_steps": 0},
-                    enqueue=[good, {**good, "epochs": 0}, {**good, "learning_rate": 1e-9}])
+                    enqueue=[good, {**good, "epochs": 0}, {**good, "learning_rate": 1.0}])  # lr 1: garbage
     r = run_cli("tune", "--config", str(cfg), "--trials", "3", "--workers", "1", "--no-summary")
     assert r.returncode == 0, r.stderr[-3000:]
     assert "no held-out check (--no-summary)" in r.stdout  # the check itself: the tests above

@@ -1,5 +1,10 @@
-"""vLLM (CPU build) for real: greedy equals transformers greedy token for token, with and without a LoRA adapter;
-`n` samples and beam widths give the right counts; the same seed gives the same candidates. Never skipped."""
+"""vLLM (CPU build) for real, serving a LoRA adapter by LoRARequest: greedy equals transformers greedy token for
+token, with and without the adapter; `n` samples and beam widths give the right counts; the same seed gives the same
+candidates. Never skipped.
+
+vLLM serves an adapter this way only on a base whose vocabulary already holds the competition's tags (the adapter
+then trains no token rows), so this module's tiny model is pre-tagged; real checkpoints are tag-less and take the
+merged path, tested in test_vllm_tagless.py."""
 from __future__ import annotations
 
 import multiprocessing
@@ -13,7 +18,8 @@ from dialsum.models.training import train_model
 
 
 @pytest.fixture(scope="module")
-def adapter(tiny_cfg, sample_data, tmp_path_factory):
+def adapter(pretagged_tiny_cfg, sample_data, tmp_path_factory):
+    tiny_cfg = pretagged_tiny_cfg
     cfg = tiny_cfg.model_copy(update={"train": tiny_cfg.train.model_copy(
         update={"max_steps": 10, "eval_steps": 10, "eval_subset": 2, "early_stopping_patience": None})})
     return train_model(cfg, cfg.path, sample_data.train, sample_data.dev, tmp_path_factory.mktemp("ad"), MetricSpec()).adapter_dir
@@ -43,12 +49,12 @@ def chat_model_with_its_own_end_token(tiny_cfg, dst, rows):
 
 
 @pytest.fixture(scope="module")
-def engines(tiny_cfg, adapter, sample_data, tmp_path_factory):
+def engines(pretagged_tiny_cfg, adapter, sample_data, tmp_path_factory):
     from dialsum.models.generation import HFEngine
     from dialsum.models.vllm_backend import VLLMEngine
 
     work = tmp_path_factory.mktemp("vllm")
-    cfg, plain = chat_model_with_its_own_end_token(tiny_cfg, work / "chat-model", sample_data.dev[:8])
+    cfg, plain = chat_model_with_its_own_end_token(pretagged_tiny_cfg, work / "chat-model", sample_data.dev[:8])
     v = VLLMEngine(cfg, cfg.path, adapter, GenerateSpec(), work)
     v.plain_base_outputs = plain  # the base's greedy output before the second end token was configured
     yield cfg, v, HFEngine(cfg, cfg.path, adapter, 8), HFEngine(cfg, cfg.path, None, 8)
@@ -62,7 +68,7 @@ def _prompts(cfg, tok, rows):
     return [encode_prompt(tok, d.dialogue, style_of(cfg), cfg.max_input_tokens) for d in rows]
 
 
-def test_vllm_greedy_equals_hf_greedy_with_and_without_lora(engines, sample_data):
+def test_vllm_greedy_equals_hf_greedy_with_and_without_lora_on_a_pretagged_base(engines, sample_data):
     cfg, v, hf_lora, hf_base = engines
     prompts = _prompts(cfg, v.tokenizer, sample_data.dev[:8])
     g = DecodingSpec(name="greedy")

@@ -21,7 +21,7 @@ def load_policy(cfg: ModelConfig, base_path: str, sft_weights: Path):
     qlora, k-bit prepared) plus the SFT adapter, trainable; full fine-tuning: the SFT model itself, fp32 master."""
     from dialsum.hardware import has_cuda
     from dialsum.models.encoding import model_stops
-    from dialsum.models.loading import fit_embeddings, is_full_model, load_model, load_tokenizer
+    from dialsum.models.loading import fit_embeddings, is_full_model, lean_adapter_saves, load_model, load_tokenizer
 
     full = is_full_model(sft_weights)
     path = str(sft_weights) if full else base_path
@@ -34,7 +34,7 @@ def load_policy(cfg: ModelConfig, base_path: str, sft_weights: Path):
         if cfg.method == "qlora":
             model = prepare_model_for_kbit_training(
                 model, use_gradient_checkpointing=cfg.train.gradient_checkpointing and has_cuda())
-        model = PeftModel.from_pretrained(model, str(sft_weights), is_trainable=True)
+        model = lean_adapter_saves(PeftModel.from_pretrained(model, str(sft_weights), is_trainable=True))
         expose_head_bias(model)
     stops = model_stops(tokenizer, model.generation_config.eos_token_id, cfg)
     return tokenizer, model, stops

@@ -140,6 +140,19 @@ def trainable_token_rows(model, ids: list[int]):
     return {names[id(emb)]: ids, names[id(head)]: ids}
 
 
+def lean_adapter_saves(model):
+    """Every save of this PEFT model (dialsum's and the Trainer's checkpoints) writes the adapter alone. PEFT's
+    default (`save_embedding_layers="auto"`) adds both whole embedding matrices to every adapter and checkpoint
+    once the vocabulary was resized for the tags: ~4 GiB each for an 8B Llama-3, for rows that are the base's own
+    plus the tags' deterministic starting rows (`fit_embeddings` rebuilds them at every load); the trained tag rows
+    are saved as PEFT's trainable tokens. Returns the model."""
+    import functools
+
+    if hasattr(model, "peft_config"):
+        model.save_pretrained = functools.partial(type(model).save_pretrained, model, save_embedding_layers=False)
+    return model
+
+
 def load_model(path: str, cfg: ModelConfig, quantization: str | None = None, device: str | None = None,
                master_fp32: bool = False):
     """The base model as configured (quantization=None: the config's; "none": full precision, for merges/vLLM);

@@ -82,7 +82,8 @@ def trainable_model(cfg: ModelConfig, base_path: str):
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
     from dialsum.hardware import has_cuda
-    from dialsum.models.loading import check_expected, fit_embeddings, load_model, load_tokenizer, trainable_token_rows
+    from dialsum.models.loading import (check_expected, fit_embeddings, lean_adapter_saves, load_model, load_tokenizer,
+                                        trainable_token_rows)
 
     tokenizer = load_tokenizer(base_path, cfg)
     method = cfg.method
@@ -103,7 +104,7 @@ def trainable_model(cfg: ModelConfig, base_path: str):
                           target_modules=cfg.target_modules,
                           task_type="SEQ_2_SEQ_LM" if cfg.family == "seq2seq" else "CAUSAL_LM",
                           trainable_token_indices=trainable_token_rows(model, new_ids))  # only fresh rows
-        model = get_peft_model(model, lcfg)
+        model = lean_adapter_saves(get_peft_model(model, lcfg))
     return tokenizer, model
 
 
