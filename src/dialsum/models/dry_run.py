@@ -67,9 +67,35 @@ def describe_plan(cfg: ModelConfig, gen: GenerateSpec | None = None) -> str:
         f"visible: {fits(est['train'], visible)}",
         f"    generate:{cfg.name} {est['generate']:.1f} GiB ({_backend(gen)}, quantization {gen.quantization})",
     ]
+    if est["train"] > min(CARDS_GIB.values()):
+        lines.append(_smaller_steps(cfg, gen, inv, est["train"]))
     if cfg.align.method != "none":
         lines.append(_align_line(cfg, est))
     return "\n".join(lines + generation_table(cfg, gen, visible, inv))
+
+
+def _smaller_steps(cfg: ModelConfig, gen: GenerateSpec, inv, need: float) -> str:
+    """What to change when training does not fit the smaller card: the same rows per optimizer step in smaller
+    micro-batches (batch_size halved, grad_accum doubled), else shorter inputs, else a larger card."""
+    card, gib = min(CARDS_GIB.items(), key=lambda kv: kv[1])
+    t = cfg.train
+    batch, accum = t.batch_size, t.grad_accum
+    while batch > 1:
+        batch, accum = (batch + 1) // 2, accum * 2
+        trial = cfg.model_copy(update={"train": t.model_copy(update={"batch_size": batch, "grad_accum": accum})})
+        got = estimate_gpu_gib(trial, gen, inv)["train"]
+        if got <= gib:
+            return (f"    does not fit {card} ({need:.1f} GiB): train.batch_size {batch} and train.grad_accum {accum} "
+                    f"(the same {t.batch_size * t.grad_accum} rows a step) plan {got:.1f} GiB")
+    one = cfg.model_copy(update={"train": t.model_copy(update={"batch_size": 1, "grad_accum": t.batch_size * t.grad_accum})})
+    for cut in (0.75, 0.5):
+        trial = one.model_copy(update={"max_input_tokens": int(cfg.max_input_tokens * cut)})
+        got = estimate_gpu_gib(trial, gen, inv)["train"]
+        if got <= gib:
+            return (f"    does not fit {card} ({need:.1f} GiB): train.batch_size 1, train.grad_accum "
+                    f"{t.batch_size * t.grad_accum} and max_input_tokens {trial.max_input_tokens} plan {got:.1f} GiB "
+                    f"(check `dialsum preview --lengths` for what the shorter input cuts)")
+    return f"    does not fit {card} ({need:.1f} GiB) even at batch 1 with shorter inputs: use a larger card"
 
 
 def _align_line(cfg: ModelConfig, est: dict) -> str:

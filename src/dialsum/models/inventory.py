@@ -110,7 +110,8 @@ def architecture(cfg: ModelConfig) -> tuple[ArchSpec, str]:
     if cfg.tiny is not None:
         t = cfg.tiny
         return ArchSpec(vocab_size=t.vocab_size + 32, hidden_size=t.hidden_size, num_layers=t.num_hidden_layers,
-                        num_kv_heads=t.num_key_value_heads, head_dim=t.hidden_size // t.num_attention_heads), "tiny spec"
+                        num_kv_heads=t.num_key_value_heads, head_dim=t.hidden_size // t.num_attention_heads,
+                        intermediate_size=t.intermediate_size, tie_word_embeddings=t.tie_word_embeddings), "tiny spec"
     cached = cached_config(cfg.path)
     if cached:
         c = cached
