@@ -50,12 +50,8 @@ def test_align_in_a_run_killed_resumed_reused_and_reported(tmp_path, pipeline_se
     assert steps == list(range(1, 9))  # steps 1-4 from before the kill, 5-8 after: resumed, not restarted
     result = json.loads((align_dir / "align_result.json").read_text())
     assert result["steps"] == 8 and result["sft"]["select"]["n"] == 6
-
-    # generation used what the align stage decided
-    parts = man["generate:tiny"]["result"]["parts"]
-    with open(parts[0], newline="", encoding="utf-8") as f:
-        adapters = {row["adapter"] for row in csv.DictReader(f)}
-    assert adapters == {f"align:{man['align:tiny']['key']}"}
+    assert (result["resumed_from_step"], result["steps_this_process"]) == (4, 4)  # resumed, not restarted
+    _generation_follows_the_decision(man, "tiny")
 
     # preference data: train rows only, each score exactly `dialsum score` of that text against that reference
     data = load_competition(SAMPLE)
@@ -87,9 +83,13 @@ def test_align_in_a_run_killed_resumed_reused_and_reported(tmp_path, pipeline_se
     assert margins == [(c["step"], pytest.approx(c["reward_margin"], abs=1e-6)) for c in result["curve"]
                        if "reward_margin" in c]
 
-    # changing only beta: SFT and the samples are reused, align and everything after it re-run
-    r = run_in(tmp_path, cfg, "--set", "models.tiny.align.beta=0.3")
+    # changing only beta: SFT and the samples are reused, align and everything after it re-run; the keep decision
+    # is forced the other way (a test hook), so generation is seen following both decisions
+    opposite = "never" if result["kept"] else "always"
+    r = run_in(tmp_path, cfg, "--set", "models.tiny.align.beta=0.3", env={"DIALSUM_ALIGN_KEEP": opposite})
     assert r.returncode == 0, r.stderr[-3000:]
+    again = json.loads((run_dir_of(r.stdout) / "manifest.json").read_text())["stages"]
+    assert _generation_follows_the_decision(again, "tiny") == (opposite == "always")
     st = statuses(run_dir_of(r.stdout))
     assert {k for k, v in st.items() if v == "cached"} == {"build:tiny", "train:tiny", "prefs:tiny"}
     assert {k for k, v in st.items() if v == "ran"} == {"align:tiny", "generate:tiny", "ensemble", "postprocess",
@@ -108,3 +108,18 @@ def test_align_in_a_run_killed_resumed_reused_and_reported(tmp_path, pipeline_se
     assert summary["check"]["tuned"]["report"] == summary["check"]["default"]["report"]  # the same config, twice
     tuned = yaml.safe_load(Path(summary["tuned_config"]).read_text(encoding="utf-8"))
     assert tuned["models"][0]["align"]["beta"] == 0.1 and tuned["models"][0]["align"]["method"] == "dpo"
+
+
+def _generation_follows_the_decision(stages: dict, model: str) -> bool:
+    """The generate stage's candidates name the weights it loaded: the align stage's when it kept them, else SFT's;
+    the kept weights are the stage's `adapter/` and the greedy dev-select scores it decided on were generated with
+    them. Returns the decision."""
+    align_dir = Path(stages[f"align:{model}"]["dir"])
+    result = json.loads((align_dir / "align_result.json").read_text())
+    with open(stages[f"generate:{model}"]["result"]["parts"][0], newline="", encoding="utf-8") as f:
+        labels = {row["adapter"] for row in csv.DictReader(f)}
+    assert labels == {f"align:{stages[f'align:{model}']['key']}:{'aligned' if result['kept'] else 'sft'}"}
+    assert (align_dir / "adapter").is_dir() == result["kept"] and not (align_dir / "candidate").exists()
+    if result["kept"]:
+        assert result["weights"] == str(align_dir / "adapter")
+    return result["kept"]

@@ -137,6 +137,7 @@ def test_resume_after_kill_reaches_the_same_total_steps(tiny_cfg, sample_data, t
     train_model(cfg, cfg.path, sample_data.train, sample_data.dev, tmp_path, MetricSpec(), resume=True)
     saved = json.loads((tmp_path / "train_result.json").read_text())
     assert saved["global_step"] == 12
+    assert (saved["resumed_from_step"], saved["steps_this_process"]) == (4, 8)  # resumed at 4, not restarted
     final_state = json.loads((tmp_path / "checkpoints" / "checkpoint-12" / "trainer_state.json").read_text())
     logged_steps = [h["step"] for h in final_state["log_history"] if "loss" in h]
     assert logged_steps == [2, 4, 6, 8, 10, 12]  # history carried over from before the kill, no step repeated

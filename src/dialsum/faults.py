@@ -5,6 +5,10 @@ runs die, so that resuming can be tested through the real command line.
                                  checkpoint save at or after optimizer step N; its checkpoints stay on disk.
                                  `KIND:N` (e.g. `align:4`) aims at the stages of that kind instead of `train`.
 
+    DIALSUM_ALIGN_KEEP=always|never
+                                 an align stage keeps (or drops) its aligned weights whatever dev-select says, so a
+                                 test can show generation following either decision; the result says it was forced.
+
 `StopAfter(n)` does the in-process equivalent for tests that call `train_model` directly (raises
 KeyboardInterrupt after the checkpoint of step n). Production code only calls `from_env()`, which returns no
 callback unless a variable above is set. Imports nothing from dialsum; transformers only when a hook is built.
@@ -15,6 +19,7 @@ import os
 import signal
 
 KILL_AFTER_STEPS = "DIALSUM_KILL_AFTER_STEPS"
+ALIGN_KEEP = "DIALSUM_ALIGN_KEEP"
 
 
 def _callback(step: int, action):
@@ -47,3 +52,11 @@ def from_env(kind: str = "train") -> list:
 def StopAfter(steps: int):  # noqa: N802 - reads as the callback it builds
     """A TrainerCallback that ends training with KeyboardInterrupt after the checkpoint save at step `steps`."""
     return _callback(steps, _interrupt)
+
+
+def forced_keep() -> bool | None:
+    """True/False when the environment forces an align stage's keep decision (tests), else None."""
+    value = os.environ.get(ALIGN_KEEP, "")
+    if value not in ("", "always", "never"):
+        raise ValueError(f"{ALIGN_KEEP}={value!r}: always or never")
+    return None if not value else value == "always"

@@ -130,7 +130,7 @@ class AlignSpec(Strict):
 
     dpo and rank learn from K samples per train dialogue of the SFT model, ranked by the metric against the
     reference (the `prefs:<model>` stage); grpo samples online. The aligned weights replace SFT's only when their
-    greedy dev-select score is higher."""
+    greedy dev-select gain (generated as the generate stage will) exceeds one standard error."""
     method: Literal["none", "dpo", "grpo", "rank"] = "none"
     rows: int = Field(64, ge=4, description="train dialogues aligned on (a seeded sample of train; never dev or test)")
     samples: int = Field(4, ge=2, description="dpo/rank: samples per dialogue; grpo: the group size")

@@ -13,11 +13,13 @@ import json
 import shutil
 from pathlib import Path
 
+from dialsum import faults
 from dialsum.align import common
 from dialsum.align.preferences import Ranked, dpo_pairs, ranking_groups, split_heldout
 from dialsum.config import DecodingSpec, GenerateSpec, ModelConfig
 from dialsum.io.data import Dialogue
 from dialsum.io.files import atomic_write_json
+from dialsum.models.training import step_counter
 from dialsum.scoring.bootstrap import Gain, one_se_gain
 from dialsum.scoring.metric import score_corpus
 
@@ -54,7 +56,8 @@ def align_model(cfg: ModelConfig, base_path: str, sft_weights: Path, rows: list[
     fit_names, held_names = split_heldout(list(by_fname), spec.heldout, spec.seed)
     fit, held = set(fit_names), set(held_names)
     ckpt = out / "checkpoints"
-    cbs = list(callbacks or [])
+    counter = step_counter()
+    cbs = [counter, *(callbacks or [])]
     result: dict = {"method": spec.method, "rows": len(rows), "heldout_rows": len(held)}
     scores = _Scorer(cfg, base_path, sel, rep, out / "scoring", gen, metric)
 
@@ -114,6 +117,7 @@ def align_model(cfg: ModelConfig, base_path: str, sft_weights: Path, rows: list[
     after = measure()
     candidate = save_policy(trainer.model, tokenizer, out / "candidate")
     result.update(heldout={"before": before, "after": after}, steps=trainer.state.global_step,
+                  resumed_from_step=counter.resumed_from, steps_this_process=counter.ran,
                   curve=common.curve(trainer.state.log_history, keys))
     del trainer, model, measure
     common.free_memory()  # generation's engine (vLLM on a GPU) gets the card the trainer held
@@ -121,6 +125,9 @@ def align_model(cfg: ModelConfig, base_path: str, sft_weights: Path, rows: list[
     sft = _once(out / "sft_scores.json", lambda: scores(sft_weights, "sft"))
     aligned = scores(candidate, "aligned")
     decision = keep_aligned(sft["select"]["per_dialogue"], aligned["select"]["per_dialogue"])
+    forced = faults.forced_keep()
+    if forced is not None:
+        decision = Gain(decision.gain, decision.se, forced, f"{decision.why}; forced by {faults.ALIGN_KEEP}")
     result.update(sft=sft, aligned=aligned, kept=decision.keep, gain={"gain": decision.gain, "se": decision.se},
                   reason=(f"aligned beats SFT on dev-select: {decision.why}" if decision.keep else
                           f"aligned does not beat SFT on dev-select ({decision.why}): generation uses the SFT weights"))

@@ -109,7 +109,8 @@ def align_lines(run_dir: Path, stages: list[Stage], results: dict[str, dict]) ->
     done = [(s.name.split(":", 1)[1], results[s.name]) for s in stages if s.kind == "align" and s.name in results]
     if not done:
         return []
-    out = ["", "## Alignment after SFT (reward = the leaderboard metric; kept only when dev-select improves)", "",
+    out = ["", "## Alignment after SFT (reward = the leaderboard metric; kept only when its dev-select gain over SFT "
+           "exceeds one standard error, both generated as the generate stage generates)", "",
            "| model | method | steps | held-out objective: before → after | SFT select | aligned select | "
            "SFT report | aligned report | decision |", "|---|---|---:|---|---:|---:|---:|---:|---|"]
     curves = {}

@@ -83,9 +83,11 @@ def generate(inputs: dict, context: dict, out: Path) -> dict:
     data = load_competition(Path(context["data_dir"]))
     splits = {s: data.split(s) for s in inputs["splits"]}
     adapter = weights_of(context)
+    label = context.get("adapter_label")
+    if context.get("aligned"):  # say which weights the align stage's decision gave generation
+        label = f"{label}:{'aligned' if adapter is not None and Path(context['aligned']) in adapter.parents else 'sft'}"
     paths = generate_candidates(cfg, context["base_path"], adapter, splits, out / "candidates",
-                                GenerateSpec.model_validate(context["generate"]), None, out,
-                                adapter_label=context.get("adapter_label"))
+                                GenerateSpec.model_validate(context["generate"]), None, out, adapter_label=label)
     return {"parts": [str(p) for p in paths]}
 
 

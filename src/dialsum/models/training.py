@@ -55,6 +55,23 @@ class Collator:
         return {k: torch.tensor([r[k] + [v] * (width - len(r[k])) for r in rows]) for k, v in fill.items()}
 
 
+def step_counter():
+    """A TrainerCallback recording the step training resumed from (0 for a fresh start) and the optimizer steps this
+    process ran: what proves a resume continued where the kill left it instead of starting again."""
+    from transformers import TrainerCallback
+
+    class StepCounter(TrainerCallback):
+        resumed_from, ran = 0, 0
+
+        def on_train_begin(self, args, state, control, **kw):  # after the checkpoint's state was loaded
+            self.resumed_from = state.global_step
+
+        def on_step_end(self, args, state, control, **kw):
+            self.ran += 1
+
+    return StepCounter()
+
+
 def dev_scorer(tokenizer, dev: list[Dialogue], cfg: ModelConfig, metric: MetricSpec, stops: list[int],
                batch_size: int = 16):
     """A function model -> metric dict (final, rouge1, rouge2, rougeL) from greedy decoding of the dev subset."""
@@ -180,7 +197,8 @@ def train_model(cfg: ModelConfig, base_path: str, train_rows: list[Dialogue], de
             if on_evaluate is not None and metrics and "eval_dev_final" in metrics:
                 on_evaluate(state.global_step, metrics["eval_dev_final"])
 
-    callbacks = [Report(), *(callbacks or [])]
+    counter = step_counter()
+    callbacks = [Report(), counter, *(callbacks or [])]
     if t.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=t.early_stopping_patience))
     if cfg.family == "seq2seq":
@@ -216,6 +234,7 @@ def train_model(cfg: ModelConfig, base_path: str, train_rows: list[Dialogue], de
     atomic_write_json(out_dir / "train_result.json",
                       {"adapter_dir": str(adapter_dir), "method": method, "best_dev_final": best, "dev_history": dev_hist,
                        "losses": losses, "global_step": trainer.state.global_step, "world_size": world,
+                       "resumed_from_step": counter.resumed_from, "steps_this_process": counter.ran,
                        "epoch": trainer.state.epoch})
     trainer.accelerator.wait_for_everyone()
     return result
