@@ -361,3 +361,12 @@ def test_dry_run_plans_align_memory_for_a_real_checkpoint_named_with_a_dot():
 def test_dpo_on_a_seq2seq_model_is_refused_in_one_line(tmp_path):
     r = run_cli("train", "--dry-run", "--config", "configs/default.yaml", "--set", "models.tiny-bart.align.method=dpo")
     assert r.returncode == 2 and "use `rank` for seq2seq" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_trl_vllm_for_grpo_is_refused_by_config_validation_in_one_line():
+    """TRL 1.16 would ask the pinned vLLM for a bitsandbytes 4-bit model (gone from vLLM 0.33) after dev scoring had
+    run: refused before anything runs."""
+    r = run_cli("train", "--dry-run", "--config", "configs/align.yaml", "--set", "models.tiny-chat.align.use_vllm=true")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    errors = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(errors) == 1 and "use_vllm" in errors[0] and "bitsandbytes" in errors[0], r.stderr

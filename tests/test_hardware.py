@@ -92,3 +92,22 @@ def test_a_stage_child_sees_the_gpus_the_parent_assigned(tmp_path, monkeypatch, 
                   child=True)
     result = Engine(tmp_path / "cache", tmp_path / "run").run(stage)
     assert result["CUDA_VISIBLE_DEVICES"] == want
+
+
+@pytest.mark.parametrize("precision,cuda,bf16,want", [
+    ("auto", True, True, "bfloat16"), ("auto", True, False, "float16"), ("auto", False, False, "float32"),
+    ("fp16", True, True, "float16"), ("bf16", True, True, "bfloat16"), ("fp32", True, True, "float32")])
+def test_vllm_serves_in_the_compute_dtype_training_and_merging_use(monkeypatch, precision, cuda, bf16, want):
+    """`precision: auto` on a card without bf16 (T4, V100) trains and merges in fp16; vLLM refuses bf16 there, so it
+    must be asked for fp16 too (it was always asked for bf16 on a GPU)."""
+    import torch
+
+    from dialsum.config import ModelConfig
+    from dialsum.models import loading
+    from dialsum.models.vllm_backend import vllm_dtype
+
+    monkeypatch.setattr(loading, "has_cuda", lambda: cuda)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16)
+    cfg = ModelConfig(name="m", path="org/m", precision=precision, target_modules=["q_proj"])
+    assert vllm_dtype(cfg) == want
+    assert str(loading.compute_dtype(precision)).removeprefix("torch.") == want

@@ -120,6 +120,52 @@ def test_the_parent_process_never_loaded_a_model(e2e):
     assert "kernels-community" not in r.stderr  # bitsandbytes' notice about an optional package dialsum never uses
 
 
+def test_the_embedded_defaults_stand_ins_are_built_like_real_checkpoints(e2e):
+    """Every decoder of configs/default.yaml is built tag-less (dialsum adds the competition's tags and trains their
+    rows, as on every real checkpoint), one has an untied head, and tiny-chat follows
+    MLP-KTLim/llama-3-Korean-Bllossom-8B's facts (../shared/checkpoints): its tokenizer adds <|begin_of_text|> and
+    the template writes it too (one BOS in a prompt), a turn ends with <|eot_id|> (the tokenizer's EOS), the
+    generation config stops only on <|end_of_text|>, pad is <|end_of_text|>."""
+    from transformers import AutoTokenizer, GenerationConfig
+
+    from conftest import shared_file
+    from dialsum.config import load_model_config
+    from dialsum.models.encoding import encode_input, model_stops
+    from dialsum.models.loading import load_tokenizer
+    from dialsum.models.special_tokens import TAGS
+
+    _, r = e2e
+    snap = json.loads((r.run_dir / "config.snapshot.json").read_text())
+    tiny = {m["name"]: m["tiny"] for m in snap["models"]}
+    decoders = [m["name"] for m in snap["models"] if m["family"] == "decoder"]
+    assert all(tiny[m]["with_tags"] is False for m in tiny) and len(decoders) == 2
+    assert any(tiny[m]["tie_word_embeddings"] is False for m in decoders)
+    man = r.manifest["stages"]
+    for m in tiny:  # the tags are new to each base; its adapter or model trained their rows
+        base = man[f"build:{m}"]["result"]["path"]
+        assert not set(TAGS) & set(AutoTokenizer.from_pretrained(base).get_vocab())
+        adapter_cfg = Path(man[f"train:{m}"]["result"]["adapter"]) / "adapter_config.json"
+        if adapter_cfg.is_file():
+            rows = json.loads(adapter_cfg.read_text())["trainable_token_indices"]
+            assert rows and len(rows if isinstance(rows, list) else next(iter(rows.values()))) == len(TAGS)
+    facts = json.loads(shared_file("../checkpoints/MLP-KTLim__llama-3-Korean-Bllossom-8B/facts.json").read_text())
+    base = man["build:tiny-chat"]["result"]["path"]
+    tok = AutoTokenizer.from_pretrained(base)
+    assert (tok.bos_token, tok.eos_token, tok.pad_token) == (facts["bos"]["token"], facts["eos"]["token"],
+                                                            facts["pad"]["token"])
+    assert facts["add_bos_token"] and tok("가")["input_ids"][0] == tok.bos_token_id  # the tokenizer adds BOS
+    gen_eos = GenerationConfig.from_pretrained(base).eos_token_id
+    real = {facts[k]["id"]: facts[k]["token"] for k in ("bos", "eos", "pad")}
+    assert [tok.convert_ids_to_tokens(gen_eos)] == [real[i] for i in facts["generation_eos_token_ids"]]
+    cfg = load_model_config(Path("configs/models/tiny.yaml").resolve()).model_copy(
+        update={"path": base, "tiny": None, "prompt_format": "chat"})
+    tok = load_tokenizer(base, cfg)
+    prompt = encode_input(tok, "#Person1#: 안녕하세요.", cfg)
+    assert prompt.count(tok.bos_token_id) == 1 and prompt[0] == tok.bos_token_id  # template + tokenizer: once
+    stops = model_stops(tok, gen_eos, cfg)
+    assert set(tok.convert_ids_to_tokens(stops)) == {"<|end_of_text|>", "<|eot_id|>"}  # turn end and generation eos
+
+
 def test_full_fine_tuning_writes_model_and_lora_writes_adapter(e2e):
     """tiny-bart is fully fine-tuned: its train stage holds `model/` (a whole model), the LoRA ones `adapter/`; the
     generate stages read each (their candidates exist and are not empty)."""
