@@ -41,6 +41,8 @@ def group_of(module: str, top: str = "dialsum") -> str:
         return "main"
     if module == f"{top}.engine.kinds":
         return "engine.kinds"
+    if name == "cli_types":  # the command line's argument types: part of cli
+        return "cli"
     return name
 
 

@@ -3,7 +3,8 @@
 Each subcommand names its implementation as "module:function" under dialsum.commands, imported only when that
 command runs, so `dialsum --help` imports nothing heavy, and heavy libraries (torch, transformers, peft) are only
 imported inside stage child processes: `score`, `ensemble`, `postprocess` and `submit` start in well under a second.
-Imports only dialsum.errors and dialsum.engine.kinds (the stage kinds `--from-stage` accepts); nothing imports cli.
+Imports only dialsum.errors, dialsum.cli_types (every option's value checked as it is parsed) and dialsum.engine.kinds
+(the stage kinds `--from-stage` accepts); nothing imports cli.
 """
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import argparse
 import importlib
 import sys
 
+from dialsum.cli_types import (Parser, count, existing_dir, existing_file, existing_path, output_dir,
+                               output_file)
 from dialsum.engine.kinds import STAGE_KINDS
 from dialsum.errors import DialsumError
 
@@ -20,15 +23,17 @@ SET_HELP = ("edit the config as the same edit in the YAML would (repeatable): a 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="dialsum", description="Korean dialogue summarisation with fine-tuned LLMs.")
+    p = Parser(prog="dialsum", description="Korean dialogue summarisation with fine-tuned LLMs.")
     sub = p.add_subparsers(dest="command", required=True)
 
     def with_config(sp):
-        sp.add_argument("--config", default=DEFAULT_CONFIG, help="run config YAML (default: %(default)s)")
-        sp.add_argument("--data-dir", help="folder with train.csv, dev.csv, test.csv, sample_submission.csv")
+        sp.add_argument("--config", default=DEFAULT_CONFIG, type=existing_file,
+                        help="run config YAML (default: %(default)s)")
+        sp.add_argument("--data-dir", type=existing_dir,
+                        help="folder with train.csv, dev.csv, test.csv, sample_submission.csv")
         sp.add_argument("--run-id", help="run folder name under output_dir (default: <name>-<config/data hash>)")
-        sp.add_argument("--output-dir", help="override the config's output_dir (run folders)")
-        sp.add_argument("--submissions-dir", help="override the config's submissions_dir")
+        sp.add_argument("--output-dir", type=output_dir, help="override the config's output_dir (run folders)")
+        sp.add_argument("--submissions-dir", type=output_dir, help="override the config's submissions_dir")
         sp.add_argument("--set", action="append", default=[], metavar="PATH=VALUE", help=SET_HELP)
         talk = sp.add_mutually_exclusive_group()
         talk.add_argument("--quiet", action="store_true", help="only warnings and errors on the terminal (stage "
@@ -40,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--backend", choices=["auto", "vllm", "hf"], help="override generate.backend")
     sp.add_argument("--only-model", action="append", metavar="NAME",
                     help="train and generate only this model (repeatable), then stop before the ensemble")
-    sp.add_argument("--parallel-models", type=int, metavar="N",
+    sp.add_argument("--parallel-models", type=count(1), metavar="N",
                     help="N models' pipelines at once, each a `run --only-model` process on its own GPU; then ensemble")
     sp.add_argument("--from-stage", choices=STAGE_KINDS, help="recompute this stage kind and every later one")
     sp.add_argument("--force", action="append", default=[], metavar="STAGE",
@@ -48,9 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func="runs:run")
 
     sp = sub.add_parser("build-tiny-model", help="build the tiny local Llama + tokenizer (CPU stand-in for an LLM)")
-    sp.add_argument("out_dir")
-    sp.add_argument("--train", default="data/sample/train.csv", help="training CSV for the tokenizer (default: %(default)s)")
-    sp.add_argument("--pretrain-steps", type=int, help="pre-training steps on the dialogues (causal LM / denoising)")
+    sp.add_argument("out_dir", type=output_dir)
+    sp.add_argument("--train", default="data/sample/train.csv", type=existing_file,
+                    help="training CSV for the tokenizer (default: %(default)s)")
+    sp.add_argument("--pretrain-steps", type=count(0), help="pre-training steps on the dialogues (causal LM / denoising)")
     sp.add_argument("--family", choices=["decoder", "seq2seq"], default="decoder",
                     help="a Llama (decoder) or a BART (seq2seq) (default: %(default)s)")
     sp.set_defaults(func="runs:build_tiny_model")
@@ -68,59 +74,64 @@ def build_parser() -> argparse.ArgumentParser:
     with_config(sp)
     sp.add_argument("--model", action="append", help="only this model (repeatable)")
     sp.add_argument("--backend", choices=["auto", "vllm", "hf"], help="override generate.backend")
-    sp.add_argument("--adapter", help="a LoRA adapter folder from anywhere (then no training is needed)")
-    sp.add_argument("--out", help="also copy the candidate parts into this folder")
+    sp.add_argument("--adapter", type=existing_dir, help="a LoRA adapter folder from anywhere (then no training is needed)")
+    sp.add_argument("--out", type=output_dir, help="also copy the candidate parts into this folder")
     sp.add_argument("--force", action="store_true", help="regenerate even if this key is done")
     sp.set_defaults(func="runs:generate")
 
     sp = sub.add_parser("ensemble", help="ROUGE-consensus (MBR) selection over candidates")
-    sp.add_argument("--candidates", nargs="+", required=True,
+    sp.add_argument("--candidates", nargs="+", required=True, type=existing_path,
                     help="submission-style CSVs, or one run folder (runs/<id>: the run's own ensemble stage)")
-    sp.add_argument("--out", required=True)
+    sp.add_argument("--out", required=True, type=output_file)
     sp.add_argument("--split", choices=["dev", "test", "all"], default="all",
                     help="split(s) to write when selecting from a run folder or store (default: %(default)s)")
     sp.add_argument("--semantics", choices=["pltrdy", "rouge-score"], default="pltrdy")
     sp.add_argument("--tokenizer", choices=["mecab", "latin", "whitespace"], default="mecab")
     sp.add_argument("--weights", help="source=weight,... (source = file stem, model or model/decoding); with "
                                       "--fit-refs the weights are not refitted but guarded (k-fold, one-SE rule)")
-    sp.add_argument("--fit-refs", help="fit membership, weights and the quality prior on the fnames of this CSV "
-                                       "(fname + summary or summary1..K); nothing else informs a choice")
-    sp.add_argument("--report", help="with --fit-refs: write the fitted choices and the k-fold estimate as JSON")
-    sp.add_argument("--scores", help="write every candidate's utility, source and whether it was chosen (CSV)")
+    sp.add_argument("--fit-refs", type=existing_file,
+                    help="fit membership, weights and the quality prior on the fnames of this CSV "
+                         "(fname + summary or summary1..K); nothing else informs a choice")
+    sp.add_argument("--report", type=output_file,
+                    help="with --fit-refs: write the fitted choices and the k-fold estimate as JSON")
+    sp.add_argument("--scores", type=output_file,
+                    help="write every candidate's utility, source and whether it was chosen (CSV)")
     sp.add_argument("--utility", choices=["mean", "rouge1", "rouge2", "rougeL"], default="mean",
                     help="consensus utility from the R1/R2/RL F1 matrices (default: %(default)s)")
-    sp.add_argument("--workers", type=int, default=2, help="processes for tokenisation (default: %(default)s)")
+    sp.add_argument("--workers", type=count(1), default=2, help="processes for tokenisation (default: %(default)s)")
     sp.set_defaults(func="select:ensemble")
 
     sp = sub.add_parser("postprocess", help="apply post-processing rules; --ablate measures each on dev")
-    sp.add_argument("--pred", required=True, help="CSV with fname (or id) and summary")
-    sp.add_argument("--out", help="write the processed CSV here")
+    sp.add_argument("--pred", required=True, type=existing_file, help="CSV with fname (or id) and summary")
+    sp.add_argument("--out", type=output_file, help="write the processed CSV here")
     sp.add_argument("--rules", help="comma-separated rule names, in order (default: all)")
     sp.add_argument("--ablate", action="store_true", help="print each rule's dev gain and keep only helpful rules")
-    sp.add_argument("--refs", help="references CSV for --ablate (same as --fit-refs)")
-    sp.add_argument("--fit-refs", help="fit rules and length cap on the rows of --pred present here "
-                                       "(e.g. runs/<id>/dev_select.csv), then apply to every row")
-    sp.add_argument("--fitted", help="apply a saved fit (JSON from --save-fit or a run's postprocess stage)")
-    sp.add_argument("--save-fit", help="write the fitted choices as JSON")
+    sp.add_argument("--refs", type=existing_file, help="references CSV for --ablate (same as --fit-refs)")
+    sp.add_argument("--fit-refs", type=existing_file, help="fit rules and length cap on the rows of --pred present "
+                                                           "here (e.g. runs/<id>/dev_select.csv), then apply to every row")
+    sp.add_argument("--fitted", type=existing_file,
+                    help="apply a saved fit (JSON from --save-fit or a run's postprocess stage)")
+    sp.add_argument("--save-fit", type=output_file, help="write the fitted choices as JSON")
     sp.add_argument("--length-cap", choices=["tune", "off"], default="tune",
                     help="with --ablate: tune a length cap (sentences / morphemes) on dev (default: %(default)s)")
-    sp.add_argument("--max-sentences", type=int, help="fixed cap: keep at most this many sentences")
-    sp.add_argument("--max-morphemes", type=int, help="fixed cap: whole sentences up to this many Mecab morphemes")
+    sp.add_argument("--max-sentences", type=count(1), help="fixed cap: keep at most this many sentences")
+    sp.add_argument("--max-morphemes", type=count(1), help="fixed cap: whole sentences up to this many Mecab morphemes")
     sp.add_argument("--semantics", choices=["pltrdy", "rouge-score"], default="pltrdy")
     sp.set_defaults(func="select:postprocess")
 
     sp = sub.add_parser("submit", help="write a validated submission CSV (never overwrites)")
-    sp.add_argument("--pred", required=True, help="CSV with fname (or id) and summary")
-    sp.add_argument("--sample-submission", required=True)
-    sp.add_argument("--out-dir", default="submissions")
+    sp.add_argument("--pred", required=True, type=existing_file, help="CSV with fname (or id) and summary")
+    sp.add_argument("--sample-submission", required=True, type=existing_file)
+    sp.add_argument("--out-dir", default="submissions", type=output_dir)
     sp.add_argument("--run-id", required=True, help="file name stem")
     sp.set_defaults(func="score:submit")
 
     sp = sub.add_parser("tune", help="Optuna study: LoRA rank/learning rate (train) or ensemble/post-processing (infer)")
-    sp.add_argument("--config", default="configs/tune.yaml", help="tuning YAML (default: %(default)s)")
-    sp.add_argument("--trials", type=int, default=20, help="trials to add to the study; 0: only the held-out check "
+    sp.add_argument("--config", default="configs/tune.yaml", type=existing_file, help="tuning YAML (default: %(default)s)")
+    sp.add_argument("--trials", type=count(0), default=20, help="trials to add to the study; 0: only the held-out check "
                                                            "and summary of the study so far (default: %(default)s)")
-    sp.add_argument("--workers", type=int, default=1, help="worker processes sharing the study (default: %(default)s)")
+    sp.add_argument("--workers", type=count(1), default=1,
+                    help="worker processes sharing the study (default: %(default)s)")
     sp.add_argument("--no-summary", action="store_true",
                     help="add trials only: no held-out check, plots or tuned YAML (machines that add trials to a "
                          "shared study; one `--trials 0` afterwards summarises)")
@@ -128,13 +139,13 @@ def build_parser() -> argparse.ArgumentParser:
                                       "postgresql://… for several machines")
     sp.add_argument("--study", help="study name (default: the YAML's `study`)")
     sp.add_argument("--space", choices=["train", "align", "infer"], help="override the YAML's `space`")
-    sp.add_argument("--run", help="infer space: the run folder whose candidates to tune over "
+    sp.add_argument("--run", type=existing_dir, help="infer space: the run folder whose candidates to tune over "
                                   "(default: the run config's default run)")
     sp.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
                     help="edit the tuning YAML (repeatable), e.g. --set sampler.name=random --set train.epochs=[1,2]")
     sp.add_argument("--share-gpus", action="store_true", help="allow more workers than visible GPUs (several "
                                                                "workers per GPU, in turn)")
-    sp.add_argument("--worker", type=int, help=argparse.SUPPRESS)  # index of a worker process
+    sp.add_argument("--worker", type=count(0), help=argparse.SUPPRESS)  # index of a worker process
     sp.set_defaults(func="tune:tune")
 
     sp = sub.add_parser("preview", help="one training row as the model is trained on it: trained tokens, stop "
@@ -142,9 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     with_config(sp)
     sp.add_argument("--model", action="append", metavar="NAME|YAML",
                     help="a model of the run config, or a model YAML (configs/models/x.yaml); repeatable; default all")
-    sp.add_argument("--tokenizer", metavar="DIR", help="tokenizer folder, or a ../shared/checkpoints/<id> folder "
+    sp.add_argument("--tokenizer", metavar="DIR", type=existing_dir, help="tokenizer folder, or a ../shared/checkpoints/<id> folder "
                                                         "(its real tokenizer, else a stand-in built from facts.json)")
-    sp.add_argument("--row", type=int, default=0, help="training row to show (default 0)")
+    sp.add_argument("--row", type=count(0), default=0, help="training row to show (default 0)")
     sp.add_argument("--lengths", action="store_true",
                     help="share of dialogues/references longer than max_input_tokens/max_new_tokens, per CSV")
     sp.add_argument("--json", action="store_true", help="machine-readable output")
@@ -152,26 +163,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("compare", help="is A really better than B? paired bootstrap interval and permutation "
                                         "p-value over the same dialogues")
-    sp.add_argument("a", help="predictions CSV (fname, summary), or a finished run folder (its dev-report outputs)")
-    sp.add_argument("b", help="the same kind as A")
-    sp.add_argument("--refs", help="references CSV (fname + summary or summary1..K); run folders use their "
+    sp.add_argument("a", type=existing_path,
+                    help="predictions CSV (fname, summary), or a finished run folder (its dev-report outputs)")
+    sp.add_argument("b", type=existing_path, help="the same kind as A")
+    sp.add_argument("--refs", type=existing_file, help="references CSV (fname + summary or summary1..K); run folders use their "
                                    "dev_report.csv")
     sp.add_argument("--semantics", choices=["pltrdy", "rouge-score"], default="pltrdy")
     sp.add_argument("--tokenizer", choices=["mecab", "latin", "whitespace"], default="mecab")
-    sp.add_argument("--samples", type=int, default=10000, help="bootstrap and permutation resamples (default: "
+    sp.add_argument("--samples", type=count(1), default=10000, help="bootstrap and permutation resamples (default: "
                                                                 "%(default)s)")
-    sp.add_argument("--seed", type=int, default=0, help="resampling seed (default: %(default)s)")
+    sp.add_argument("--seed", type=count(0), default=0, help="resampling seed (default: %(default)s)")
     sp.add_argument("--json", action="store_true", help='print {"a", "b", "diff", "ci_low", "ci_high", "p_value", "n"}')
     sp.set_defaults(func="score:compare")
 
     sp = sub.add_parser("report", help="rebuild a finished run's report.html (per-dialogue explorer) from its folder")
-    sp.add_argument("run_dir", help="runs/<id>")
+    sp.add_argument("run_dir", type=existing_dir, help="runs/<id>")
     sp.add_argument("--open", action="store_true", help="open it in the default browser")
     sp.set_defaults(func="report:report")
 
     sp = sub.add_parser("score", help="leaderboard metric of a predictions CSV against references")
-    sp.add_argument("--pred", required=True)
-    sp.add_argument("--refs", required=True)
+    sp.add_argument("--pred", required=True, type=existing_file)
+    sp.add_argument("--refs", required=True, type=existing_file)
     sp.add_argument("--semantics", choices=["pltrdy", "rouge-score"], default="pltrdy")
     sp.add_argument("--tokenizer", choices=["mecab", "latin", "whitespace"], default="mecab")
     sp.add_argument("--json", action="store_true", help="print one JSON object")

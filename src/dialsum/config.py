@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -38,7 +38,7 @@ class ModelConfig(Strict):
     max_new_tokens: int = Field(128, ge=1)
     quantization: Literal["4bit", "8bit", "none"] = "4bit"
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
-    params_billion: float | None = Field(None, description="for --dry-run memory estimates")
+    params_billion: float | None = Field(None, gt=0, description="for --dry-run memory estimates")
     arch: ArchSpec | None = None
     expect: dict[str, Any] = Field(default_factory=dict, description=(
         "facts the loaded checkpoint must have (vocab_size, eos_token_id, bos_token, eos_token, pad_token): a "
@@ -81,10 +81,10 @@ class GenerateSpec(Strict):
         "none", description="weights at generation: hf loads the base through bitsandbytes; vLLM serves 8bit as its "
                             "online fp8 and has no 4-bit loading (then generation uses hf); none = compute dtype")
     splits: list[Literal["dev", "test"]] = ["dev", "test"]  # `dialsum run` needs both (dev report, test submission)
-    gpu_memory_utilization: float = 0.9
-    tensor_parallel_size: int = 1
-    max_model_len: int | None = None
-    cpu_kv_cache_gb: float = 1.0
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="vLLM's share of the card")
+    tensor_parallel_size: int = Field(1, ge=1)
+    max_model_len: int | None = Field(None, ge=16, description="vLLM; default max_input_tokens + max_new_tokens")
+    cpu_kv_cache_gb: float = Field(1.0, gt=0, description="vLLM on CPU: KV cache GiB")
     enforce_eager: bool = Field(False, description="vLLM without torch.compile/CUDA graphs: starts in seconds instead "
                                                     "of ~40 s on CPU, decodes slower (tests, short jobs)")
 
@@ -103,13 +103,21 @@ class MetricSpec(Strict):
 
 class EnsembleSpec(Strict):
     fit: bool = Field(True, description="fit members, weights and the quality prior on dev-select (else uniform MBR)")
-    weights: dict[str, float] = Field(default_factory=dict,
-                                      description="fixed source (model or model/decoding) -> weight; disables fit")
+    weights: dict[str, Annotated[float, Field(ge=0)]] = Field(
+        default_factory=dict, description="fixed source (model or model/decoding) -> weight (>= 0; 0 drops it); "
+                                          "disables fit")
     guard: bool = Field(True, description="with fixed weights: judge them on dev-select like a fit (k-fold, "
                                           "one-SE rule against the best single source and the uniform consensus)")
-    cv_folds: int = Field(5, ge=0, description="k-fold estimate of the fit on dev-select (0: none)")
+    cv_folds: int = Field(5, ge=0, description="k-fold estimate of the fit on dev-select (0: none; 1 is no k-fold)")
     utility: Literal["mean", "rouge1", "rouge2", "rougeL"] = Field(
         "mean", description="consensus utility from the three F1 matrices")
+
+    @field_validator("cv_folds")
+    @classmethod
+    def _folds(cls, v):
+        if v == 1:
+            raise ValueError("cv_folds 1 is no cross-validation: 0 (none) or at least 2")
+        return v
 
 
 class PostprocessSpec(Strict):
@@ -125,7 +133,7 @@ class PostprocessSpec(Strict):
 class DevSplitSpec(Strict):
     """dev -> dev-select (everything that chooses) + dev-report (only scored); stratified by topic, seeded."""
     select_ratio: float = Field(0.5, gt=0, lt=1)
-    seed: int | None = Field(None, description="default: the run's seed")
+    seed: int | None = Field(None, ge=0, description="default: the run's seed")
 
 
 class TrackingSpec(Strict):
@@ -139,7 +147,7 @@ class TrackingSpec(Strict):
 
 class RunConfig(Strict):
     name: str = Field("run", pattern=r"^[A-Za-z0-9._-]+$")
-    seed: int = 42
+    seed: int = Field(42, ge=0)
     output_dir: Path = Path("runs")
     submissions_dir: Path = Path("submissions")
     data: DataSpec

@@ -18,7 +18,7 @@ VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 
 class LoraSpec(Strict):
     r: int = Field(8, ge=1, le=512)
-    alpha: float = 16
+    alpha: float = Field(16, gt=0)
     dropout: float = Field(0.05, ge=0, lt=1)
 
     @field_validator("r")
@@ -33,22 +33,23 @@ class LoraSpec(Strict):
 class TrainSpec(Strict):
     learning_rate: float = Field(2e-4, gt=0)
     epochs: float = Field(3, gt=0)
-    max_steps: int = -1
+    max_steps: int = Field(-1, ge=-1, description="-1: epochs decide; else this many optimizer steps (0 means nothing)")
     batch_size: int = Field(4, ge=1)
     grad_accum: int = Field(1, ge=1)
     warmup_ratio: float = Field(0.03, ge=0, lt=1)
-    weight_decay: float = 0.0
+    weight_decay: float = Field(0.0, ge=0)
     eval_steps: int = Field(50, ge=1)
     logging_steps: int = Field(10, ge=1)
-    save_total_limit: int = 2
+    save_total_limit: int = Field(2, ge=1)
     eval_subset: int = Field(64, ge=1, description="dev rows greedy-decoded and scored at each evaluation")
-    early_stopping_patience: int | None = 3
+    early_stopping_patience: int | None = Field(3, ge=1, description="evaluations without gain before stopping "
+                                                                      "(None: never)")
     gradient_checkpointing: bool = True
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="label smoothing of the cross-entropy")
     rdrop_alpha: float = Field(0.0, ge=0, description="R-Drop: weight of the symmetric KL between two dropout passes")
     augment: Literal["none", "mixed"] = "none"  # mixed: every row once per instruction template (x5)
     optim: str = "auto"  # paged_adamw_8bit on GPU, adamw_torch on CPU
-    seed: int = 42
+    seed: int = Field(42, ge=0)
     on_truncation: Literal["warn", "error"] = Field(
         "warn", description="more than 1 % of dialogues over max_input_tokens or 0.5 % of references over "
                             "max_new_tokens (measured with the model's tokenizer before training): warn, or stop")
@@ -59,6 +60,8 @@ class TrainSpec(Strict):
 
     @model_validator(mode="after")
     def _launcher(self):
+        if self.max_steps == 0:
+            raise ValueError("train.max_steps 0 trains nothing: -1 (epochs decide) or a positive count")
         if self.nproc > 1 and self.launcher != "torchrun":
             raise ValueError(f"train.nproc {self.nproc} needs train.launcher: torchrun (one process sees one GPU)")
         return self
@@ -66,14 +69,14 @@ class TrainSpec(Strict):
 
 class TinyModelSpec(Strict):
     """A few-hundred-K-parameter Llama built locally (no download), used by the embedded default and tests."""
-    vocab_size: int = 2000
-    hidden_size: int = 128
-    intermediate_size: int = 256
-    num_hidden_layers: int = 2
-    num_attention_heads: int = 4
-    num_key_value_heads: int = 4
-    pretrain_steps: int = 300
-    seed: int = 0
+    vocab_size: int = Field(2000, ge=300, description="BPE vocabulary (the 256 byte tokens and merges)")
+    hidden_size: int = Field(128, ge=32)
+    intermediate_size: int = Field(256, ge=1)
+    num_hidden_layers: int = Field(2, ge=1)
+    num_attention_heads: int = Field(4, ge=1)
+    num_key_value_heads: int = Field(4, ge=1)
+    pretrain_steps: int = Field(300, ge=0)
+    seed: int = Field(0, ge=0)
     with_tags: bool = Field(False, description="true: the competition's tags are in the vocabulary from the start "
                                                   "(no real checkpoint has them: dialsum adds and trains them itself)")
     tie_word_embeddings: bool = Field(True, description="false: the LM head is its own matrix (as in Llama-3-8B)")
@@ -85,6 +88,9 @@ class TinyModelSpec(Strict):
 
     @model_validator(mode="after")
     def _head_dim(self):
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ValueError(f"num_key_value_heads {self.num_key_value_heads} must divide num_attention_heads "
+                             f"{self.num_attention_heads}")
         hd = self.hidden_size // self.num_attention_heads
         if hd not in (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512):
             raise ValueError(f"head_dim {hd} is not one vLLM's CPU kernels accept (use 32 or 64)")
@@ -95,14 +101,15 @@ class DecodingSpec(Strict):
     name: str
     strategy: Literal["greedy", "beam", "sample"] = "greedy"
     num_beams: int = Field(1, ge=1)
-    length_penalty: float = 1.0
+    length_penalty: float = Field(1.0, description="beam search: score / length**length_penalty (any sign: "
+                                                  "negative favours short beams)")
     n: int = Field(1, ge=1, description="candidates per dialogue (sampling: samples; beam: returned beams)")
     temperature: float = Field(1.0, gt=0)
     top_p: float = Field(1.0, gt=0, le=1)
-    top_k: int = 0
-    repetition_penalty: float = 1.0
-    seed: int = 0
-    max_new_tokens: int | None = None
+    top_k: int = Field(0, ge=0, description="0: no top-k cut")
+    repetition_penalty: float = Field(1.0, gt=0)
+    seed: int = Field(0, ge=0)
+    max_new_tokens: int | None = Field(None, ge=1)
     no_repeat_ngram_size: int = Field(0, ge=0, description="transformers backend only")
 
     @model_validator(mode="after")
@@ -119,9 +126,9 @@ class ArchSpec(Strict):
     vocab_size: int = Field(ge=1)
     hidden_size: int = Field(ge=1)
     num_layers: int = Field(ge=1)
-    num_kv_heads: int | None = None
-    head_dim: int | None = None
-    intermediate_size: int | None = None
+    num_kv_heads: int | None = Field(None, ge=1)
+    head_dim: int | None = Field(None, ge=1)
+    intermediate_size: int | None = Field(None, ge=1)
     tie_word_embeddings: bool | None = Field(None, description="unknown counts as untied: the larger plan")
 
 
@@ -157,7 +164,7 @@ class AlignSpec(Strict):
                                                          "aligned (None: all); the keep decision sees dev-select only")
     use_vllm: bool = Field(False, description="refused: TRL 1.16's colocated vLLM cannot serve dialsum's policies "
                                               "(see the validator); GRPO groups are sampled with transformers")
-    seed: int = 0
+    seed: int = Field(0, ge=0)
 
     @field_validator("use_vllm")
     @classmethod

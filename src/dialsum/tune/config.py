@@ -3,7 +3,7 @@ pruner, and what each space samples. Same loader rules as a run config (`--set`,
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, field_validator
 
@@ -11,9 +11,16 @@ from dialsum.config import Strict, _format_validation, apply_sets, read_yaml
 from dialsum.errors import DialsumError
 
 
+def _low_high(v: tuple, name: str) -> tuple:
+    """A sampled range is (low, high) with low <= high."""
+    if v[0] > v[1]:
+        raise ValueError(f"{name} ({v[0]}, {v[1]}): low above high")
+    return v
+
+
 class SamplerSpec(Strict):
     name: Literal["tpe", "random"] = "tpe"
-    seed: int = 42
+    seed: int = Field(42, ge=0)
 
 
 class PrunerSpec(Strict):
@@ -26,10 +33,15 @@ class TrainSpace(Strict):
     """What a training trial samples: LoRA rank from ranks vLLM serves, a log-uniform learning rate, alpha as a
     multiple of the rank, dropout and epochs (uniform)."""
     lora_r: list[int] = Field(default_factory=lambda: [8, 16, 32])
-    learning_rate: tuple[float, float] = (1e-4, 5e-3)
-    alpha_multiple: list[float] = Field(default_factory=lambda: [1.0, 2.0])
-    dropout: tuple[float, float] = (0.0, 0.1)
-    epochs: tuple[int, int] = (2, 6)
+    learning_rate: tuple[Annotated[float, Field(gt=0)], Annotated[float, Field(gt=0)]] = (1e-4, 5e-3)
+    alpha_multiple: list[Annotated[float, Field(gt=0)]] = Field(default_factory=lambda: [1.0, 2.0], min_length=1)
+    dropout: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (0.0, 0.1)
+    epochs: tuple[Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)]] = (2, 6)
+
+    @field_validator("learning_rate", "dropout", "epochs")
+    @classmethod
+    def _ordered(cls, v, info):
+        return _low_high(v, info.field_name)
 
     @field_validator("lora_r")
     @classmethod
@@ -43,14 +55,19 @@ class TrainSpace(Strict):
 class AlignSpace(Strict):
     """What an align trial samples for the model's configured `align.method`: beta (DPO's beta, GRPO's KL
     coefficient; unused by rank) and the alignment learning rate, both log-uniform."""
-    beta: tuple[float, float] = (0.02, 0.5)
-    learning_rate: tuple[float, float] = (1e-5, 1e-3)
+    beta: tuple[Annotated[float, Field(gt=0)], Annotated[float, Field(gt=0)]] = (0.02, 0.5)
+    learning_rate: tuple[Annotated[float, Field(gt=0)], Annotated[float, Field(gt=0)]] = (1e-5, 1e-3)
+
+    @field_validator("beta", "learning_rate")
+    @classmethod
+    def _ordered(cls, v, info):
+        return _low_high(v, info.field_name)
 
 
 class InferSpace(Strict):
     """What an inference trial samples over a finished run's candidates: each source's weight in the consensus
     (0 = out), the utility, and the post-processing rules and length cap."""
-    weights: list[float] = Field(default_factory=lambda: [0.0, 0.5, 1.0, 2.0])
+    weights: list[Annotated[float, Field(ge=0)]] = Field(default_factory=lambda: [0.0, 0.5, 1.0, 2.0], min_length=1)
     utility: list[Literal["mean", "rouge1", "rouge2", "rougeL"]] = Field(default_factory=lambda: ["mean"])
     postprocess: bool = True
 
