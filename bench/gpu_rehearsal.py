@@ -17,9 +17,14 @@ ensemble, post-processing and a submission. What depends on shapes, templates an
 weights, is what it proves: bitsandbytes' CUDA kernels, tag rows trained and served, vLLM loading a merged bf16
 checkpoint, GPU memory going back to its baseline after each stage's child process exits, throughput.
 
+The decoder is also aligned with DPO after SFT (a few steps on pairs of its own samples: the `prefs` and `align`
+stages, tag rows trained, TRL's reference adapter, the keep decision scored through the generation engine), and
+generates once more with `generate.quantization: 8bit` (vLLM's online fp8 on a GPU; bitsandbytes 8-bit with --tiny).
+
 Per stage it records wall time, training tokens/s, generation tokens/s, the memory plan's number for the stage
 (dialsum.models.memory, as `train --dry-run` prints it), peak GPU memory (nvidia-smi, sampled every 0.2 s) and the GPU
-memory in use after the stage (must equal the baseline); JSON + a Markdown table under --out. With `--gpus N` (N >= 2)
+memory in use after the stage (must equal the baseline); JSON + a Markdown table under --out. vLLM runs eagerly
+(`enforce_eager`: starts in seconds; the prefs, align and 8-bit stages each start an engine). With `--gpus N` (N >= 2)
 the two models' pipelines run at once as `dialsum run --only-model NAME`, each process seeing one GPU, and a plain
 `dialsum run` then ensembles: per pipeline its wall time and that GPU's peak. The
 plan is printed first; the script stops cleanly before a stage that would not fit the --budget-s time budget.
@@ -49,8 +54,10 @@ KOBART = dict(vocab_size=30000, d_model=768, encoder_layers=6, decoder_layers=6,
 FIELDS = ("stage", "status", "wall_s", "train_tokens_per_s", "gen_tokens_per_s", "planned_gpu_mib", "peak_gpu_mib",
           "gpu_mib_after", "baseline_gpu_mib", "back_to_baseline")
 # planned seconds per stage kind on one H100-class GPU (and on 2 CPU cores with --tiny)
-PLAN_S = {"gpu": {"build": 45, "train": 60, "generate": 120, "ensemble": 10, "postprocess": 5, "submit": 2},
-          "tiny": {"build": 25, "train": 25, "generate": 20, "ensemble": 5, "postprocess": 2, "submit": 1}}
+PLAN_S = {"gpu": {"build": 45, "train": 45, "prefs": 40, "align": 60, "generate": 60, "generate8": 50, "ensemble": 10,
+                  "postprocess": 5, "submit": 2},
+          "tiny": {"build": 25, "train": 25, "prefs": 15, "align": 25, "generate": 20, "generate8": 20, "ensemble": 5,
+                   "postprocess": 2, "submit": 1}}
 
 
 # ---------------------------------------------------------------- GPU memory (nvidia-smi; the parent never imports torch)
@@ -135,7 +142,10 @@ def run_config(work: Path, models: dict[str, Path], tiny: bool, backend: str) ->
            "train": {"learning_rate": 2e-4, "max_steps": steps, "batch_size": 4, "eval_steps": steps, "logging_steps": 2,
                      "eval_subset": 4, "early_stopping_patience": None},
            "decodings": [{"name": "greedy"}, {"name": "sample4", "strategy": "sample", "n": 4, "temperature": 0.8, "seed": 1},
-                         {"name": "beam4", "strategy": "beam", "num_beams": 4, "n": 1}], **common}
+                         {"name": "beam4", "strategy": "beam", "num_beams": 4, "n": 1}],
+           # DPO after SFT: pairs of its own samples (min_margin 0: random weights give close scores), a few steps
+           "align": {"method": "dpo", "rows": 8, "samples": 4, "min_margin": 0.0, "steps": 3, "save_steps": 3,
+                     "batch_size": 2, "learning_rate": 1e-4, "eval_rows": 4, "heldout": 0.25}, **common}
     s2s = {"name": "kobart-shape", "family": "seq2seq", "path": str(models["seq2seq"]), "model_type": "bart",
            "finetune": "full", "quantization": "none", "precision": "fp32" if tiny else "bf16",
            "target_modules": ["q_proj", "v_proj"],
@@ -146,7 +156,8 @@ def run_config(work: Path, models: dict[str, Path], tiny: bool, backend: str) ->
         s2s["params_billion"] = 0.124
     cfg = {"name": "rehearsal", "seed": 42, "output_dir": str(work / "runs"), "submissions_dir": str(work / "subs"),
            "data": {"dir": str(ROOT / "data" / "sample")}, "models": [dec, s2s],
-           "generate": {"backend": backend, "batch_size": 16, "gpu_memory_utilization": 0.6, "max_model_len": 512},
+           "generate": {"backend": backend, "batch_size": 16, "gpu_memory_utilization": 0.6, "max_model_len": 512,
+                        "enforce_eager": True},
            "ensemble": {"cv_folds": 3}}
     path = work / "rehearsal.yaml"
     path.write_text(yaml.safe_dump(cfg, allow_unicode=True))
@@ -185,9 +196,9 @@ def main() -> int:
         print(f"rehearsal: {FACTS} is needed (SOLAR's and KoBART's facts)", file=sys.stderr)
         return 2
     plan = [("build:decoder", "build"), ("build:seq2seq", "build"), ("train:solar-shape", "train"),
-            ("generate:solar-shape", "generate"), ("train:kobart-shape", "train"),
-            ("generate:kobart-shape", "generate"), ("ensemble", "ensemble"), ("postprocess", "postprocess"),
-            ("submit", "submit")]
+            ("prefs:solar-shape", "prefs"), ("align:solar-shape", "align"), ("generate:solar-shape", "generate"),
+            ("train:kobart-shape", "train"), ("generate:kobart-shape", "generate"), ("ensemble", "ensemble"),
+            ("postprocess", "postprocess"), ("submit", "submit"), ("generate:solar-shape (8bit)", "generate8")]
     total = sum(PLAN_S[mode][k] for _, k in plan)
     print(f"rehearsal plan ({mode}, backend {backend}, device {gpu_name or 'CPU'}), budget {args.budget_s:.0f} s, "
           f"planned {total} s:", flush=True)
@@ -252,22 +263,56 @@ def main() -> int:
             seen = json.loads(state[-1].read_text()).get("num_input_tokens_seen", 0) if state else 0
             rec["train_tokens_per_s"] = round(seen / rec["wall_s"], 1) if seen else None
         if kind == "generate":
-            from dialsum.io.candidates import read_part
-
-            texts = [c.text for p in res["parts"] for c in read_part(Path(p))]
-            model_dir = models["decoder" if "solar" in st.name else "seq2seq"]
-            rec["gen_tokens_per_s"] = round(token_count(model_dir, texts) / rec["wall_s"], 1)
+            rec["gen_tokens_per_s"] = gen_rate(res, models["decoder" if "solar" in st.name else "seq2seq"], rec)
+    else:
+        generate_8bit(cfg_path, models, records, timed, planned)
     return finish(work, records, gpu_name, mode, backend, start)
+
+
+def gen_rate(result: dict, model_dir: Path, rec: dict) -> float:
+    from dialsum.io.candidates import read_part
+
+    texts = [c.text for p in result["parts"] for c in read_part(Path(p))]
+    return round(token_count(model_dir, texts) / rec["wall_s"], 1)
+
+
+def generate_8bit(cfg_path: Path, models: dict, records: list, timed, planned: dict) -> None:
+    """The decoder's generate stage once more at `generate.quantization: 8bit` (its own key), from the SFT weights
+    (without `align`, whose keep decision is scored the way generation runs and would be re-made at 8 bits): vLLM's
+    online fp8 of the merged checkpoint on a GPU, bitsandbytes 8-bit Linear layers with transformers on CPU."""
+    from dialsum.config import load_config
+    from dialsum.engine.graph import full_plan
+    from dialsum.engine.pipeline import engine_for
+    from dialsum.engine.runs import open_run
+
+    cfg = load_config(cfg_path, {"generate": {"quantization": "8bit"}}, sets=["models.solar-shape.align.method=none"])
+    ctx = open_run(cfg, lock=False)
+    eng = engine_for(ctx)
+    stage = next(s for s in full_plan(ctx) if s.name == "generate:solar-shape")
+    res = timed("generate:solar-shape (8bit)", "generate8", lambda: eng.run(stage))
+    if res is not None:
+        rec = records[-1]
+        rec["planned_gpu_mib"] = planned.get("generate:solar-shape (8bit)")
+        rec["gen_tokens_per_s"] = gen_rate(res, models["decoder"], rec)
 
 
 def planned_mib(cfg) -> dict[str, int]:
     """The dry-run plan per model stage, in MiB (what `dialsum train --dry-run` prints for the same config)."""
     from dialsum.models.memory import estimate_gpu_gib
 
+    from dialsum.models.memory import generation_gib
+
     out = {}
     for m in cfg.models:
         est = estimate_gpu_gib(m, cfg.generate)
         out[f"train:{m.name}"], out[f"generate:{m.name}"] = round(est["train"] * 1024), round(est["generate"] * 1024)
+        if "align" in est:  # prefs samples with the generation engine; align trains, then scores through it
+            out[f"prefs:{m.name}"] = out[f"generate:{m.name}"]
+            out[f"align:{m.name}"] = round(max(est["align"], est["generate"]) * 1024)
+        backend = "vllm" if cfg.generate.backend in ("vllm", "auto") and m.family == "decoder" else "hf"
+        gib8 = generation_gib(m, cfg.generate, "8bit", None, backend)
+        if gib8 is not None:
+            out[f"generate:{m.name} (8bit)"] = round(gib8 * 1024)
     return out
 
 

@@ -1,5 +1,6 @@
 """bench/gpu_rehearsal.py --tiny on CPU, so the GPU rehearsal cannot rot between GPU runs: every stage of the plan
-runs through the stage engine and the JSON has every field for every stage."""
+(a DPO align stage after SFT and an 8-bit generation included) runs through the stage engine and the JSON has every
+field for every stage."""
 from __future__ import annotations
 
 import json
@@ -19,8 +20,9 @@ def test_tiny_rehearsal_runs_every_stage_and_records_every_field(tmp_path):
     assert r.stdout.startswith("rehearsal plan (tiny, backend hf")  # the plan comes before any work
     out = json.loads((tmp_path / "r" / "rehearsal.json").read_text())
     stages = [s["stage"] for s in out["stages"]]
-    assert stages == ["build:decoder", "build:seq2seq", "train:solar-shape", "generate:solar-shape",
-                      "train:kobart-shape", "generate:kobart-shape", "ensemble", "postprocess", "submit"]
+    assert stages == ["build:decoder", "build:seq2seq", "train:solar-shape", "prefs:solar-shape", "align:solar-shape",
+                      "generate:solar-shape", "train:kobart-shape", "generate:kobart-shape", "ensemble", "postprocess",
+                      "submit", "generate:solar-shape (8bit)"]
     for s in out["stages"]:
         assert set(s) == FIELDS and s["status"] == "ok" and s["wall_s"] >= 0, s  # submit can take under a millisecond
         if s["stage"].startswith(("build", "train", "generate")):
@@ -29,8 +31,10 @@ def test_tiny_rehearsal_runs_every_stage_and_records_every_field(tmp_path):
     assert by["train:solar-shape"]["train_tokens_per_s"] > 0 and by["train:kobart-shape"]["train_tokens_per_s"] > 0
     assert by["generate:solar-shape"]["gen_tokens_per_s"] > 0 and by["generate:kobart-shape"]["gen_tokens_per_s"] > 0
     assert "| stage | status | wall s |" in (tmp_path / "r" / "rehearsal.md").read_text()
-    for name in ("train:solar-shape", "generate:solar-shape", "train:kobart-shape", "generate:kobart-shape"):
+    for name in ("train:solar-shape", "prefs:solar-shape", "align:solar-shape", "generate:solar-shape",
+                 "train:kobart-shape", "generate:kobart-shape", "generate:solar-shape (8bit)"):
         assert by[name]["planned_gpu_mib"] > 0  # the dry-run plan, beside the measured peak on a GPU
+    assert by["generate:solar-shape (8bit)"]["gen_tokens_per_s"] > 0
     assert list((tmp_path / "r" / "subs").glob("rehearsal-*.csv"))
 
 
