@@ -370,3 +370,20 @@ def test_trl_vllm_for_grpo_is_refused_by_config_validation_in_one_line():
     assert r.returncode == 2 and "Traceback" not in r.stderr
     errors = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(errors) == 1 and "use_vllm" in errors[0] and "bitsandbytes" in errors[0], r.stderr
+
+
+def test_aligned_weights_are_kept_only_beyond_one_standard_error():
+    """The keep decision is dialsum's rule for every choice: a per-row gain on dev-select within one standard error is
+    noise (SFT stays), a clear one is kept; no gain is never kept (the old rule kept any aligned > SFT)."""
+    import numpy as np
+
+    from dialsum.align.run import keep_aligned
+
+    sft = np.random.default_rng(0).uniform(20, 60, 40)
+    swing = np.where(np.arange(40) % 2, 6.0, -6.0)
+    noise = sft + 0.5 + swing  # higher on average (+0.5), but one SE of that gain is ~0.96
+    assert noise.mean() > sft.mean() and not keep_aligned(list(sft), list(noise)).keep
+    clear = sft + 3.0 + swing / 12  # +3 +- 0.5
+    d = keep_aligned(list(sft), list(clear))
+    assert d.keep and d.gain > d.se == pytest.approx(np.std(clear - sft, ddof=1) / np.sqrt(40))
+    assert not keep_aligned(list(sft), list(sft)).keep

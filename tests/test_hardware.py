@@ -111,3 +111,12 @@ def test_vllm_serves_in_the_compute_dtype_training_and_merging_use(monkeypatch, 
     cfg = ModelConfig(name="m", path="org/m", precision=precision, target_modules=["q_proj"])
     assert vllm_dtype(cfg) == want
     assert str(loading.compute_dtype(precision)).removeprefix("torch.") == want
+
+
+def test_vllm_is_asked_for_its_online_fp8_method_by_its_current_name():
+    """`fp8` is a deprecated alias in vLLM 0.32; dialsum asks for `fp8_per_tensor`, which the installed vLLM lists."""
+    from vllm.model_executor.layers.quantization import QUANTIZATION_METHODS
+
+    from dialsum.models.vllm_backend import ONLINE_FP8
+
+    assert ONLINE_FP8 == "fp8_per_tensor" and ONLINE_FP8 in QUANTIZATION_METHODS
