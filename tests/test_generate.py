@@ -30,9 +30,12 @@ def test_counts_provenance_and_seeded_reproducibility(tiny_cfg, sample_data, tmp
 
 
 def _kill_after_first_chunk(store, name, decoding, full_cands, chunk_rows, n):
-    """What a kill leaves: chunk 0 journaled whole, chunk 1 torn mid-line (some of its samples written)."""
+    """What a kill leaves: chunk 0 journaled whole, chunk 1 torn mid-line (some of its samples written). Chunk 0's
+    texts carry a sentinel, so a resume that regenerated it instead of reusing the journal would show."""
+    from dataclasses import replace
+
     j = Journal(part_path(store, name, decoding))
-    j.append(0, full_cands[: chunk_rows * n])
+    j.append(0, [replace(c, text=f"journaled {c.text}") for c in full_cands[: chunk_rows * n]])
     rec = {"chunk": 1, "count": chunk_rows * n,
            "candidates": [c.__dict__ for c in full_cands[chunk_rows * n: chunk_rows * n + n + 1]]}
     with open(j.path, "a", encoding="utf-8") as f:
@@ -52,7 +55,9 @@ def test_sampling_resume_after_a_kill_mid_chunk_equals_an_uninterrupted_run(tiny
     assert set(j.load()) == {0}  # the torn chunk does not count as done
     (path,) = generate_candidates(cfg, cfg.path, None, rows, store, GenerateSpec(batch_size=2), chunk=3)
     got = read_part(path)
-    assert [(c.fname, c.sample_idx, c.text) for c in got] == [(c.fname, c.sample_idx, c.text) for c in want]
+    reused = [f"journaled {c.text}" for c in want[:9]]  # chunk 0 (3 dialogues x 3 samples) read from the journal
+    assert [(c.fname, c.sample_idx, c.text) for c in got] == [
+        (c.fname, c.sample_idx, t) for c, t in zip(want, reused + [c.text for c in want[9:]])]
     assert not j.path.exists()
 
 
@@ -62,7 +67,10 @@ def test_a_chunk_line_with_missing_candidates_is_redone(tiny_cfg, sample_data, t
     (ref,) = generate_candidates(cfg, cfg.path, None, rows, tmp_path / "ref", GenerateSpec(), chunk=2)
     want = read_part(ref)
     j = Journal(part_path(tmp_path / "s", cfg.name, "greedy"))
-    j.append(0, want[:2])
+    from dataclasses import replace
+
+    j.append(0, [replace(c, text=f"journaled {c.text}") for c in want[:2]])  # the sentinel shows it was reused
+    want = [replace(c, text=f"journaled {c.text}") for c in want[:2]] + want[2:]
     with open(j.path, "a", encoding="utf-8") as f:  # a foreign/short record: count says 2, one candidate
         f.write(json.dumps({"chunk": 1, "count": 2, "candidates": [want[2].__dict__]}, ensure_ascii=False) + "\n")
     assert set(j.load()) == {0}
