@@ -72,3 +72,18 @@ def test_compare_cli_on_files(tmp_path):
     assert r.returncode == 0 and "verdict: A is better" in r.stdout
     r = run_cli("compare", str(a), str(b))
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--refs" in r.stderr
+
+
+def test_resamples_draw_dialogues_with_replacement_and_intervals_have_the_width_of_the_noise():
+    """A bootstrap resample draws n dialogues *with* replacement: most contain repeats, and the interval of a mean
+    spans about 2 x 1.96 x sd / sqrt(n) (the normal approximation of the same sampling noise). Without replacement
+    every resample is a permutation and every interval collapses to the mean itself."""
+    a, _, refs = small_case(200)
+    ra = np.asarray(metric_rows(METRIC)(a, refs))
+    idx = bootstrap.resample_indices(len(ra), 2000, 0)
+    repeats = np.mean([len(set(row.tolist())) < len(row) for row in idx])
+    distinct = np.mean([len(set(row.tolist())) for row in idx]) / len(ra)
+    assert repeats == 1.0 and distinct == pytest.approx(1 - np.exp(-1), abs=0.02)  # ~63 % distinct per resample
+    low, high = bootstrap.interval(ra, 10000, 0)
+    expect = 2 * 1.96 * ra.std(ddof=1) / np.sqrt(len(ra))
+    assert high - low == pytest.approx(expect, rel=0.1) and low < ra.mean() < high

@@ -109,6 +109,9 @@ def test_kill_9_across_stages_then_the_same_command_gives_the_same_bytes_and_one
                            key=lambda p: int(p.name.split("-")[1])).joinpath("trainer_state.json").read_text())
     steps = [h["step"] for h in state["log_history"] if "loss" in h]
     assert steps[0] < 18 < steps[-1]  # history from before the kills carried over: resumed, not restarted
+    result = json.loads((train_dir / "train_result.json").read_text())  # the last training process counted its own
+    assert result["resumed_from_step"] >= 18 and result["steps_this_process"] == result["global_step"] - result[
+        "resumed_from_step"]
 
 
 def test_only_model_processes_in_parallel_then_a_plain_run_gives_the_sequential_bytes(pipeline_seed, tmp_path):

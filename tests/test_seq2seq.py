@@ -113,6 +113,7 @@ def test_seq2seq_training_resumes_after_a_kill(tiny_bart_cfg, sample_data, tmp_p
     train_model(cfg, cfg.path, sample_data.train, sample_data.dev, tmp_path, MetricSpec(), resume=True)
     saved = json.loads((tmp_path / "train_result.json").read_text())
     assert saved["global_step"] == 12 and saved["method"] == "full"
+    assert (saved["resumed_from_step"], saved["steps_this_process"]) == (4, 8)  # resumed at 4, not restarted
     state = json.loads((tmp_path / "checkpoints" / "checkpoint-12" / "trainer_state.json").read_text())
     assert [h["step"] for h in state["log_history"] if "loss" in h] == [2, 4, 6, 8, 10, 12]
 
