@@ -147,7 +147,7 @@ MUTATIONS = [
              "GPUs are found where the driver has no /proc entries (WSL2)"),
     Mutation("qlora-as-plain-lora", "src/dialsum/models/loading.py",
              '    if quantization == "4bit":', '    if False:',
-             (T + "test_real_checkpoints.py::test_training_row_conformance",),
+             (T + "test_real_checkpoints.py::test_train_and_generate_with_the_checkpoints_format",),
              "a QLoRA model is trained on a 4-bit base, not silently as plain LoRA"),
     Mutation("seeded-samples-all-alike", "src/dialsum/models/hf_backend.py",
              "                    j = row * n_ret + k", "                    j = row * n_ret",

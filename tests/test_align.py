@@ -361,6 +361,7 @@ def test_dry_run_plans_align_memory_for_a_real_checkpoint_named_with_a_dot():
 def test_dpo_on_a_seq2seq_model_is_refused_in_one_line(tmp_path):
     r = run_cli("train", "--dry-run", "--config", "configs/default.yaml", "--set", "models.tiny-bart.align.method=dpo")
     assert r.returncode == 2 and "use `rank` for seq2seq" in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
 def test_trl_vllm_for_grpo_is_refused_by_config_validation_in_one_line():

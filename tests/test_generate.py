@@ -27,6 +27,14 @@ def test_counts_provenance_and_seeded_reproducibility(tiny_cfg, sample_data, tmp
     assert sorted({(c.fname, c.sample_idx) for c in got["s"] if c.fname == "dev_0"}) == [("dev_0", i) for i in range(3)]
     again = generate_candidates(cfg, cfg.path, None, rows, tmp_path / "b", GenerateSpec(batch_size=3))
     assert [c.text for c in read_part(again[2])] == [c.text for c in got["s"]]
+    # the n samples of a dialogue are n draws (not n copies of one), and another seed draws others
+    draws = {}
+    for c in got["s"]:
+        draws.setdefault(c.fname, []).append(c.text)
+    assert sum(len(set(v)) > 1 for v in draws.values()) >= len(draws) // 2, draws
+    other = _cfg(tiny_cfg, [DecodingSpec(name="s", strategy="sample", n=3, temperature=0.8, seed=8)])
+    (reseeded,) = generate_candidates(other, cfg.path, None, rows, tmp_path / "c", GenerateSpec(batch_size=3))
+    assert [c.text for c in read_part(reseeded)] != [c.text for c in got["s"]]
 
 
 def _kill_after_first_chunk(store, name, decoding, full_cands, chunk_rows, n):

@@ -24,7 +24,7 @@ def test_tiny_rehearsal_runs_every_stage_and_records_every_field(tmp_path):
                       "generate:solar-shape", "train:kobart-shape", "generate:kobart-shape", "ensemble", "postprocess",
                       "submit", "generate:solar-shape (8bit)"]
     for s in out["stages"]:
-        assert set(s) == FIELDS and s["status"] == "ok" and s["wall_s"] >= 0, s  # submit can take under a millisecond
+        assert set(s) == FIELDS and s["status"] == "ok" and isinstance(s["wall_s"], float), s
         if s["stage"].startswith(("build", "train", "generate")):
             assert s["wall_s"] > 0, s
     by = {s["stage"]: s for s in out["stages"]}

@@ -22,8 +22,10 @@ def _bytes(t) -> int:
     return t.numel() * t.element_size()
 
 
-def measured(model) -> dict[str, int]:
-    """Bytes of every tensor training holds after one forward, backward and AdamW step (the Trainer's adamw_torch)."""
+def measured(model, optim: str = "adamw_torch") -> dict[str, int]:
+    """Bytes of every tensor training holds after one forward, backward and optimizer step: the Trainer's
+    adamw_torch, or bitsandbytes' paged 8-bit AdamW (the GPU default for QLoRA; it runs on CPU too). A tensor shared
+    between parameters' states (8-bit AdamW's quantisation map) counts once."""
     import bitsandbytes as bnb
     import torch
 
@@ -36,15 +38,16 @@ def measured(model) -> dict[str, int]:
         elif isinstance(m, bnb.nn.Linear8bitLt) and getattr(m.weight, "SCB", None) is not None:
             weights += _bytes(m.weight.SCB)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(trainable, lr=1e-4)
+    opt = (bnb.optim.PagedAdamW8bit(trainable, lr=1e-4) if optim == "paged_adamw_8bit"
+           else torch.optim.AdamW(trainable, lr=1e-4))
     ids = torch.tensor([[5, 6, 7, 8, 9, 10]])
     model.train()
     model(input_ids=ids, labels=ids).loss.backward()
     opt.step()
+    state = {t.data_ptr(): t for s in opt.state.values() for t in s.values() if torch.is_tensor(t) and t.dim() > 0}
     return {"weights": weights, "trainable": sum(_bytes(p) for p in trainable),
             "gradients": sum(_bytes(p.grad) for p in trainable if p.grad is not None),
-            "optimizer": sum(_bytes(t) for s in opt.state.values() for t in s.values()
-                             if torch.is_tensor(t) and t.dim() > 0)}
+            "optimizer": sum(_bytes(t) for t in state.values())}
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +91,35 @@ def test_plan_counts_trainable_tag_rows_and_an_untied_head(untied_untagged_dir, 
     _compare(plan, real, "untied, untagged")
     without_upcast = plan["weights"] - (plan["weights"] - _quant(cfg)) / 2  # the old plan: plain tensors at 2 bytes
     assert abs(without_upcast - real["weights"]) / real["weights"] > TOL  # so the test can tell the difference
+
+
+@pytest.fixture(scope="module")
+def wide_dir(tmp_path_factory, sample_data):
+    """A tiny Llama whose Linear layers dominate (hidden 256, MLP 1,024, a 300-token vocabulary; tag-less, untied):
+    the nf4 packing and 8-bit optimizer moments carry its plan, as they do a real 7B model's."""
+    from dialsum.config import TinyModelSpec
+    from dialsum.models.tiny import build_tiny_model
+
+    spec = TinyModelSpec(vocab_size=300, hidden_size=256, intermediate_size=1024, num_attention_heads=8,
+                         num_key_value_heads=8, pretrain_steps=0, with_tags=False, tie_word_embeddings=False)
+    return build_tiny_model(tmp_path_factory.mktemp("wide") / "model", sample_data.train, spec)
+
+
+@pytest.mark.parametrize("optim", ["adamw_torch", "paged_adamw_8bit"])
+def test_plan_matches_counted_tensors_where_linear_layers_dominate(optim, wide_dir, tiny_cfg):
+    from dialsum.models.inventory import inventory
+    from dialsum.models.memory import train_tensors
+    from dialsum.models.training import trainable_model
+
+    cfg = tiny_cfg.model_copy(update={"path": str(wide_dir), "precision": "bf16"})
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"optim": optim})})
+    inv = inventory(cfg)
+    assert inv.quantizable > 3 * inv.plain  # the Linear layers dominate the weights
+    _, model = trainable_model(cfg, str(wide_dir))
+    plan, real = train_tensors(cfg, gpu=False), measured(model, optim)
+    _compare(plan, real, f"linear-dominated, {optim}")
+    if optim == "paged_adamw_8bit":  # 1-byte moments for the large tensors: well under AdamW's 8 bytes an element
+        assert real["optimizer"] < 0.6 * 2 * real["trainable"]
 
 
 def test_plan_matches_counted_tensors_for_full_fine_tuning(tiny_bart_cfg, tiny_bart_dir):

@@ -73,3 +73,4 @@ def test_invalid_config_is_one_line(tmp_path):
     bad.write_text("name: x\ndata: {dir: .}\nmodels:\n  - {name: m, path: p, target_modules: [q], lora: {r: 0}}\n")
     r = run_cli("run", "--config", str(bad))
     assert r.returncode == 2 and "lora.r" in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr

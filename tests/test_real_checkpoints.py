@@ -166,6 +166,11 @@ def test_train_and_generate_with_the_checkpoints_format(name, candidate_parts, s
     assert result.losses and all(x == x for x in result.losses)  # trained (no NaN) with its configured method
     conf = result.adapter_dir / ("config.json" if cfg.method == "full" else "adapter_config.json")
     assert conf.is_file()
+    held = json.loads((result.adapter_dir.parent / "train_result.json").read_text())["base_quantization"]
+    if cfg.method == "qlora":  # QLoRA trained on a quantised base, not silently on a full-precision one
+        assert held[cfg.quantization] > 0 and sum(held.values()) == held[cfg.quantization], held
+    else:
+        assert held == {"4bit": 0, "8bit": 0}, held
     engine = HFEngine(cfg, cfg.path, result.adapter_dir, 4)
     # the engine stops on the same ids training ended its targets with
     assert engine.stops == stops_of(tokenizer_for(cfg, None, []), cfg)

@@ -99,7 +99,7 @@ def test_qlora_training_loss_falls_scores_dev_and_saves_a_reloadable_best_adapte
     cfg = _short(tiny_cfg, epochs=3, eval_steps=9, logging_steps=3, eval_subset=8, early_stopping_patience=None)
     r = train_model(cfg, cfg.path, sample_data.train, sample_data.dev, tmp_path, MetricSpec())
     assert r.losses[-1] < r.losses[0] * 0.8
-    assert len(r.dev_history) == 3 and all(h["eval_dev_final"] >= 0 for h in r.dev_history)
+    assert len(r.dev_history) == 3 and all(h["eval_dev_final"] > 0 for h in r.dev_history)
     assert r.best_dev_final == max(h["eval_dev_final"] for h in r.dev_history)
     saved = json.loads((tmp_path / "train_result.json").read_text())
     assert saved["global_step"] == 27

@@ -50,12 +50,13 @@ def chat_model_with_its_own_end_token(tiny_cfg, dst, rows):
 
 @pytest.fixture(scope="module")
 def engines(pretagged_tiny_cfg, adapter, sample_data, tmp_path_factory):
-    from dialsum.models.generation import HFEngine
+    from dialsum.models.generation import HFEngine, make_engine
     from dialsum.models.vllm_backend import VLLMEngine
 
     work = tmp_path_factory.mktemp("vllm")
     cfg, plain = chat_model_with_its_own_end_token(pretagged_tiny_cfg, work / "chat-model", sample_data.dev[:8])
-    v = VLLMEngine(cfg, cfg.path, adapter, GenerateSpec(), work)
+    v = make_engine("vllm", cfg, cfg.path, adapter, GenerateSpec(backend="vllm"), work)  # the stage's own selection
+    assert isinstance(v, VLLMEngine)
     v.plain_base_outputs = plain  # the base's greedy output before the second end token was configured
     yield cfg, v, HFEngine(cfg, cfg.path, adapter, 8), HFEngine(cfg, cfg.path, None, 8)
     v.close()

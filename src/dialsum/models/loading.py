@@ -223,3 +223,15 @@ def disable_bnb_cpu_fused_kernel(model) -> int:
             module.support_avx512bf16_for_cpu = False
             n += 1
     return n
+
+
+def quantized_layers(model) -> dict[str, int]:
+    """How many Linear layers bitsandbytes really holds at 4 and at 8 bits: what a train stage records, so a run can
+    show QLoRA trained on a quantised base and not silently on a full-precision one."""
+    try:
+        import bitsandbytes as bnb
+    except ImportError:
+        return {"4bit": 0, "8bit": 0}
+    mods = list(model.modules())
+    return {"4bit": sum(isinstance(m, bnb.nn.Linear4bit) for m in mods),
+            "8bit": sum(isinstance(m, bnb.nn.Linear8bitLt) for m in mods)}

@@ -137,6 +137,7 @@ def train_model(cfg: ModelConfig, base_path: str, train_rows: list[Dialogue], de
     from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments
 
     from dialsum.hardware import has_cuda
+    from dialsum.models.loading import quantized_layers
 
     from transformers import set_seed
 
@@ -235,6 +236,7 @@ def train_model(cfg: ModelConfig, base_path: str, train_rows: list[Dialogue], de
                       {"adapter_dir": str(adapter_dir), "method": method, "best_dev_final": best, "dev_history": dev_hist,
                        "losses": losses, "global_step": trainer.state.global_step, "world_size": world,
                        "resumed_from_step": counter.resumed_from, "steps_this_process": counter.ran,
+                       "base_quantization": quantized_layers(trainer.model),
                        "epoch": trainer.state.epoch})
     trainer.accelerator.wait_for_everyone()
     return result
