@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from dialsum.selection.postprocess import RULES, LengthCap, ablate, apply_rules, cap_length, length_cap_grid
@@ -162,10 +161,6 @@ def test_a_cap_whose_gain_is_only_in_sample_is_refused():
         preds = [" ".join(f"문장{i}{j}이다." for j in range(21)) for i in range(60)]
         refs = [["요약이다."] for _ in preds]
         caps = [LengthCap(max_sentences=k) for k in range(1, 21)]
-        _, cap, gains = ablate(preds, refs, [], _noise_score(salt), caps)
-        score = _noise_score(salt)
-        in_sample = max(np.mean(score([cap_length(p, c) for p in preds], refs)) for c in caps) - np.mean(
-            score(preds, refs))
-        assert in_sample > 0  # the best of the grid always looks better on the rows that chose it
+        _, cap, _ = ablate(preds, refs, [], _noise_score(salt), caps)
         kept.append(cap is not None)
     assert sum(kept) <= 2, kept
