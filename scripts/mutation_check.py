@@ -1,5 +1,6 @@
 """Do the tests catch what they name? Each entry breaks one line of the code a claim rests on, in a copy of the tree,
-runs only the tests that guard that claim, and reports `caught` (they fail) or `NOT CAUGHT` (they pass). Not part of
+runs only the tests that guard that claim, and reports `caught` (every named test, or a test of every named file,
+fails), `partly` (some of them still pass) or `NOT CAUGHT` (all pass). Not part of
 CI: an entry takes seconds to minutes. New claims about resume, held-out fitting or intervals add an entry.
 
     .venv/bin/python scripts/mutation_check.py                 # every entry
@@ -167,6 +168,13 @@ def apply(mutation: Mutation, tree: Path) -> bool:
     return True
 
 
+def _guards(target: str, failed: str) -> bool:
+    """Whether a failed node id belongs to a named target: a whole file, a test, or one of its parametrisations."""
+    if "::" not in target:
+        return failed.startswith(target + "::")
+    return failed == target or failed.startswith(target + "[")
+
+
 def check(mutation: Mutation, timeout: int) -> dict:
     work = Path(tempfile.mkdtemp(prefix=f"mutation-{mutation.name}-"))
     try:
@@ -181,19 +189,26 @@ def check(mutation: Mutation, timeout: int) -> dict:
         if (ROOT.parent / "shared").exists():
             (work / "shared").symlink_to(ROOT.parent / "shared")
         if not apply(mutation, tree):
-            return {"name": mutation.name, "result": "stale", "seconds": 0.0, "tail": "the line is not in the file once"}
+            return {"name": mutation.name, "result": "stale (the line is not in the file once)", "seconds": 0.0,
+                    "missed": list(mutation.tests), "failed": []}
         env = {**os.environ, "PYTHONPATH": str(tree / "src"), "PYTHONDONTWRITEBYTECODE": "1"}
         t0 = time.time()
         try:
-            r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-n", "0", "-p", "no:cacheprovider",
+            r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rfE", "-n", "0", "-p", "no:cacheprovider",
                                 *mutation.tests], cwd=tree, env=env, capture_output=True, text=True, timeout=timeout)
             code, out = r.returncode, (r.stdout + r.stderr)
         except subprocess.TimeoutExpired as e:
             code, out = -1, f"timed out after {timeout} s: {e}"
-        result = {0: "NOT CAUGHT", 1: "caught"}.get(code, f"error (pytest exit {code})")
-        tail = [ln for ln in out.splitlines() if ln.startswith(("FAILED", "ERROR", "E "))][:3]
-        return {"name": mutation.name, "result": result, "seconds": round(time.time() - t0, 1),
-                "tail": "\n".join(tail) or out.strip().splitlines()[-1:]}
+        failed = {ln.split()[1] for ln in out.splitlines() if ln.startswith(("FAILED ", "ERROR ")) and len(ln.split()) > 1}
+        missed = [t for t in mutation.tests if not any(_guards(t, f) for f in failed)]
+        if code not in (0, 1):
+            result = f"error (pytest exit {code})"
+        elif not missed:
+            result = "caught"
+        else:
+            result = "NOT CAUGHT" if len(missed) == len(mutation.tests) else f"partly ({len(missed)} passed)"
+        return {"name": mutation.name, "result": result, "seconds": round(time.time() - t0, 1), "missed": missed,
+                "failed": sorted(failed)}
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
