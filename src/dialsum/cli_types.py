@@ -31,22 +31,23 @@ def count(least: int):
     return parse
 
 
-def existing_file(text: str) -> str:
+def _checked(text: str, folder: bool, must_exist: bool, what: str) -> str:
+    """`text` unless it names the other kind of thing (a file for a folder or the reverse), or, when it must exist,
+    nothing at all."""
     path = Path(text)
-    if path.is_dir():
-        raise argparse.ArgumentTypeError(f"{text}: is a folder, expected a file")
-    if not path.is_file():
-        raise argparse.ArgumentTypeError(f"{text}: no such file")
+    if path.exists() and path.is_dir() != folder:
+        raise argparse.ArgumentTypeError(f"{text}: is a {'file' if folder else 'folder'}, expected {what}")
+    if must_exist and not path.exists():
+        raise argparse.ArgumentTypeError(f"{text}: no such {'folder' if folder else 'file'}")
     return text
+
+
+def existing_file(text: str) -> str:
+    return _checked(text, folder=False, must_exist=True, what="a file")
 
 
 def existing_dir(text: str) -> str:
-    path = Path(text)
-    if path.exists() and not path.is_dir():
-        raise argparse.ArgumentTypeError(f"{text}: is a file, expected a folder")
-    if not path.is_dir():
-        raise argparse.ArgumentTypeError(f"{text}: no such folder")
-    return text
+    return _checked(text, folder=True, must_exist=True, what="a folder")
 
 
 def existing_path(text: str) -> str:
@@ -57,14 +58,9 @@ def existing_path(text: str) -> str:
 
 def output_file(text: str) -> str:
     """A file to write: not an existing folder (its own folder is created when missing)."""
-    if Path(text).is_dir():
-        raise argparse.ArgumentTypeError(f"{text}: is a folder, expected a file to write")
-    return text
+    return _checked(text, folder=False, must_exist=False, what="a file to write")
 
 
 def output_dir(text: str) -> str:
     """A folder to write into: not an existing file (created when missing)."""
-    path = Path(text)
-    if path.exists() and not path.is_dir():
-        raise argparse.ArgumentTypeError(f"{text}: is a file, expected a folder to write into")
-    return text
+    return _checked(text, folder=True, must_exist=False, what="a folder to write into")
