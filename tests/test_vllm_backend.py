@@ -111,6 +111,9 @@ def test_counts_and_seeded_reproducibility(engines, sample_data):
     a, b = v.run(prompts, s, None), v.run(prompts, s, None)
     assert [len(x) for x in a] == [4, 4, 4]
     assert [[t for t, _ in x] for x in a] == [[t for t, _ in x] for x in b]
+    assert sum(len({t for t, _ in x}) > 1 for x in a) >= 2  # four draws per prompt, not four copies of one
+    other = v.run(prompts, s.model_copy(update={"seed": 12}), None)
+    assert [[t for t, _ in x] for x in other] != [[t for t, _ in x] for x in a]  # another seed draws others
 
 
 def test_generate_stage_with_vllm_backend_covers_every_fname(engines, sample_data, tmp_path, monkeypatch, adapter):
