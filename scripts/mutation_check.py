@@ -81,7 +81,7 @@ MUTATIONS = [
               T + "test_align.py::test_grpo_kl_to_the_reference_is_zero_at_the_first_step"),
              "TRL's reference adapter is the SFT policy, tag rows included"),
     Mutation("trl-bf16-policy", "src/dialsum/align/policy.py",
-             "        params[name].data = value", "        pass",
+             "        params[name].data = value.to(params[name].device)", "        pass",
              (T + "test_align.py::test_dpo_reference_holds_the_sft_tag_rows_and_the_adapter_stays_fp32",),
              "the policy's trainable tensors stay the exact fp32 SFT tensors after TRL's constructor"),
     Mutation("brio-gradient-accumulation", "src/dialsum/align/rank.py",

@@ -76,8 +76,8 @@ def trl_keeps_the_policy(model):
     exact = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     yield
     params = dict(model.named_parameters())
-    for name, value in exact.items():
-        params[name].data = value
+    for name, value in exact.items():  # on the device the constructor left the parameter on
+        params[name].data = value.to(params[name].device)
     with torch.no_grad():
         for name, param in params.items():
             parts = name.split(".")
