@@ -66,14 +66,17 @@ def trl_keeps_the_policy(model):
     already holds an adapter.
 
     * On a k-bit base they round every trainable tensor to bf16, where small updates vanish (at lr 5e-6 most LoRA
-      entries never move) and the SFT weights themselves lose their low bits: the exact fp32 tensors are put back.
+      entries never move) and the SFT weights themselves lose their low bits: the exact fp32 tensors, saved before
+      the constructor, are put back.
     * The frozen `ref` adapter is a copy of the parameters named `.default.`, which misses PEFT's trainable-token
       rows (`…trainable_tokens_delta.default`, no trailing dot): `ref` would read and write the competition's tags
       with the base's untrained rows (KL and implicit reward far from 0 on tag tokens before any step). Every
       `default` tensor is copied into its `ref` twin, so the reference is exactly the SFT policy."""
     import torch
 
-    exact = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    k_bit = getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False)
+    # only where TRL casts (a k-bit base): the adapter and tag rows, small; never a whole fully fine-tuned model
+    exact = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad} if k_bit else {}
     yield
     params = dict(model.named_parameters())
     for name, value in exact.items():  # on the device the constructor left the parameter on

@@ -48,7 +48,7 @@ def align_model(cfg: ModelConfig, base_path: str, sft_weights: Path, rows: list[
     from dialsum.align.policy import load_policy, save_policy
 
     spec = cfg.align
-    gen = gen or GenerateSpec(backend="hf")
+    gen = gen or GenerateSpec()
     out.mkdir(parents=True, exist_ok=True)
     sel, rep = select_rows[: spec.eval_rows], report_rows[: spec.eval_rows]
     tokenizer, model, stops = load_policy(cfg, base_path, sft_weights)
@@ -68,6 +68,7 @@ def align_model(cfg: ModelConfig, base_path: str, sft_weights: Path, rows: list[
         train_pairs, held_pairs = [p for p in pairs if p[0] in fit], [p for p in pairs if p[0] in held]
         result.update(pairs=len(train_pairs), heldout_pairs=len(held_pairs))
         if not train_pairs:
+            del model  # generation's engine scores SFT next: the policy must not hold the card meanwhile
             return _fallback(out, result, f"no preference pairs with a metric gap >= {spec.min_margin}", scores,
                              sft_weights)
         train_ds = dpo.pair_dataset(tokenizer, cfg, by_fname, train_pairs, stops)
@@ -99,6 +100,7 @@ def align_model(cfg: ModelConfig, base_path: str, sft_weights: Path, rows: list[
         held_g = {f: g for f, g in groups.items() if f in held}
         result.update(groups=len(train_g), heldout_groups=len(held_g))
         if not train_g:
+            del model  # generation's engine scores SFT next: the policy must not hold the card meanwhile
             return _fallback(out, result, f"no dialogue whose samples differ by >= {spec.min_margin}", scores,
                              sft_weights)
         examples = rank.group_examples(tokenizer, cfg, by_fname, train_g, stops)
@@ -174,6 +176,7 @@ def _promote(candidate: Path, out: Path) -> Path:
 
 
 def _fallback(out: Path, result: dict, why: str, scores, sft_weights: Path) -> dict:
+    common.free_memory()
     sft = _once(out / "sft_scores.json", lambda: scores(sft_weights, "sft"))
     result.update(sft=sft, kept=False, reason=f"{why}: nothing to train on, generation uses the SFT weights",
                   steps=0, curve=[], aligned=None, heldout=None)
