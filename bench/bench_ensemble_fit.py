@@ -11,7 +11,7 @@ import json
 import time
 from pathlib import Path
 
-from dialsum.selection.consensus import cross_validate, fit, prepare
+from dialsum.ensemble.consensus import cross_validate, fit, prepare
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "ko"
 

@@ -234,9 +234,9 @@ def main() -> int:
         return finish(work, records, gpu_name, mode, backend, start)
 
     from dialsum.config import load_config
-    from dialsum.engine.graph import full_plan
-    from dialsum.engine.pipeline import engine_for
-    from dialsum.engine.runs import open_run
+    from dialsum.stages.pipeline import engine_for
+    from dialsum.stages.plan import Plan
+    from dialsum.engine.run_folder import open_run
 
     cfg_path = run_config(work, models, args.tiny, backend)
     cfg = load_config(cfg_path)
@@ -248,7 +248,7 @@ def main() -> int:
         return finish(work, records, gpu_name, mode, backend, start)
     ctx = open_run(cfg)
     eng = engine_for(ctx)
-    stages = full_plan(ctx)
+    stages = Plan.full(ctx).stages
     for st in stages:
         kind = st.kind
         if kind == "build":
@@ -281,14 +281,14 @@ def generate_8bit(cfg_path: Path, models: dict, records: list, timed, planned: d
     (without `align`, whose keep decision is scored the way generation runs and would be re-made at 8 bits): vLLM's
     online fp8 of the merged checkpoint on a GPU, bitsandbytes 8-bit Linear layers with transformers on CPU."""
     from dialsum.config import load_config
-    from dialsum.engine.graph import full_plan
-    from dialsum.engine.pipeline import engine_for
-    from dialsum.engine.runs import open_run
+    from dialsum.stages.pipeline import engine_for
+    from dialsum.stages.plan import Plan
+    from dialsum.engine.run_folder import open_run
 
     cfg = load_config(cfg_path, {"generate": {"quantization": "8bit"}}, sets=["models.solar-shape.align.method=none"])
     ctx = open_run(cfg, lock=False)
     eng = engine_for(ctx)
-    stage = next(s for s in full_plan(ctx) if s.name == "generate:solar-shape")
+    stage = next(s for s in Plan.full(ctx).stages if s.name == "generate:solar-shape")
     res = timed("generate:solar-shape (8bit)", "generate8", lambda: eng.run(stage))
     if res is not None:
         rec = records[-1]

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from dialsum.scoring.metric import metric_rows, score_corpus  # noqa: E402
-from dialsum.selection.postprocess import RULES, PostProcessor  # noqa: E402
+from dialsum.postprocess import RULES, PostProcessor  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "ko"
 

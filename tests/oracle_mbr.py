@@ -1,5 +1,5 @@
 """The MBR definition, computed pair by pair: the oracle dialsum's vectorised consensus rule
-(dialsum.selection.consensus.Rule over all-pairs matrices) is tested against.
+(dialsum.ensemble.Voting over all-pairs matrices) is tested against.
 
 utility(i) = sum_{j != i} w_j U(i, j) / sum_{j != i} w_j with U the mean of R1/R2/RL F1 (hypothesis i, reference j),
 for every candidate i (copies included); the earliest candidate within 1e-9 of the best wins.

@@ -80,7 +80,7 @@ def _sft(cfg, data, out):
 
     cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={
         "epochs": 3, "eval_steps": 27, "logging_steps": 9, "eval_subset": 4, "early_stopping_patience": None})})
-    return cfg, train_model(cfg, cfg.path, data.train, data.dev, out, MetricSpec()).adapter_dir
+    return cfg, train_model(cfg, cfg.path, data.train, data.dev, out, MetricSpec()).weights_dir
 
 
 @pytest.fixture(scope="module")

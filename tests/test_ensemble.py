@@ -1,4 +1,4 @@
-"""MBR selection (dialsum.selection.consensus): same picks as a naive rouge-score loop and as the pair-by-pair
+"""MBR selection (dialsum.ensemble): same picks as a naive rouge-score loop and as the pair-by-pair
 definition (tests/oracle_mbr.py), deterministic ties, merged duplicates change nothing."""
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from rouge_score import rouge_scorer
 from conftest import run_cli, shared_file
 from dialsum.scoring.rouge import features
 from dialsum.scoring.tokenize import get_tokenizer
-from dialsum.selection.consensus import Rule, prepare, select
+from dialsum.ensemble import Voting, ensemble
+from dialsum.ensemble.consensus import prepare
 from oracle_mbr import definition_pick as oracle_pick
 
 MECAB = get_tokenizer("mecab")
@@ -21,7 +22,7 @@ def mbr_select(texts, weights, feats, sem):
     (`feats` is unused: the rule tokenises and featurises the texts itself, as the commands do.)"""
     names = [f"s{i}" for i in range(len(texts))]
     [d] = prepare({"x": list(zip(texts, names))}, names, sem, "mecab")
-    i, scores = Rule(tuple(float(w) for w in weights)).pick_scored(d)
+    i, scores = Voting(tuple(float(w) for w in weights)).pick_scored(d)
     return i, float(scores[i])
 
 
@@ -62,7 +63,7 @@ def test_picks_equal_naive_rouge_score_loop_on_real_systems():
     tables = load_peers(12)
     names = list(tables[0][1])[:40]
     groups = {f: [(t[f], name) for name, t in tables] for f in names}
-    picks, _, _, _, _ = select(groups, "rouge-score")
+    picks = ensemble(groups, "rouge-score").picks
     for f in names:
         texts = [t for t, _ in groups[f]]
         assert picks[f].text == texts[naive_pick(texts)]

@@ -8,8 +8,9 @@ import json
 import pytest
 
 from conftest import run_cli, shared_file
-from oracle_mbr import ensemble
-from dialsum.selection.consensus import cross_validate, prepare, select
+from oracle_mbr import ensemble as oracle_ensemble
+from dialsum.ensemble import ensemble
+from dialsum.ensemble.consensus import cross_validate, prepare
 
 
 def dev_pool():
@@ -94,8 +95,8 @@ def test_vectorised_selection_equals_the_reference_mbr_on_real_systems(sem):
         tables.append((p.stem, {r[key]: r["summary"] for r in rows}))
     names = list(tables[0][1])[:120]
     groups = {f: [(t[f], n) for n, t in tables if f in t] for f in names}
-    ref = ensemble(groups, sem)
-    got, _, _, _, _ = select(groups, sem)
+    ref = oracle_ensemble(groups, sem)
+    got = ensemble(groups, sem).picks
     assert [got[f].text for f in names] == [ref[f].text for f in names]
     assert [got[f].source for f in names] == [ref[f].source for f in names]
 
@@ -107,16 +108,18 @@ def test_fixed_weights_are_guarded_like_a_fit(pool):
     files, _, refs, tables = pool
     groups = {f: [(t[f], n) for n, t in tables] for f in refs}
     names = [n for n, _ in tables]
-    _, plain, _, _, _ = select(groups, "pltrdy", fit_refs=refs)
+    plain = ensemble(groups, "pltrdy", fit_refs=refs).report
     quality = plain["source_quality"]
     worst = min(quality, key=quality.get)
     only_worst = {n: (1.0 if n == worst else 0.0) for n in names}
-    _, rep, _, _, rule = select(groups, "pltrdy", fit_refs=refs, weights=only_worst, guard=True)
+    res = ensemble(groups, "pltrdy", fit_refs=refs, weights=only_worst, guard=True)
+    rep, rule = res.report, res.voting
     assert rep["method"] in ("best single source", "uniform consensus") and "one-standard-error" in rep["chosen_by"]
     assert rep["cross_validation"]["fitted"] < rep["cross_validation"]["best_single"] - 5  # the weakest system
     assert rep["params"] == {"fixed_weights": True}
     # without the guard the same weights are taken as given
-    _, rep2, _, _, rule2 = select(groups, "pltrdy", fit_refs=None, weights=only_worst)
+    res2 = ensemble(groups, "pltrdy", fit_refs=None, weights=only_worst)
+    rep2, rule2 = res2.report, res2.voting
     assert rep2 is None and rule2.weights == tuple(only_worst[n] for n in names)
 
 
@@ -125,7 +128,7 @@ def _noise_pool(seed: int, n: int = 200, sources: int = 12):
     consensus utilities say nothing about quality. Any rule's expected held-out score is 50."""
     import numpy as np
 
-    from dialsum.selection.consensus import CandidateSet
+    from dialsum.ensemble import CandidateSet
 
     rng = np.random.default_rng(seed)
     out = []

@@ -11,22 +11,46 @@ import textwrap
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src"
-CORE = ("errors", "config", "model_specs", "hardware", "faults", "user_cache")  # top-level modules every package may use
+ARCHITECTURE = Path(__file__).resolve().parents[1] / "docs" / "architecture.md"
+CORE = ("errors", "config", "model_specs", "hardware", "faults", "user_cache", "logs")  # top-level modules anyone may use
 
-# group -> groups it may import (its own group always included). Mirrors the docstring of dialsum/__init__.py.
-ALLOWED = {
-    "core": {"core"},
-    "io": {"core"},
-    "scoring": {"core"},
-    "selection": {"core", "scoring"},
-    "models": {"core", "io", "scoring"},
-    "align": {"core", "io", "scoring", "models"},
-    "engine": {"core", "io", "scoring", "selection", "models", "align"},
-    "tune": {"core", "io", "scoring", "selection", "engine"},
-    "commands": {"core", "io", "scoring", "selection", "models", "align", "engine", "tune"},
-    "cli": {"core", "engine.kinds"},  # a thin parser: errors, and the stage kinds `--from-stage` lists
-    "main": {"cli"},
+# The import rules, written once: group -> (its job, the groups it may import; its own group always included).
+# docs/architecture.md renders this table (`python tests/test_layout.py --write`); a test fails when it is stale.
+RULES = {
+    "core": ("errors, config (YAML into typed objects), hardware (the GPU probe and backend resolver), logs, faults, "
+             "user_cache, model_specs", {"core"}),
+    "io": ("competition data, candidate store, references, submission files", {"core"}),
+    "scoring": ("morpheme tokenizers and their cache, the leaderboard metric, bootstrap intervals, the one-SE rule",
+                {"core"}),
+    "ensemble": ("ROUGE-consensus (MBR) voting, fitted on dev-select and judged by k-fold: pure", {"core", "scoring"}),
+    "postprocess": ("text rules and the length cap, each kept for a held-out gain: pure", {"core", "scoring"}),
+    "report": ("typed report rows, report.md, report.html and its data, experiment tracking",
+               {"core", "io", "scoring"}),
+    "models": ("loading, prompts, training, generation backends, tiny stand-ins, memory plan (torch lives here)",
+               {"core", "io", "scoring"}),
+    "align": ("preference optimisation after SFT (DPO, GRPO, BRIO ranking) rewarded by the metric",
+              {"core", "io", "scoring", "models"}),
+    "engine": ("generic stage machinery: keyed stages, cache, locks, child processes, run folders", {"core", "io"}),
+    "stages": ("one module per stage kind (plan + run), the Plan, the run recipe",
+               {"core", "io", "scoring", "ensemble", "postprocess", "report", "models", "align", "engine"}),
+    "stages.names": ("the stage kinds in order (dialsum/stages/__init__.py: imports nothing)", set()),
+    "tune": ("Optuna studies over stages (train, align and inference spaces)",
+             {"core", "io", "scoring", "ensemble", "postprocess", "report", "engine", "stages"}),
+    "commands": ("one module per command: reads arguments, calls the parts below, prints",
+                 {"core", "io", "scoring", "ensemble", "postprocess", "report", "models", "align", "engine", "stages",
+                  "tune"}),
+    "cli": ("the argument parser (and cli_types), dispatching to commands by name", {"core", "stages.names"}),
+    "main": ("`python -m dialsum`", {"cli"}),
 }
+ALLOWED = {group: allowed for group, (_, allowed) in RULES.items()}
+
+
+def render_rules() -> str:
+    """The import rules as the Markdown table docs/architecture.md shows."""
+    lines = ["| group | its job | may import (besides itself) |", "|---|---|---|"]
+    for group, (job, allowed) in RULES.items():
+        lines.append(f"| `{group}` | {job} | {', '.join(f'`{a}`' for a in sorted(allowed - {group})) or '—'} |")
+    return "\n".join(lines)
 
 
 def group_of(module: str, top: str = "dialsum") -> str:
@@ -39,8 +63,8 @@ def group_of(module: str, top: str = "dialsum") -> str:
         return "core"
     if name == "__main__":
         return "main"
-    if module == f"{top}.engine.kinds":
-        return "engine.kinds"
+    if module == f"{top}.stages":
+        return "stages.names"
     if name == "cli_types":  # the command line's argument types: part of cli
         return "cli"
     return name
@@ -82,11 +106,11 @@ def violations(g: dict[str, list[tuple[str, int]]], top: str = "dialsum") -> lis
     out = []
     for m, edges in g.items():
         src = group_of(m, top)
-        src = "engine" if src == "engine.kinds" else src
+        src = "stages" if src == "stages.names" else src
         allowed = ALLOWED.get(src, set()) | {src}
         for t, line in edges:
             dst = group_of(t, top)
-            if dst not in allowed and not (dst == "engine.kinds" and "engine" in allowed):
+            if dst not in allowed and not (dst == "stages.names" and "stages" in allowed):
                 out.append(f"{m} imports {t} (line {line}): rule '{src} may import only "
                            f"{', '.join(sorted(allowed))}'")
     return out
@@ -144,6 +168,20 @@ def test_every_package_says_what_it_owns_and_cli_is_thin():
     assert lines["dialsum.cli"] <= 250, f"cli.py has {lines['dialsum.cli']} lines"
     long = {n: k for n, k in lines.items() if k > 400}
     assert not long, f"modules over 400 lines: {long}"
+    stages = {p.stem for p in (SRC / "dialsum" / "stages").glob("*.py")}
+    from dialsum.stages import ORDER, TUNING, stage_module
+
+    for kind in ORDER + TUNING:  # one module per stage kind, each of the same shape
+        mod = stage_module(kind)
+        assert kind in stages and mod.KIND == kind and callable(mod.plan) and callable(mod.run), kind
+        assert isinstance(mod.VERSION, int) and isinstance(mod.CHILD, bool), kind
+    assert not (SRC / "dialsum" / "engine" / "graph.py").exists() and not (SRC / "dialsum" / "engine" / "tasks.py").exists()
+
+
+def test_the_architecture_page_shows_the_rules_the_test_checks():
+    text = ARCHITECTURE.read_text(encoding="utf-8")
+    assert render_rules() in text, "docs/architecture.md is stale: run python tests/test_layout.py --write"
+    assert set(group_of(m) for m in modules(SRC)) <= set(RULES), "a package without a rule"
 
 
 def test_the_checker_finds_a_forbidden_import_and_a_cycle(tmp_path):
@@ -170,3 +208,16 @@ def test_the_checker_finds_a_forbidden_import_and_a_cycle(tmp_path):
     assert any(b.startswith("pkg.engine.graph imports pkg.tune.study (line 2)") for b in bad)
     assert len(bad) == 2, bad  # models -> scoring and tune -> engine are allowed
     assert sorted(cycles(g)) == [["pkg.engine.graph", "pkg.tune.study"], ["pkg.models.loading", "pkg.scoring.metric"]]
+
+
+if __name__ == "__main__":
+    import re
+    import sys
+
+    if "--write" in sys.argv:
+        text = ARCHITECTURE.read_text(encoding="utf-8")
+        start, end = "<!-- import rules: generated by tests/test_layout.py -->", "<!-- end of import rules -->"
+        block = f"{start}\n{render_rules()}\n{end}"
+        ARCHITECTURE.write_text(re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: block, text, flags=re.S),
+                                encoding="utf-8")
+    print(render_rules())

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from dialsum.selection.postprocess import RULES, LengthCap, ablate, apply_rules, cap_length, length_cap_grid
+from dialsum.postprocess import RULES, LengthCap, ablate, apply_rules, cap_length, length_cap_grid
 
 
 @pytest.mark.parametrize("rule,given,expected", [
@@ -114,7 +114,7 @@ def test_postprocess_stage_fits_on_dev_select_only_and_counts_empty_outputs(tmp_
 
     from conftest import SAMPLE
     from dialsum.io.devsplit import split_dev
-    from dialsum.engine.tasks import FALLBACK_SUMMARY, postprocess
+    from dialsum.stages.postprocess import FALLBACK_SUMMARY, run as postprocess
 
     split = split_dev(sample_data.dev, 0.5, 1)
     rows = [[d.fname, "dev", "요약: " + d.summary, "s"] for d in sample_data.dev]

@@ -261,7 +261,7 @@ def test_truncation_counts_exactly_what_the_encoders_produce(name, standins, sam
 def test_truncation_is_measured_and_can_stop_a_run(standins, sample_data, tmp_path):
     """The train stage measures truncation before training: over the limits it warns, or stops (one line)."""
     from dialsum.errors import DialsumError
-    from dialsum.engine.tasks import train
+    from dialsum.stages.train import run as train
 
     cfg = small_cfg("solar-10.7b", standins["solar-10.7b"], max_input_tokens=64, max_new_tokens=8)
     cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"on_truncation": "error"})})

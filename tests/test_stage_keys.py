@@ -9,7 +9,7 @@ from dialsum.config import load_config
 
 
 def _ctx(tmp_path, edit=None):
-    from dialsum.engine.runs import open_run
+    from dialsum.engine.run_folder import open_run
 
     cfg = load_config(ROOT / "configs" / "competition.yaml", {"output_dir": str(tmp_path / "runs"),
                                                                "data": {"dir": str(SAMPLE)}})
@@ -26,7 +26,8 @@ def _with_model(cfg, i, **update):
 
 def test_arch_is_not_keyed_but_the_hub_commit_is(tmp_path, monkeypatch):
     from dialsum.config import ArchSpec
-    from dialsum.engine.graph import generate_stage, train_stage
+    from dialsum.stages.generate import plan as generate_stage
+    from dialsum.stages.train import plan as train_stage
 
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     ctx = _ctx(tmp_path)
@@ -48,7 +49,7 @@ def test_arch_is_not_keyed_but_the_hub_commit_is(tmp_path, monkeypatch):
 
 
 def test_a_local_base_folders_files_are_keyed(tmp_path, tiny_model_dir):
-    from dialsum.engine.graph import train_stage
+    from dialsum.stages.train import plan as train_stage
 
     base = tmp_path / "base"
     shutil.copytree(tiny_model_dir, base)
@@ -63,7 +64,7 @@ def test_a_local_base_folders_files_are_keyed(tmp_path, tiny_model_dir):
 def test_auto_backend_is_resolved_before_keying(tmp_path):
     import importlib.util
 
-    from dialsum.engine.graph import generate_stage
+    from dialsum.stages.generate import plan as generate_stage
 
     have_vllm = importlib.util.find_spec("vllm") is not None
     keys = {}
@@ -80,7 +81,7 @@ def test_auto_backend_is_resolved_before_keying(tmp_path):
 def test_generate_quantization_is_keyed_and_none_keeps_the_old_keys(tmp_path):
     """`generate.quantization` changes a generate stage's key (and, at 4 bits, `auto` resolves to hf); at `none` the
     key holds no quantization entry, so caches from before the option existed stay valid."""
-    from dialsum.engine.graph import generate_stage
+    from dialsum.stages.generate import plan as generate_stage
 
     keys, inputs = {}, {}
     for q in ("none", "8bit", "4bit"):
@@ -99,3 +100,15 @@ def test_vllm_at_4_bits_is_refused_in_one_line():
                 "--set", "generate.quantization=4bit")
     assert r.returncode == 2 and "vLLM has no 4-bit loading" in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_the_shipped_configs_keep_their_stage_keys(tmp_path):
+    """Every stage key of the shipped run configs equals the checked-in one (tests/data/stage_keys.json, written
+    before the stage graph moved into dialsum.stages): a refactor must not make users recompute their caches."""
+    import json
+
+    from stage_key_pins import CONFIGS, PINS, current_keys
+
+    pins = json.loads(PINS.read_text())
+    for config in CONFIGS:
+        assert current_keys(config, tmp_path / "hub") == pins[config], config

@@ -173,9 +173,9 @@ def test_dialsum_train_cli_with_the_default_config(tmp_path, pipeline_seed):
     assert result["losses"][-1] < result["losses"][0] * 0.7
     assert len(result["dev_history"]) >= 2 and all("eval_dev_final" in h for h in result["dev_history"])
     assert result["best_dev_final"] == max(h["eval_dev_final"] for h in result["dev_history"])
-    assert stage["result"]["adapter"] == result["adapter_dir"]
+    assert stage["result"]["adapter"] == result["weights_dir"]
     base_dir = manifest["stages"]["build:tiny"]["result"]["path"]
-    _, model = load_for_inference(_tiny_default(base_dir), base_dir, Path(result["adapter_dir"]))
+    _, model = load_for_inference(_tiny_default(base_dir), base_dir, Path(result["weights_dir"]))
     assert isinstance(model, PeftModel) and any("lora_B" in n for n, _ in model.named_parameters())
     assert manifest["stages"]["train:tiny"]["status"] == "ran"
 

@@ -33,7 +33,7 @@ def tagless_adapter(tagless, sample_data, tmp_path_factory):
     cfg = tagless.model_copy(update={"train": tagless.train.model_copy(
         update={"max_steps": 12, "eval_steps": 12, "eval_subset": 2, "early_stopping_patience": None})})
     return train_model(cfg, cfg.path, sample_data.train, sample_data.dev, tmp_path_factory.mktemp("ad"),
-                       MetricSpec()).adapter_dir
+                       MetricSpec()).weights_dir
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,8 @@
 Each subcommand names its implementation as "module:function" under dialsum.commands, imported only when that
 command runs, so `dialsum --help` imports nothing heavy, and heavy libraries (torch, transformers, peft) are only
 imported inside stage child processes: `score`, `ensemble`, `postprocess` and `submit` start in well under a second.
-Imports only dialsum.errors, dialsum.cli_types (every option's value checked as it is parsed) and dialsum.engine.kinds
-(the stage kinds `--from-stage` accepts); nothing imports cli.
+Imports only dialsum.errors, dialsum.cli_types (every option's value checked as it is parsed) and dialsum.stages
+(the stage kinds `--from-stage` accepts: that file imports nothing); nothing imports cli.
 """
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import sys
 
 from dialsum.cli_types import (Parser, count, existing_dir, existing_file, existing_path, output_dir,
                                output_file)
-from dialsum.engine.kinds import STAGE_KINDS
 from dialsum.errors import DialsumError
+from dialsum.stages import RERUNNABLE
 
 DEFAULT_CONFIG = "configs/default.yaml"
 SET_HELP = ("edit the config as the same edit in the YAML would (repeatable): a dotted path, models by name, a YAML "
@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="train and generate only this model (repeatable), then stop before the ensemble")
     sp.add_argument("--parallel-models", type=count(1), metavar="N",
                     help="N models' pipelines at once, each a `run --only-model` process on its own GPU; then ensemble")
-    sp.add_argument("--from-stage", choices=STAGE_KINDS, help="recompute this stage kind and every later one")
+    sp.add_argument("--from-stage", choices=RERUNNABLE, help="recompute this stage kind and every later one")
     sp.add_argument("--force", action="append", default=[], metavar="STAGE",
                     help="recompute this stage (e.g. train:tiny, or a kind: generate) and what depends on it")
     sp.set_defaults(func="runs:run")
@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--utility", choices=["mean", "rouge1", "rouge2", "rougeL"], default="mean",
                     help="consensus utility from the R1/R2/RL F1 matrices (default: %(default)s)")
     sp.add_argument("--workers", type=count(1), default=2, help="processes for tokenisation (default: %(default)s)")
-    sp.set_defaults(func="select:ensemble")
+    sp.set_defaults(func="ensemble:ensemble")
 
     sp = sub.add_parser("postprocess", help="apply post-processing rules; --ablate measures each on dev")
     sp.add_argument("--pred", required=True, type=existing_file, help="CSV with fname (or id) and summary")
@@ -117,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--max-sentences", type=count(1), help="fixed cap: keep at most this many sentences")
     sp.add_argument("--max-morphemes", type=count(1), help="fixed cap: whole sentences up to this many Mecab morphemes")
     sp.add_argument("--semantics", choices=["pltrdy", "rouge-score"], default="pltrdy")
-    sp.set_defaults(func="select:postprocess")
+    sp.set_defaults(func="postprocess:postprocess")
 
     sp = sub.add_parser("submit", help="write a validated submission CSV (never overwrites)")
     sp.add_argument("--pred", required=True, type=existing_file, help="CSV with fname (or id) and summary")

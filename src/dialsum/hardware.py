@@ -82,3 +82,19 @@ def visible_gpu_gib() -> float | None:
     import torch
 
     return torch.cuda.get_device_properties(0).total_memory / 2**30
+
+
+def resolve_backend(name: str, quantization: str = "none", family: str = "decoder") -> str:
+    """The one backend resolver: the engine that really generates, resolved before a stage is keyed (so `auto` and
+    `vllm` share outputs). Seq2seq models always use transformers; `auto` means vLLM where it is installed, except
+    at 4 bits (vLLM has no 4-bit loading) and at 8 bits without a GPU (its online fp8 needs CUDA). Never imports
+    vLLM (the parent process stays free of torch)."""
+    if family == "seq2seq":
+        return "hf"
+    if name != "auto":
+        return name
+    if quantization == "4bit" or (quantization == "8bit" and not gpu_present()):
+        return "hf"
+    import importlib.util
+
+    return "vllm" if importlib.util.find_spec("vllm") is not None else "hf"

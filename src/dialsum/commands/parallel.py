@@ -10,7 +10,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 
 from dialsum.config import RunConfig
-from dialsum.engine.logs import log
+from dialsum.logs import log
 from dialsum.errors import DialsumError
 from dialsum.hardware import visible_gpus
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from dialsum.commands.runs import config_of
 from dialsum.config import load_model_config
-from dialsum.engine.graph import select_models
+from dialsum.stages.plan import select_models
 from dialsum.errors import DialsumError
 from dialsum.io.data import load_dialogues
 

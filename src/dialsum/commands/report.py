@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dialsum.engine.explorer import explorer_data
 from dialsum.errors import DialsumError
-from dialsum.io.html_report import write_html
+from dialsum.report.explorer import explorer_data
+from dialsum.report.html import write_html
 
 
 def report(args) -> int:

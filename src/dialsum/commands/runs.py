@@ -7,12 +7,13 @@ import shutil
 from pathlib import Path
 
 from dialsum.config import TinyModelSpec, load_config
-from dialsum.engine.logs import console
-from dialsum.engine.graph import forced_set, generate_stage, select_models, train_stage
-from dialsum.engine.pipeline import engine_for, preflight, run_pipeline, run_stages
-from dialsum.engine.runs import open_run
+from dialsum.logs import console
+from dialsum.engine.run_folder import open_run
 from dialsum.errors import DialsumError
 from dialsum.io.data import load_dialogues
+from dialsum.stages import generate as generate_stage
+from dialsum.stages.pipeline import engine_for, preflight, run_pipeline, run_plan
+from dialsum.stages.plan import Plan, select_models
 
 
 def config_of(args):
@@ -37,17 +38,17 @@ def run(args) -> int:
         run_models_in_parallel(config_of(args), args.parallel_models)
     out = run_pipeline(config_of(args), args.data_dir, args.run_id, args.backend, args.only_model, args.from_stage,
                        args.force, args.set)
-    if out["submission"] is None:
-        print(f"run: {out['run_dir']} (model stages only: {', '.join(args.only_model)})")
+    if out.submission is None:
+        print(f"run: {out.run_dir} (model stages only: {', '.join(args.only_model)})")
         return 0
     print(f"  {'stage':<12} {'dev-select':>10} {'dev-report':>10}  detail")
-    for r in out["rows"]:
-        sel = f"{r['select']['final']:10.4f}" if r.get("select") else f"{'-':>10}"
-        rep = f"{r['report']['final']:10.4f}" if r.get("report") else f"{'-':>10}"
-        print(f"  {r['stage']:<12} {sel} {rep}  {r['detail']}")
-    print(f"run: {out['run_dir']}")
-    print(f"report: {out['report']}")
-    print(f"submission: {out['submission']}")
+    for r in out.rows:
+        sel = f"{r.select['final']:10.4f}" if r.select else f"{'-':>10}"
+        rep = f"{r.report['final']:10.4f}" if r.report else f"{'-':>10}"
+        print(f"  {r.stage:<12} {sel} {rep}  {r.detail}")
+    print(f"run: {out.run_dir}")
+    print(f"report: {out.report}")
+    print(f"submission: {out.submission}")
     return 0
 
 
@@ -73,26 +74,14 @@ def train(args) -> int:
     ctx = open_run(cfg, args.data_dir, args.run_id, sets=args.set)
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1  # torchrun/accelerate: every rank trains in-process
     eng = engine_for(ctx, in_process=distributed)
-    stages = []
-    for m in models:
-        tr = train_stage(ctx, m)
-        stages += [ctx.stages[d] for d in tr.deps] + [tr]
-    results = run_stages(eng, stages, forced_set(stages, ["train"] if args.force else [], None))
+    plan = Plan.models(ctx, models, until="train")
+    results = run_plan(eng, plan, plan.recompute(["train"] if args.force else []))
     if int(os.environ.get("RANK", "0")) == 0:
         for m in models:
             r = results[f"train:{m.name}"]
             print(f"{m.name}: best dev-select final {r['best_dev_select']} -> {r['adapter']}")
         print(f"run: {ctx.run_dir}")
     return 0
-
-
-def upstream(ctx, stage) -> list:
-    """Every stage `stage` depends on, each after its own dependencies."""
-    out: list = []
-    for name in stage.deps:
-        dep = ctx.stages[name]
-        out += [x for x in upstream(ctx, dep) + [dep] if x not in out]
-    return out
 
 
 def generate(args) -> int:
@@ -103,17 +92,16 @@ def generate(args) -> int:
     preflight(models)
     ctx = open_run(cfg, args.data_dir, args.run_id, args.backend, sets=args.set)
     eng = engine_for(ctx)
+    plan = Plan(ctx, [])
     for m in models:
-        if args.adapter:
-            stage = generate_stage(ctx, m, Path(args.adapter))
-        else:
-            tr = train_stage(ctx, m)
+        stage = generate_stage.plan(ctx, m, Path(args.adapter) if args.adapter else None)
+        if not args.adapter:
+            tr = ctx.stages[f"train:{m.name}"]
             if eng.done(tr) is None:
                 raise DialsumError(f"model {m.name}: not trained yet for this config (stage {tr.name}, key {tr.key}); "
                                    f"run `dialsum train --config {args.config}` first, or pass --adapter PATH")
-            stage = generate_stage(ctx, m)
-            for up in upstream(ctx, stage):  # build, train and, with `align.method`, prefs and align
-                eng.run(up)
+        for up in plan.closure(stage)[:-1]:  # its base and, without --adapter, train and (with `align`) prefs, align
+            eng.run(up)
         result = eng.run(stage, force=args.force)
         for part in result["parts"]:
             if args.out:

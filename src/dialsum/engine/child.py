@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from dialsum.engine import forked
-from dialsum.engine.logs import quiet
+from dialsum.logs import quiet
 from dialsum.errors import DialsumError
 
 PRUNED_EXIT = 3  # a child's exit code for "stopped by the Optuna pruner"

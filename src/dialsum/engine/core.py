@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Callable
 
 from dialsum.engine.child import log_name, run_child
-from dialsum.engine.logs import log
+from dialsum.logs import log
 from dialsum.errors import DialsumError
 from dialsum.io.files import atomic_write_json
 

@@ -15,7 +15,7 @@ import os
 import signal
 import sys
 
-from dialsum.engine.logs import log
+from dialsum.logs import log
 
 PRELOAD = ["dialsum.models.preload"]
 _UNCHECKED = {"PYTHONUNBUFFERED"}  # set for every child; not read at import by the preloaded libraries

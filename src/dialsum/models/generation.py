@@ -13,21 +13,8 @@ from dialsum.io.candidates import Candidate, Journal, part_path, write_part
 from dialsum.config import DecodingSpec, GenerateSpec, ModelConfig
 from dialsum.io.data import Dialogue
 from dialsum.errors import DialsumError
+from dialsum.hardware import resolve_backend
 from dialsum.models.encoding import encode_input
-
-
-def resolve_backend(name: str, quantization: str = "none") -> str:
-    if name != "auto":
-        return name
-    from dialsum.hardware import gpu_present
-
-    if quantization == "4bit" or (quantization == "8bit" and not gpu_present()):  # vLLM: no 4-bit; fp8 needs CUDA
-        return "hf"
-    try:
-        import vllm  # noqa: F401
-        return "vllm"
-    except Exception:  # noqa: BLE001 - any import failure means: not usable here
-        return "hf"
 
 
 class HFEngine:
@@ -60,7 +47,7 @@ class HFEngine:
 
 def make_engine(backend: str, cfg: ModelConfig, base_path: str, adapter_dir: Path | None, gen: GenerateSpec,
                 work_dir: Path):
-    backend = "hf" if cfg.family == "seq2seq" else resolve_backend(backend, gen.quantization)  # vLLM: decoders only
+    backend = resolve_backend(backend, gen.quantization, cfg.family)  # vLLM: decoders only
     if backend == "vllm":
         from dialsum.models.vllm_backend import VLLMEngine
 

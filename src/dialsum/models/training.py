@@ -23,7 +23,7 @@ from dialsum.models.prompts import AUGMENT_INSTRUCTIONS, IGNORE_INDEX
 
 @dataclass
 class TrainResult:
-    adapter_dir: Path
+    weights_dir: Path  # adapter/ (LoRA, QLoRA) or model/ (full fine-tuning)
     best_dev_final: float | None
     dev_history: list[dict]
     losses: list[float]
@@ -214,26 +214,26 @@ def train_model(cfg: ModelConfig, base_path: str, train_rows: list[Dialogue], de
                              callbacks=callbacks)
     last = _last_checkpoint(ckpt_dir) if resume else None
     trainer.train(resume_from_checkpoint=str(last) if last else None)
-    adapter_dir = out_dir / ("model" if method == "full" else "adapter")  # a whole model is not an adapter
+    weights_dir = out_dir / ("model" if method == "full" else "adapter")  # a whole model is not an adapter
     history = trainer.state.log_history
     dev_hist = [{k: v for k, v in h.items() if k in ("step", "eval_dev_final", "eval_loss")}
                 for h in history if "eval_dev_final" in h]
     losses = [h["loss"] for h in history if "loss" in h]
     best = trainer.state.best_metric
-    result = TrainResult(adapter_dir, best, dev_hist, losses)
+    result = TrainResult(weights_dir, best, dev_hist, losses)
     if not trainer.is_world_process_zero():  # one writer: rank 0 saves the adapter and the result
         trainer.accelerator.wait_for_everyone()
         return result
-    tmp = adapter_dir.with_name(adapter_dir.name + ".tmp")
+    tmp = weights_dir.with_name(weights_dir.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
     trainer.model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    if adapter_dir.exists():
-        shutil.rmtree(adapter_dir)
-    tmp.rename(adapter_dir)
+    if weights_dir.exists():
+        shutil.rmtree(weights_dir)
+    tmp.rename(weights_dir)
     atomic_write_json(out_dir / "train_result.json",
-                      {"adapter_dir": str(adapter_dir), "method": method, "best_dev_final": best, "dev_history": dev_hist,
+                      {"weights_dir": str(weights_dir), "method": method, "best_dev_final": best, "dev_history": dev_hist,
                        "losses": losses, "global_step": trainer.state.global_step, "world_size": world,
                        "resumed_from_step": counter.resumed_from, "steps_this_process": counter.ran,
                        "base_quantization": quantized_layers(trainer.model),

@@ -112,3 +112,9 @@ def one_se_gain(per_row_gain: Sequence[float]) -> Gain:
     if gain <= se + 1e-9:
         return Gain(gain, se, False, f"gain within one standard error ({gain:+.3f} <= {se:.3f}): noise")
     return Gain(gain, se, True, f"gain beyond one standard error ({gain:+.3f} > {se:.3f})")
+
+
+def kfold(n: int, k: int, seed: int) -> list[np.ndarray]:
+    """k held-out folds of range(n), seeded: the one fold split every dev-select choice is judged with."""
+    idx = np.random.default_rng(seed).permutation(n)
+    return [np.sort(idx[i::k]) for i in range(k)]

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from dialsum.engine.runs import reopen_run
+from dialsum.engine.run_folder import reopen_run
 from dialsum.errors import DialsumError
 from dialsum.io.candidates import read_candidates
 from dialsum.scoring.metric import metric_rows, metric_scorer
-from dialsum.selection.consensus import Rule, prepare
-from dialsum.selection.postprocess import RULES, FittedPostprocess, LengthCap
+from dialsum.ensemble.consensus import Voting, prepare
+from dialsum.postprocess import RULES, FittedPostprocess, LengthCap
 from dialsum.tune.config import TuneConfig
 
 
@@ -43,7 +43,7 @@ class InferProblem:
         return self._prepared[utility]
 
     def predictions(self, weights: dict[str, float], utility: str, fitted_pp, part: str) -> list[str]:
-        rule = Rule(tuple(weights.get(s, 0.0) for s in self.sources))
+        rule = Voting(tuple(weights.get(s, 0.0) for s in self.sources))
         dl = self.dialogues(utility)
         preds = [dl[d.fname].texts[rule.pick(dl[d.fname])] for d in self.parts[part]]
         return fitted_pp.apply_all(preds) if fitted_pp is not None else preds

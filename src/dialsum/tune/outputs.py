@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from dialsum.config import deep_merge, load_config, read_yaml
-from dialsum.engine.logs import log
+from dialsum.logs import log
 from dialsum.io.files import atomic_write_text
 from dialsum.tune.config import TuneConfig
 

@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 from dialsum.config import RunConfig, load_config
-from dialsum.engine.logs import log
-from dialsum.engine.runs import data_hashes, default_run_id
-from dialsum.engine.tracking import trial_logger
+from dialsum.logs import log
+from dialsum.engine.run_folder import data_hashes, default_run_id
+from dialsum.report.tracking import trial_logger
 from dialsum.errors import DialsumError
 from dialsum.hardware import visible_gpus
 from dialsum.io.files import atomic_write_json

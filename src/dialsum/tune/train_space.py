@@ -11,9 +11,10 @@ from pathlib import Path
 from dialsum.config import RunConfig, deep_merge
 from dialsum.engine.child import StagePruned
 from dialsum.engine.core import Engine
-from dialsum.engine.graph import align_stage, devscore_stage, select_models, train_stage
-from dialsum.engine.runs import open_run
+from dialsum.engine.run_folder import open_run
 from dialsum.errors import DialsumError
+from dialsum.stages import align, devscore, train
+from dialsum.stages.plan import Plan, select_models
 from dialsum.tune.config import TuneConfig
 
 
@@ -69,15 +70,14 @@ def model_scores_on(cfg: RunConfig, model: str, parts: tuple[str, ...], run_dir:
     ctx = open_run(cfg, run_dir=run_dir)
     m = select_models(cfg, [model])[0]
     eng = Engine(ctx.cache, run_dir)
-    tr = train_stage(ctx, m)
+    tr = train.plan(ctx, m)
     if optuna_info:  # the trial's reporter reaches the training child as a named callback (see tune.reporter)
-        tr = ctx.add(replace(tr, context={**tr.context, "on_evaluate": {"fn": "dialsum.tune.reporter:trial_reporter",
-                                                                        "args": optuna_info}}))
-    chain = [ctx.stages[d] for d in tr.deps] + [tr]
-    if m.align.method != "none":
-        al = align_stage(ctx, m)
-        chain += [ctx.stages[d] for d in al.deps if d not in {s.name for s in chain}] + [al]
-    scored = [devscore_stage(ctx, m, list(ctx.split.select if p == "select" else ctx.split.report), p) for p in parts]
+        ctx.add(replace(tr, context={**tr.context, "on_evaluate": {"fn": "dialsum.tune.reporter:trial_reporter",
+                                                                   "args": optuna_info}}))
+    plan = Plan(ctx, [])
+    plan.add(align.plan(ctx, m) if m.align.method != "none" else ctx.stages[tr.name])
+    chain = plan.stages
+    scored = [devscore.plan(ctx, m, list(ctx.split.select if p == "select" else ctx.split.report), p) for p in parts]
     results = eng.run_together(chain + scored)
     return {p: r["score"] for p, r in zip(parts, results[len(chain):])}
 

@@ -15,10 +15,12 @@ the same way, the uniform consensus and the per-dialogue oracle. Everything here
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Callable, Sequence
 
 import numpy as np
 
+from dialsum.scoring.bootstrap import kfold as folds, one_se_gain
 from dialsum.scoring.rouge import get_semantics
 from dialsum.scoring.tokenize import tokenize_many
 
@@ -44,8 +46,8 @@ class CandidateSet:
 
 
 @dataclass(frozen=True)
-class Rule:
-    """A fitted consensus: per-source weights (0 = out), and the quality prior's strength."""
+class Voting:
+    """Who votes and how much: per-source weights (0 = out), and the quality prior's strength (the consensus rule)."""
     weights: tuple[float, ...]
     beta: float = 0.0
     prior: tuple[float, ...] = ()   # centred source quality on the fitting rows
@@ -106,7 +108,7 @@ def prepare(groups: dict[str, list[tuple[str, str]]], sources: list[str], semant
     return out
 
 
-def evaluate(rule: Rule, dialogues: Sequence[CandidateSet]) -> float:
+def evaluate(rule: Voting, dialogues: Sequence[CandidateSet]) -> float:
     """Mean true score (x100, the leaderboard's scale) of the rule's picks."""
     if not dialogues:
         return 0.0
@@ -123,15 +125,15 @@ def source_quality(dialogues: Sequence[CandidateSet], n_sources: int) -> np.ndar
         return np.where(cnt > 0, 100.0 * tot / cnt, -np.inf)
 
 
-def single(source: int, n_sources: int) -> Rule:
+def single(source: int, n_sources: int) -> Voting:
     w = [0.0] * n_sources
     w[source] = 1.0
-    return Rule(tuple(w), name=f"single:{source}")
+    return Voting(tuple(w), name=f"single:{source}")
 
 
 @dataclass
 class Fit:
-    rule: Rule
+    rule: Voting
     fit_score: float
     best_single: int
     best_single_score: float
@@ -148,9 +150,9 @@ def fit(dialogues: Sequence[CandidateSet], n_sources: int) -> Fit:
     order = [int(i) for i in np.argsort(-q, kind="stable") if np.isfinite(q[i])]
     best_single = order[0]
     single_score = evaluate(single(best_single, n_sources), dialogues)
-    uniform = Rule(tuple(1.0 if np.isfinite(q[i]) else 0.0 for i in range(n_sources)))
+    uniform = Voting(tuple(1.0 if np.isfinite(q[i]) else 0.0 for i in range(n_sources)))
     qc = np.where(np.isfinite(q), q, 0.0) / 100.0
-    best: tuple[float, int, Rule, dict] | None = None
+    best: tuple[float, int, Voting, dict] | None = None
     tried = 0
     for k in range(2, len(order) + 1):
         members = order[:k]
@@ -160,7 +162,7 @@ def fit(dialogues: Sequence[CandidateSet], n_sources: int) -> Fit:
             w[members] = np.maximum(qc[members], 1e-6) ** gamma
             w[members] /= w[members].max()
             for beta in BETAS:
-                rule = Rule(tuple(float(x) for x in w), beta, tuple(float(x) for x in prior),
+                rule = Voting(tuple(float(x) for x in w), beta, tuple(float(x) for x in prior),
                             f"top{k}-gamma{gamma:g}-beta{beta:g}")
                 s = evaluate(rule, dialogues)
                 tried += 1
@@ -176,20 +178,25 @@ def fit(dialogues: Sequence[CandidateSet], n_sources: int) -> Fit:
                params=best[3])
 
 
-METHODS = ("fitted consensus", "weighted consensus", "uniform consensus", "best single source")
+class Method(str, Enum):
+    """What the ensemble chose to submit (its value is what reports and fit.json say)."""
+    FITTED = "fitted consensus"
+    WEIGHTED = "weighted consensus"  # the configured source weights, kept by the guard
+    UNIFORM = "uniform consensus"
+    BEST_SINGLE = "best single source"
 
 
-def choose(f: Fit, cv: dict | None, n_sources: int) -> tuple[Rule, str, str]:
+def choose(f: Fit, cv: dict | None, n_sources: int) -> tuple[Voting, Method, str]:
     """Which rule to use, by the held-out folds and the one-standard-error rule: the simplest of (best single source,
     uniform consensus, fitted consensus) whose k-fold score is within one standard error (of the paired per-row
     differences) of the best one. Small dev sets thus keep the simple choice unless the gain is clear. Without a
     k-fold estimate, the fit's own choice."""
-    uniform = Rule(tuple(1.0 for _ in range(n_sources)))
+    uniform = Voting(tuple(1.0 for _ in range(n_sources)))
     if cv is None:
-        return f.rule, ("best single source" if f.fell_back else "fitted consensus"), "fitting rows"
+        return f.rule, (Method.BEST_SINGLE if f.fell_back else Method.FITTED), "fitting rows"
     m = one_se_choice(cv["per_row"])
-    rules = {"best_single": (single(f.best_single, n_sources), "best single source"),
-             "uniform": (uniform, "uniform consensus"), "fitted": (f.rule, "fitted consensus")}
+    rules = {"best_single": (single(f.best_single, n_sources), Method.BEST_SINGLE),
+             "uniform": (uniform, Method.UNIFORM), "fitted": (f.rule, Method.FITTED)}
     rule, name = rules[m]
     return rule, name, "k-fold estimate, one-standard-error rule"
 
@@ -200,14 +207,12 @@ def one_se_choice(per_row: dict[str, Sequence[float]]) -> str:
     per = {m: np.asarray(per_row[m]) for m in ("best_single", "uniform", "fitted")}
     best = max(per, key=lambda m: per[m].mean())
     for m in ("best_single", "uniform", "fitted"):  # simplest first
-        diff = per[best] - per[m]
-        se = diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else 0.0
-        if per[m].mean() >= per[best].mean() - se - 1e-9:
+        if not one_se_gain(per[best] - per[m]).keep:
             return m
     return best
 
 
-def guard_fixed(dialogues: Sequence[CandidateSet], n_sources: int, weighted: Rule, k: int = 5,
+def guard_fixed(dialogues: Sequence[CandidateSet], n_sources: int, weighted: Voting, k: int = 5,
                 seeds: Sequence[int] = (0, 1, 2)) -> tuple[Fit, dict | None]:
     """Fixed weights (e.g. tuned ones) judged like a fit, so they cannot sneak past the guard: k-fold on the rows
     with references, the weighted rule (nothing to fit) against the best single source chosen on the other folds and
@@ -215,7 +220,7 @@ def guard_fixed(dialogues: Sequence[CandidateSet], n_sources: int, weighted: Rul
     d = [x for x in dialogues if x.truth is not None]
     q = source_quality(d, n_sources)
     best_single = int(np.argmax(np.where(np.isfinite(q), q, -np.inf)))
-    uni = Rule(tuple(1.0 for _ in range(n_sources)))
+    uni = Voting(tuple(1.0 for _ in range(n_sources)))
     f = Fit(weighted, evaluate(weighted, d), best_single, evaluate(single(best_single, n_sources), d),
             evaluate(uni, d), q.tolist(), 1, params={"fixed_weights": True})
     if k < 2 or len(d) < 2 * k:
@@ -234,19 +239,13 @@ def guard_fixed(dialogues: Sequence[CandidateSet], n_sources: int, weighted: Rul
     return f, cv | {"per_row": rows}
 
 
-def folds(n: int, k: int, seed: int) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    idx = rng.permutation(n)
-    return [np.sort(idx[i::k]) for i in range(k)]
-
-
 def cross_validate(dialogues: Sequence[CandidateSet], n_sources: int, k: int = 5, seeds: Sequence[int] = (0, 1, 2)) -> dict:
     """k-fold, repeated over seeds: fit on k-1 folds, judge the held-out fold. Returns mean held-out scores (x100) of
     the fitted rule, the best single source chosen on the fitting folds, the uniform consensus over every source, and
     the per-dialogue oracle."""
     d = [x for x in dialogues if x.truth is not None]
     rows: dict[str, list[float]] = {"fitted": [], "best_single": [], "uniform": [], "oracle": []}
-    uni = Rule(tuple(1.0 for _ in range(n_sources)))
+    uni = Voting(tuple(1.0 for _ in range(n_sources)))
     for seed in seeds:
         for held in folds(len(d), k, seed):
             held_set = set(held.tolist())
@@ -263,7 +262,7 @@ def cross_validate(dialogues: Sequence[CandidateSet], n_sources: int, k: int = 5
 def report_dict(f: Fit, sources: list[str], cv: dict | None = None) -> dict:
     """The fitted choices as JSON: members and weights by source name, beta, scores on the fitting rows, CV."""
     return {
-        "method": "best single source" if f.fell_back else "fitted consensus",  # `select` may overrule by CV
+        "method": (Method.BEST_SINGLE if f.fell_back else Method.FITTED).value,  # `ensemble` may overrule by CV
         "fell_back_to_best_single": f.fell_back,
         "members": {sources[i]: f.rule.weights[i] for i in range(len(sources)) if f.rule.weights[i] > 0},
         "beta": f.rule.beta,
@@ -278,20 +277,21 @@ def report_dict(f: Fit, sources: list[str], cv: dict | None = None) -> dict:
     }
 
 
-def rule_from_dict(d: dict, sources: list[str]) -> Rule:
+def rule_from_dict(d: dict, sources: list[str]) -> Voting:
     """Rebuild the chosen rule over (possibly reordered) sources from a fit report."""
-    if d.get("method") == "uniform consensus":
-        return Rule(tuple(1.0 for _ in sources))
-    if d.get("method") == "best single source":
+    if d.get("method") == Method.UNIFORM:
+        return Voting(tuple(1.0 for _ in sources))
+    if d.get("method") == Method.BEST_SINGLE:
         w = tuple(1.0 if s == d["fit_rows_best_single"]["source"] else 0.0 for s in sources)
-        return Rule(w, name="single")
+        return Voting(w, name="single")
     w = tuple(float(d["members"].get(s, 0.0)) for s in sources)
     prior = tuple(float(d.get("prior", {}).get(s, 0.0)) for s in sources)
-    return Rule(w, float(d.get("beta", 0.0)), prior, d.get("method", "consensus"))
+    return Voting(w, float(d.get("beta", 0.0)), prior, d.get("method", "consensus"))
 
 
 @dataclass(frozen=True)
-class Selection:
+class Pick:
+    """The candidate chosen for one dialogue: its text, source, position among the dialogue's candidates, score."""
     fname: str
     text: str
     source: str
@@ -299,41 +299,51 @@ class Selection:
     score: float
 
 
-def select(groups: dict[str, list[tuple[str, str]]], semantics: str, tokenizer: str = "mecab",
-           fit_refs: dict[str, list[str]] | None = None, weights: dict[str, float] | None = None,
-           cv_folds: int = 5, utility: str = "mean", workers: int = 1, guard: bool = False
-           ) -> tuple[dict[str, Selection], dict | None, list[CandidateSet], list[str], Rule]:
-    """Consensus over every fname of `groups`. With `fit_refs`, the rule is fitted on those fnames only (and its
+@dataclass
+class EnsembleResult:
+    """What `ensemble` chose: a pick per dialogue, the method and the fit report (None when nothing was fitted),
+    the prepared dialogues, the source names in order, and the voting used."""
+    picks: dict[str, Pick]
+    method: Method
+    report: dict | None
+    dialogues: list[CandidateSet]
+    sources: list[str]
+    voting: Voting
+
+
+def ensemble(groups: dict[str, list[tuple[str, str]]], semantics: str, tokenizer: str = "mecab",
+             fit_refs: dict[str, list[str]] | None = None, weights: dict[str, float] | None = None,
+             cv_folds: int = 5, utility: str = "mean", workers: int = 1, guard: bool = False) -> EnsembleResult:
+    """Consensus over every fname of `groups`. With `fit_refs`, the voting is fitted on those fnames only (and its
     k-fold estimate computed there); with `fit_refs`, `weights` and `guard`, the given weights are not refitted but
     judged the same way (`guard_fixed`: the one-SE rule may fall back to the best single source or the uniform
-    consensus); otherwise plain MBR with the given source weights (1 by default).
-    Returns (selections, fit report or None, prepared dialogues, source names, the rule used)."""
+    consensus); otherwise plain MBR with the given source weights (1 by default)."""
     sources = list(dict.fromkeys(s for c in groups.values() for _, s in c))
     refs = {f: r for f, r in (fit_refs or {}).items() if f in groups}
     dialogues = prepare(groups, sources, semantics, tokenizer, refs, utility, workers)
     report = None
-    if refs and weights and guard:
+    if refs:
         fitting = [d for d in dialogues if d.truth is not None]
-        f, cv = guard_fixed(fitting, len(sources), Rule(tuple(source_weight(s, weights) for s in sources)), cv_folds)
-        rule, method, chosen_by = choose(f, cv, len(sources))
-        method = "weighted consensus" if method == "fitted consensus" else method
+        if weights and guard:
+            f, cv = guard_fixed(fitting, len(sources), Voting(tuple(source_weight(s, weights) for s in sources)),
+                                cv_folds)
+        else:
+            f = fit(fitting, len(sources))
+            cv = (cross_validate(fitting, len(sources), cv_folds, (0,))
+                  if cv_folds > 1 and len(fitting) >= 2 * cv_folds else None)
+        voting, method, chosen_by = choose(f, cv, len(sources))
+        if weights and guard and method is Method.FITTED:
+            method = Method.WEIGHTED
         report = report_dict(f, sources, {k: v for k, v in cv.items() if k != "per_row"} if cv else None)
-        report["method"], report["chosen_by"] = method, chosen_by
-    elif refs:
-        fitting = [d for d in dialogues if d.truth is not None]
-        f = fit(fitting, len(sources))
-        cv = cross_validate(fitting, len(sources), cv_folds, (0,)) if cv_folds > 1 and len(fitting) >= 2 * cv_folds else None
-        rule, method, chosen_by = choose(f, cv, len(sources))
-        report = report_dict(f, sources, {k: v for k, v in cv.items() if k != "per_row"} if cv else None)
-        report["method"], report["chosen_by"] = method, chosen_by
+        report["method"], report["chosen_by"] = method.value, chosen_by
     else:
-        weights = weights or {}
-        rule = Rule(tuple(source_weight(s, weights) for s in sources))
+        voting = Voting(tuple(source_weight(s, weights or {}) for s in sources))
+        method = Method.WEIGHTED if weights else Method.UNIFORM
     picks = {}
     for d in dialogues:
-        i, scores = rule.pick_scored(d)
-        picks[d.fname] = Selection(d.fname, d.texts[i], sources[d.sources[i]], i, float(scores[i]))
-    return picks, report, dialogues, sources, rule
+        i, scores = voting.pick_scored(d)
+        picks[d.fname] = Pick(d.fname, d.texts[i], sources[d.sources[i]], i, float(scores[i]))
+    return EnsembleResult(picks, method, report, dialogues, sources, voting)
 
 
 def source_weight(source: str, weights: dict[str, float]) -> float:
@@ -347,12 +357,12 @@ def source_weight(source: str, weights: dict[str, float]) -> float:
 SCORE_COLUMNS = ["fname", "source", "text", "utility", "chosen"]
 
 
-def score_rows(dialogues: Sequence[CandidateSet], names: list[str], picks: dict[str, Selection], rule: Rule) -> list[list]:
-    """Every candidate with its source, its score under the rule used (blank: not a member), and whether chosen."""
+def score_rows(res: EnsembleResult) -> list[list]:
+    """Every candidate with its source, its score under the voting used (blank: not a member), and whether chosen."""
     rows = []
-    for d in dialogues:
-        sc = rule.scores(d)
+    for d in res.dialogues:
+        sc = res.voting.scores(d)
         for i, text in enumerate(d.texts):
-            rows.append([d.fname, names[d.sources[i]], text, f"{sc[i]:.12f}" if np.isfinite(sc[i]) else "",
-                         int(picks[d.fname].index == i)])
+            rows.append([d.fname, res.sources[d.sources[i]], text, f"{sc[i]:.12f}" if np.isfinite(sc[i]) else "",
+                         int(res.picks[d.fname].index == i)])
     return rows

@@ -1,21 +1,16 @@
-"""`dialsum ensemble` and `dialsum postprocess`: choosing among candidate files (or a run folder's candidates) and
-post-processing predictions, with fits on a references file only when asked."""
+"""`dialsum ensemble`: one candidate per dialogue chosen among candidate files (or a run folder's candidates), the
+voting fitted on a references file only when asked. Pure over CSVs: the engine is imported only for a run folder."""
 from __future__ import annotations
 
 import json
 import sys
 from pathlib import Path
 
-from dialsum.engine.graph import ensemble_stage_of_run
-from dialsum.engine.pipeline import engine_for
-from dialsum.engine.runs import reopen_run
 from dialsum.errors import DialsumError
 from dialsum.io.candidates import read_predictions, read_split_table, read_store
 from dialsum.io.files import atomic_write_json, atomic_write_text, csv_text
 from dialsum.io.references import read_references
-from dialsum.scoring.metric import metric_rows
-from dialsum.selection.consensus import SCORE_COLUMNS, score_rows, select
-from dialsum.selection.postprocess import FittedPostprocess, LengthCap, PostProcessor, RULES
+from dialsum.ensemble import SCORE_COLUMNS, ensemble as choose, score_rows
 
 
 def _parse_weights(text: str | None) -> dict[str, float]:
@@ -58,16 +53,15 @@ def ensemble(args) -> int:
         refs = read_references(Path(args.fit_refs))
         if not set(refs) & set(groups):
             raise DialsumError(f"{args.fit_refs}: no fname in common with the candidates")
-    picks, report, dialogues, names, rule = select(groups, args.semantics, args.tokenizer, refs,
-                                                   _parse_weights(args.weights), utility=args.utility,
-                                                   workers=args.workers, guard=bool(args.weights))
-    rows = [[f, picks[f].text, picks[f].source] for f in order if f in picks]
-    if report is not None:
-        _print_fit(report)
+    res = choose(groups, args.semantics, args.tokenizer, refs, _parse_weights(args.weights), utility=args.utility,
+                 workers=args.workers, guard=bool(args.weights))
+    rows = [[f, res.picks[f].text, res.picks[f].source] for f in order if f in res.picks]
+    if res.report is not None:
+        _print_fit(res.report)
         if args.report:
-            atomic_write_json(Path(args.report), report)
+            atomic_write_json(Path(args.report), res.report)
     if args.scores:
-        atomic_write_text(Path(args.scores), csv_text(SCORE_COLUMNS, score_rows(dialogues, names, picks, rule)))
+        atomic_write_text(Path(args.scores), csv_text(SCORE_COLUMNS, score_rows(res)))
     atomic_write_text(Path(args.out), csv_text(["fname", "summary", "source"], rows))
     print(f"{args.out}: {len(rows)} selections")
     return 0
@@ -89,10 +83,12 @@ def _print_fit(report: dict) -> None:
 
 def _ensemble_run_dir(args, run_dir: Path) -> int:
     """`dialsum ensemble --candidates runs/<id>`: the run's own ensemble stage (fitted on its dev-select), cached."""
+    from dialsum.engine.run_folder import reopen_run
+    from dialsum.stages import ensemble as stage
+    from dialsum.stages.pipeline import engine_for
 
     ctx = reopen_run(run_dir)
-    eng = engine_for(ctx)
-    result = eng.run(ensemble_stage_of_run(ctx))
+    result = engine_for(ctx).run(stage.plan_of_run(ctx))
     table = read_split_table(Path(result["picks"]))
     splits = ["dev", "test"] if args.split == "all" else [args.split]
     rows = [[f, text, src] for sp in splits for f, (text, src) in table.get(sp, {}).items()]
@@ -104,41 +100,3 @@ def _ensemble_run_dir(args, run_dir: Path) -> int:
     return 0
 
 
-def postprocess(args) -> int:
-    preds = read_predictions(Path(args.pred))
-    rules = args.rules.split(",") if args.rules else list(RULES)
-    unknown = [r for r in rules if r not in RULES]
-    if unknown:
-        raise DialsumError(f"--rules: unknown rule(s) {unknown} (known: {', '.join(RULES)})")
-    cap = LengthCap(args.max_sentences, args.max_morphemes) if (args.max_sentences or args.max_morphemes) else None
-    refs_path = args.fit_refs or args.refs
-    if args.fitted:
-        try:
-            fitted = FittedPostprocess.from_dict(json.loads(Path(args.fitted).read_text(encoding="utf-8")))
-        except (OSError, ValueError, TypeError, KeyError) as e:
-            raise DialsumError(f"{args.fitted}: not a fitted post-processor ({e})") from None
-    elif refs_path:
-        refs = read_references(Path(refs_path))
-        names = [f for f in refs if f in preds]
-        if not names:
-            raise DialsumError(f"{args.pred}: no fname in common with {refs_path}")
-        proc = PostProcessor(tuple(rules), True, args.length_cap == "tune", cap, "mecab")
-        fitted = proc.fit([preds[f] for f in names], [refs[f] for f in names],
-                          metric_rows({"semantics": args.semantics, "tokenizer": "mecab"}))
-        print(f"{'rule':<34}{'on':>10}{'off':>10}{'delta':>10}{'gain':>10}{'se':>10}  enabled  why")
-        for g in fitted.gains:
-            print(f"{g.rule:<34}{g.on:10.4f}{g.off:10.4f}{g.delta:+10.4f}{g.gain:+10.4f}{g.se:10.4f}  "
-                  f"{'yes' if g.enabled else 'no':<7}  {g.why}")
-        print(f"enabled rules: {','.join(fitted.rules) or 'none'}; {fitted.cap or 'no length cap'} "
-              f"(fitted on {len(names)} rows of {refs_path})")
-    elif args.ablate:
-        raise DialsumError("--ablate needs --refs (a CSV with fname and summary[1..K])")
-    else:
-        fitted = FittedPostprocess(tuple(rules), cap)
-    if args.save_fit:
-        atomic_write_json(Path(args.save_fit), fitted.to_dict())
-    if args.out:
-        rows = [[f, fitted.apply(t)] for f, t in preds.items()]
-        atomic_write_text(Path(args.out), csv_text(["fname", "summary"], rows))
-        print(f"{args.out}: {len(rows)} rows")
-    return 0

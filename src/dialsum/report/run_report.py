@@ -1,82 +1,44 @@
-"""Running a run: every stage of the plan in order through the engine, then the run's report.
-
-Finished stages (same key) are reused, the rest computed; `--force`/`--from-stage` recompute what they name and
-everything downstream (dialsum.engine.graph.forced_set).
-"""
+"""The run report: its typed rows (one per scored stage output, dev-select and dev-report with intervals), the
+paired comparisons, and report.md / scores.json / report.html written from a run's stage results. Knows nothing of
+the engine: it is given each stage's name, kind, key and status, and the results."""
 from __future__ import annotations
 
 import json
-import sys
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from dialsum.config import ModelConfig, RunConfig
-from dialsum.engine.core import Engine, Stage
-from dialsum.engine.logs import log
-from dialsum.engine.explorer import explorer_data
-from dialsum.engine.graph import forced_set, full_plan, model_stages, select_models
-from dialsum.engine.runs import RunContext, open_run
-from dialsum.engine.tracking import track_run
 from dialsum.io.candidates import read_split_table
 from dialsum.io.files import atomic_write_json
-from dialsum.io.html_report import write_html
-from dialsum.io.report import write_report
+from dialsum.report.charts import curve_chart
+from dialsum.report.explorer import explorer_data
+from dialsum.report.html import write_html
+from dialsum.report.markdown import write_report
 from dialsum.scoring.bootstrap import compare, interval
 
 
-def preflight(models: list[ModelConfig]) -> None:
-    """Checks that need no model loaded: hub ids reachable or cached, the hardware able to hold the model."""
-    from dialsum.models.loading import check_feasible, check_source
-
-    for m in models:
-        if m.path is not None:
-            check_source(m.path)
-        check_feasible(m)
-
-
-def engine_for(ctx: RunContext, in_process: bool = False) -> Engine:
-    eng = Engine(ctx.cache, ctx.run_dir, in_process=in_process)
-    eng.manifest.update({"run_id": ctx.run_id, "data_dir": str(ctx.data_dir), "backend": ctx.backend,
-                         "cache": str(ctx.cache.resolve())})
-    return eng
+@dataclass(frozen=True)
+class StageLine:
+    """What the report says of a stage: its name (`train:tiny`), kind, key and this run's status."""
+    name: str
+    kind: str
+    key: str
+    status: str = "?"
 
 
-def run_stages(eng: Engine, stages: list[Stage], forced: set[str] = frozenset()) -> dict[str, dict]:
-    results = {}
-    for s in stages:
-        results[s.name] = eng.run(s, force=s.name in forced)
-    return results
+@dataclass
+class ReportRow:
+    """One scored output: its stage, what it is, and its dev-select and dev-report scores (dicts of final, R1/R2/RL,
+    and, on dev-report, the 95 % interval)."""
+    stage: str
+    detail: str
+    select: dict | None = None
+    report: dict | None = None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
 
 
-def run_pipeline(cfg: RunConfig, data_dir: Path | None = None, run_id: str | None = None,
-                 backend: str | None = None, only_models: list[str] | None = None, from_stage: str | None = None,
-                 force: list[str] | None = None, sets: list[str] | None = None) -> dict:
-    """Every stage in order; finished stages (same key) are reused, the rest computed."""
-    # `--only-model`: a lock of its own, so processes (shells, GPUs, machines sharing output_dir) on other models
-    # proceed in parallel; a plain run holds the folder's lock
-    scope = "models-" + "+".join(sorted(only_models)) if only_models else None
-    ctx = open_run(cfg, data_dir, run_id, backend, sets=sets, lock_scope=scope)
-    log(f"run {ctx.run_id} in {ctx.run_dir} (cache {ctx.cache})")
-    models = select_models(cfg, only_models)
-    preflight(models)
-    eng = engine_for(ctx)
-    if only_models:
-        stages = model_stages(ctx, models)
-        results = run_stages(eng, stages, forced_set(stages, force or [], from_stage))
-        eng.set("parent_imported_torch", "torch" in sys.modules)
-        return {"run_id": ctx.run_id, "run_dir": ctx.run_dir, "ran": eng.ran, "results": results,
-                "submission": None, "report": None, "rows": []}
-    stages = full_plan(ctx)
-    results = run_stages(eng, stages, forced_set(stages, force or [], from_stage))
-    report, rows = write_run_report(ctx, stages, results)
-    comparisons = json.loads((ctx.run_dir / "scores.json").read_text(encoding="utf-8")).get("comparisons", [])
-    track_run(cfg.tracking, ctx.run_id, ctx.run_dir, Path(cfg.output_dir), eng.manifest["stages"], rows, comparisons)
-    eng.set("parent_imported_torch", "torch" in sys.modules)
-    log(f"report: {report}")
-    return {"run_id": ctx.run_id, "run_dir": ctx.run_dir, "submission": Path(results["submit"]["path"]),
-            "report": report, "rows": rows, "ran": eng.ran, "results": results}
-
-
-def truncation_lines(stages: list[Stage], results: dict[str, dict]) -> list[str]:
+def truncation_lines(stages: list[StageLine], results: dict[str, dict]) -> list[str]:
     """The report's table of what each model's tokenizer truncates (measured by its train stage)."""
     out = ["", "## Truncation (each model's own tokenizer, before training)", "",
            "| model | split | rows | dialogues > max_input_tokens | references > max_new_tokens |", "|---|---|---:|---:|---:|"]
@@ -93,19 +55,17 @@ def truncation_lines(stages: list[Stage], results: dict[str, dict]) -> list[str]
     return out + ([""] + [f"**Warning:** {p}" for p in problems] if problems else [])
 
 
-def align_rows(model: str, r: dict) -> list[dict]:
+def align_rows(model: str, r: dict) -> list[ReportRow]:
     """The report's SFT row and aligned row of one model (greedy, on the same dev-select and dev-report rows)."""
     verdict = "kept" if r.get("kept") else "not kept: SFT generates"
-    out = [{"stage": "align", "detail": f"{model}: SFT (greedy)", **(r.get("sft") or {})}]
-    out.append({"stage": "align", "detail": f"{model}: aligned by {r['method']} ({verdict})",
-                **(r.get("aligned") or {"select": None, "report": None})})
-    return out
+    sft, aligned = r.get("sft") or {}, r.get("aligned") or {}
+    return [ReportRow("align", f"{model}: SFT (greedy)", sft.get("select"), sft.get("report")),
+            ReportRow("align", f"{model}: aligned by {r['method']} ({verdict})", aligned.get("select"),
+                      aligned.get("report"))]
 
 
-def align_lines(run_dir: Path, stages: list[Stage], results: dict[str, dict]) -> list[str]:
+def align_lines(run_dir: Path, stages: list[StageLine], results: dict[str, dict]) -> list[str]:
     """The report's alignment table and the plot of each method's training curve."""
-    from dialsum.io.report import curve_chart
-
     done = [(s.name.split(":", 1)[1], results[s.name]) for s in stages if s.kind == "align" and s.name in results]
     if not done:
         return []
@@ -129,18 +89,18 @@ def align_lines(run_dir: Path, stages: list[Stage], results: dict[str, dict]) ->
     return out + (["", f"![alignment curves]({png.name})"] if png else [])
 
 
-def with_intervals(row: dict) -> dict:
+def with_intervals(row: ReportRow) -> ReportRow:
     """A report row with its dev-report 95 % bootstrap interval (ci_low, ci_high), per-dialogue scores dropped."""
-    out = dict(row)
+    out = {}
     for part in ("select", "report"):
-        sc = row.get(part)
+        sc = getattr(row, part)
         if sc and "per_dialogue" in sc:
             sc = {k: v for k, v in sc.items() if k != "per_dialogue"}
             if part == "report":
-                low, high = interval(row[part]["per_dialogue"])
+                low, high = interval(getattr(row, part)["per_dialogue"])
                 sc |= {"ci_low": low, "ci_high": high}
-            out[part] = sc
-    return out
+        out[part] = sc
+    return ReportRow(row.stage, row.detail, **out)
 
 
 def compare_lines(ens: dict, post: dict) -> list[dict]:
@@ -168,7 +128,17 @@ def below_best_single(c: dict) -> str:
             f"[{c['ci_low']:+.4f}, {c['ci_high']:+.4f}]): {verdict}.")
 
 
-def write_run_report(ctx: RunContext, stages: list[Stage], results: dict[str, dict]) -> tuple[Path, list[dict]]:
+@dataclass
+class RunReport:
+    """What a run's report says, as data: report.md's path, its rows (in pipeline order) and the comparisons."""
+    path: Path
+    rows: list[ReportRow]
+    comparisons: list[dict]
+
+
+def write_run_report(run_dir: Path, run_id: str, split_sizes: tuple[int, int], stages: list[StageLine],
+                     results: dict[str, dict]) -> RunReport:
+    """report.md, scores.json and report.html of a finished run, from its stages' results."""
     ens, post = results["ensemble"], results["postprocess"]
     rows = []
     for s in stages:
@@ -176,13 +146,13 @@ def write_run_report(ctx: RunContext, stages: list[Stage], results: dict[str, di
             r = results[s.name]
             name = s.name.split(":", 1)[1]
             greedy = next((v for k, v in ens["sources"].items() if k.startswith(f"{name}/") and "greedy" in k), None)
-            rows.append({"stage": "train", "detail": f"{name}: best checkpoint (dev-select subset); report = its greedy output",
-                         "select": {"final": r["best_dev_select"]} if r.get("best_dev_select") is not None else None,
-                         "report": greedy["report"] if greedy else None})
+            rows.append(ReportRow("train", f"{name}: best checkpoint (dev-select subset); report = its greedy output",
+                                  {"final": r["best_dev_select"]} if r.get("best_dev_select") is not None else None,
+                                  greedy["report"] if greedy else None))
         elif s.kind == "align":
             rows += align_rows(s.name.split(":", 1)[1], results[s.name])
     for src, sc in ens["sources"].items():
-        rows.append({"stage": "generate", "detail": f"{src} (first candidate)", **sc})
+        rows.append(ReportRow("generate", f"{src} (first candidate)", sc["select"], sc["report"]))
     fit = ens.get("fit")
     if not fit:
         how = f"{ens['method']} (not fitted)"
@@ -195,13 +165,13 @@ def write_run_report(ctx: RunContext, stages: list[Stage], results: dict[str, di
     else:
         how = (f"uniform consensus: the fitted one did not beat it on held-out dev-select folds "
                f"(chosen by {fit['chosen_by']})")
-    rows.append({"stage": "ensemble", "detail": f"uniform MBR over {ens['n_sources']} sources (reference)",
-                 **ens["uniform"]})
-    rows.append({"stage": "ensemble", "detail": how, **ens["ensemble"]})
-    rows.append({"stage": "postprocess", "detail": post["describe"], "select": post["select"], "report": post["report"]})
+    rows.append(ReportRow("ensemble", f"uniform MBR over {ens['n_sources']} sources (reference)",
+                          ens["uniform"]["select"], ens["uniform"]["report"]))
+    rows.append(ReportRow("ensemble", how, ens["ensemble"]["select"], ens["ensemble"]["report"]))
+    rows.append(ReportRow("postprocess", post["describe"], post["select"], post["report"]))
     fitted = post["fitted"]
     comparisons = compare_lines(ens, post)
-    extra = [f"Dev split: {len(ctx.split.select)} dev-select rows, {len(ctx.split.report)} dev-report rows "
+    extra = [f"Dev split: {split_sizes[0]} dev-select rows, {split_sizes[1]} dev-report rows "
              f"(`dev_select.csv`, `dev_report.csv`; seeded, stratified by topic).", "",
              f"Ensemble: {how}. Best single source on dev-select: {ens['best_source']} (dev-report "
              f"{ens['sources'][ens['best_source']]['report']['final']:.4f}); the ensemble on dev-report: "
@@ -223,16 +193,16 @@ def write_run_report(ctx: RunContext, stages: list[Stage], results: dict[str, di
     emp = post.get("empty_replaced", {})
     extra += ["", f"Empty outputs replaced by a fixed sentence: dev {emp.get('dev', 0)}, test {emp.get('test', 0)}.",
               "", "## Stages", "", "| stage | key | this run |", "|---|---|---|"]
-    man = json.loads((ctx.run_dir / "manifest.json").read_text(encoding="utf-8"))["stages"]
-    extra += [f"| {s.name} | `{s.key}` | {man.get(s.name, {}).get('status', '?')} |" for s in stages]
+    extra += [f"| {s.name} | `{s.key}` | {s.status} |" for s in stages]
     extra += truncation_lines(stages, results)
-    extra += align_lines(ctx.run_dir, stages, results)
+    extra += align_lines(run_dir, stages, results)
     extra += ["", f"Submission: `{results['submit']['path']}`"]
     picks = read_split_table(Path(ens["picks"]))
     pick_sources = {f: src for f, (_, src) in picks.get("dev", {}).items()}
     rows = [with_intervals(r) for r in rows]
-    path = write_report(ctx.run_dir, ctx.run_id, rows, pick_sources, extra)
-    atomic_write_json(ctx.run_dir / "scores.json", {"rows": rows, "ensemble_chosen": ens["chosen"],
-                                                    "comparisons": comparisons})
-    write_html(ctx.run_dir / "report.html", explorer_data(ctx.run_dir))
-    return path, rows
+    dicts = [r.as_dict() for r in rows]
+    path = write_report(run_dir, run_id, dicts, pick_sources, extra)
+    atomic_write_json(run_dir / "scores.json", {"rows": dicts, "ensemble_chosen": ens["chosen"],
+                                                "comparisons": comparisons})
+    write_html(run_dir / "report.html", explorer_data(run_dir))
+    return RunReport(path, rows, comparisons)

@@ -23,7 +23,7 @@ def _stage(man: dict, name: str, run_dir: Path) -> dict:
 
 
 def explorer_data(run_dir: Path) -> dict:
-    """The report's data as one JSON-able dict (see io.html_report for how it is drawn)."""
+    """The report's data as one JSON-able dict (see report.html for how it is drawn)."""
     run_dir = Path(run_dir)
     try:
         man = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))

@@ -10,6 +10,7 @@ from collections import Counter
 from pathlib import Path
 
 from dialsum.io.files import atomic_write_text
+from dialsum.report.charts import bar_chart
 
 TRUST = ("**Which number to trust:** `dev-report`. Checkpoints, ensemble membership and weights, post-processing "
          "rules and the length cap were all chosen on `dev-select`, so its numbers are optimistic; `dev-report` rows "
@@ -43,65 +44,10 @@ def write_report(out_dir: Path, title: str, rows: list[dict], pick_sources: dict
         lines += ["", "## Picks by source (dev)", "", "| source | picks | share |", "|---|---:|---:|"]
         for src, n in counts.most_common():
             lines.append(f"| {src} | {n} | {n / total:.1%} |")
-    png = _bar_chart(out_dir / "report.png", rows)
+    png = bar_chart(out_dir / "report.png", rows)
     if png:
         lines += ["", f"![dev scores]({png.name})"]
     lines += [""] + extra
     path = out_dir / "report.md"
     atomic_write_text(path, "\n".join(lines) + "\n")
-    return path
-
-
-def _bar_chart(path: Path, rows: list[dict]) -> Path | None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    labels = [f"{r['stage']}\n{r['detail'][:28]}" for r in rows]
-    x = range(len(rows))
-    fig, ax = plt.subplots(figsize=(max(4, 1.3 * len(rows)), 3.8))
-    w = 0.4
-    ax.bar([i - w / 2 for i in x], [(r.get("select") or {}).get("final", 0) for r in rows], w, label="dev-select",
-           color="#c4c4c4")
-    ax.bar([i + w / 2 for i in x], [(r.get("report") or {}).get("final", 0) for r in rows], w, label="dev-report",
-           color="#4c72b0")
-    ax.set_xticks(list(x), labels, fontsize=6)
-    ax.set_ylabel("dev final")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
-def curve_chart(path: Path, curves: dict[str, list[dict]]) -> Path | None:
-    """One panel per alignment run: every logged series of its training curve (mean reward, reward margin, KL,
-    ranking loss ...) against the step."""
-    curves = {k: v for k, v in curves.items() if v}
-    if not curves:
-        return None
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    fig, axes = plt.subplots(1, len(curves), figsize=(4.2 * len(curves), 3.2), squeeze=False)
-    for ax, (name, rows) in zip(axes[0], curves.items()):
-        series = sorted({k for r in rows for k in r if k != "step"})
-        for key in series:
-            pts = [(r["step"], r[key]) for r in rows if key in r and r.get("step") is not None]
-            if pts:
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], label=key, lw=1)
-        ax.set_title(name, fontsize=8)
-        ax.set_xlabel("step", fontsize=7)
-        ax.legend(fontsize=6)
-        ax.tick_params(labelsize=6)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path

@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from dialsum.scoring.bootstrap import one_se_gain
+from dialsum.scoring.bootstrap import kfold as folds, one_se_gain
 
 _ECHO = re.compile(r"^\s*(?:###\s*(?:Response|Answer|응답|요약)\s*:?|<\|?assistant\|?>|assistant\s*\n|"
                    r"(?:요약|요약문|Summary|summary)\s*[:：])\s*")
@@ -125,13 +125,19 @@ def length_cap_grid(refs: Sequence[Sequence[str]], count: Callable[[str], int]) 
     return grid
 
 
+def check_rules(rules: Sequence[str], where: str = "post-processing") -> None:
+    """The one check of rule names (config, fitted.json, --rules): a ValueError naming the unknown ones."""
+    unknown = [r for r in rules if r not in RULES]
+    if unknown:
+        raise ValueError(f"{where}: unknown rule(s) {unknown} (known: {', '.join(RULES)})")
+
+
 def apply_rules(text: str, rules: Sequence[str], cap: LengthCap | None = None,
                 count: Callable[[str], int] = lambda x: len(x.split())) -> str:
     """Apply the named rules in order, then the length cap; an empty result falls back to the input."""
     out = text
+    check_rules(rules)
     for name in rules:
-        if name not in RULES:
-            raise ValueError(f"unknown post-processing rule {name!r} (known: {', '.join(RULES)})")
         out = RULES[name](out)
     if cap is not None:
         out = cap_length(out, cap, count)
@@ -156,11 +162,6 @@ class RuleGain:
 
 
 FOLDS, SEEDS = 5, (0, 1, 2)
-
-
-def folds(n: int, k: int, seed: int) -> list[np.ndarray]:
-    idx = np.random.default_rng(seed).permutation(n)
-    return [np.sort(idx[i::k]) for i in range(k)]
 
 
 def _judge(rule: str, on: np.ndarray, off: np.ndarray, held_gain: np.ndarray) -> RuleGain:
@@ -242,9 +243,7 @@ class FittedPostprocess:
 
     @classmethod
     def from_dict(cls, d: dict) -> "FittedPostprocess":
-        unknown = [r for r in d.get("rules", []) if r not in RULES]
-        if unknown:
-            raise ValueError(f"unknown post-processing rule(s) {unknown}")
+        check_rules(d.get("rules", []), "fitted post-processing")
         cap = LengthCap(**d["cap"]) if d.get("cap") else None
         known = set(RuleGain.__dataclass_fields__)
         gains = tuple(RuleGain(**{k: v for k, v in g.items() if k in known} | {"gain": g.get("gain", 0.0),
@@ -272,9 +271,7 @@ class PostProcessor:
     def fit(self, texts: Sequence[str], refs: Sequence[Sequence[str]],
             rows_score: Callable[[Sequence[str], Sequence[Sequence[str]]], Sequence[float]]) -> FittedPostprocess:
         """Choose on (texts, refs); `rows_score` gives each row's leaderboard score (scoring.metric.metric_rows)."""
-        unknown = [r for r in self.rules if r not in RULES]
-        if unknown:
-            raise ValueError(f"unknown post-processing rule(s) {unknown} (known: {', '.join(RULES)})")
+        check_rules(self.rules)
         if not self.ablate:
             return FittedPostprocess(tuple(self.rules), self.fixed_cap, (), self.tokenizer)
         count = _counter(self.tokenizer)

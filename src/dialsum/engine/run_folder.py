@@ -4,7 +4,7 @@
     runs/<run-id>/logs/<stage>.log, report.md, report.png, config.snapshot.json, dev_select.csv, dev_report.csv
 
 The run id defaults to `<config name>-<hash of config and data>`, but nothing depends on it: outputs are found by
-their keys (dialsum.engine.graph), so an edited config re-runs exactly the stages whose inputs changed.
+their keys (dialsum.stages), so an edited config re-runs exactly the stages whose inputs changed.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from dialsum.config import RunConfig
 from dialsum.engine.core import Stage, hash_json, hold_run_folder, sha256_file
-from dialsum.engine.logs import log_to_file
+from dialsum.logs import log_to_file
 from dialsum.errors import DialsumError
 from dialsum.io.data import CompetitionData, load_competition
 from dialsum.io.devsplit import DevSplit, split_dev

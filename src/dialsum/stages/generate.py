@@ -1,0 +1,68 @@
+"""generate: every configured decoding of one model on dev and test, with the weights training (or alignment) kept,
+or with an adapter from anywhere (`generate --adapter`). Keyed by the model fields that change generated text, the
+weights' upstream key (or the adapter's content), the backend that really generates and the data."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from dialsum.config import GenerateSpec, ModelConfig
+from dialsum.engine.core import Stage
+from dialsum.engine.run_folder import RunContext
+from dialsum.io.data import load_competition
+from dialsum.stages import align, train
+from dialsum.stages.common import weights_of
+from dialsum.stages.build import base_of
+from dialsum.stages.keys import (NOT_FOR_GENERATION, adapter_identity, data_context, generation_backend,
+                                 generation_context, keyed_model, planned, quantization_key)
+
+KIND, VERSION, CHILD = "generate", 5, True
+
+
+def plan(ctx: RunContext, m: ModelConfig, adapter: Path | None = None) -> Stage:
+    base_id, base_path, deps = base_of(ctx, m)
+    if adapter is None and m.align.method != "none":  # the aligned weights when they beat SFT, else SFT's
+        tr = planned(ctx, f"train:{m.name}", train.plan, m)
+        al = planned(ctx, f"align:{m.name}", align.plan, m)
+        upstream, deps = {"align": al.key}, [al.name]
+        where = {"trained": str(tr.out_dir(ctx.cache)), "aligned": str(al.out_dir(ctx.cache)),
+                 "adapter_label": f"align:{al.key}"}
+    elif adapter is None:
+        tr = planned(ctx, f"train:{m.name}", train.plan, m)
+        upstream, deps = {"train": tr.key}, [tr.name]
+        where = {"trained": str(tr.out_dir(ctx.cache)), "adapter_label": f"train:{tr.key}"}
+    else:
+        upstream = adapter_identity(adapter)
+        where = {"adapter": str(Path(adapter).resolve()), "adapter_label": str(Path(adapter).resolve())}
+    gen = ctx.cfg.generate
+    backend = generation_backend(ctx, m)
+    return ctx.add(Stage(
+        f"generate:{m.name}", KIND, VERSION, "dialsum.stages.generate:run",
+        {"model": keyed_model(m, NOT_FOR_GENERATION), "base": base_id, "adapter": upstream,
+         "backend": backend, **quantization_key(ctx), "batch_size": gen.batch_size, "max_model_len": gen.max_model_len,
+         "tensor_parallel_size": gen.tensor_parallel_size, "splits": [x for x in ("dev", "test") if x in gen.splits],
+         "data": {"dev": ctx.hashes["dev"], "test": ctx.hashes["test"]}},
+        {**data_context(ctx), "base_path": base_path, **where, "model": m.model_dump(mode="json"),
+         "generate": generation_context(ctx, backend), "gpus": gen.tensor_parallel_size if backend == "vllm" else 1},
+        child=CHILD, deps=tuple(deps)))
+
+
+def parts_of(ctx: RunContext, gen: Stage) -> list[str]:
+    """The candidate files a generate stage writes, one per decoding."""
+    m = gen.context["model"]
+    store = gen.out_dir(ctx.cache) / "candidates"
+    return [str(store / f"{m['name']}__{d['name']}.csv") for d in m["decodings"]]
+
+
+def run(inputs: dict, context: dict, out: Path) -> dict:
+    from dialsum.models.generation import generate_candidates
+
+    cfg = ModelConfig.model_validate(context["model"])
+    data = load_competition(Path(context["data_dir"]))
+    weights = weights_of(context)
+    label = context.get("adapter_label")
+    if context.get("aligned"):  # say which weights the align stage's decision gave generation
+        label = f"{label}:{'aligned' if weights is not None and Path(context['aligned']) in weights.parents else 'sft'}"
+    paths = generate_candidates(cfg, context["base_path"], weights, {s: data.split(s) for s in inputs["splits"]},
+                                out / "candidates", GenerateSpec.model_validate(context["generate"]), None, out,
+                                adapter_label=label)
+    return {"parts": [str(p) for p in paths]}
