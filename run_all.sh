@@ -11,20 +11,30 @@ if [ ! -x "$VENV/bin/dialsum" ] || [ ! -f "$VENV/.dialsum-installed" ]; then
   echo "[run_all] creating $VENV (first run)"
   start=$(date +%s)
   "$PY" -m venv "$VENV"
-  "$VENV/bin/python" -m pip install -q --upgrade pip
   if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
-    "$VENV/bin/pip" install -q -r requirements-gpu.txt      # CUDA torch + vLLM
+    REQS=(-r requirements-gpu.txt -r requirements.txt)   # CUDA torch + vLLM
   else
-    "$VENV/bin/pip" install -q -r requirements-cpu.txt      # torch CPU wheel first: no CUDA download
+    REQS=(-r requirements-cpu.txt -r requirements.txt)   # the torch CPU wheel: no CUDA download
   fi
-  "$VENV/bin/pip" install -q -r requirements.txt
-  "$VENV/bin/pip" install -q --no-deps -e .
-  # bytecode for every installed module: pip skips it when PYTHONDONTWRITEBYTECODE is set, and then every stage child
-  # recompiles torch's sources on import (bitsandbytes' import took 14 s instead of 6 s here)
-  "$VENV/bin/python" -m compileall -q -j 0 "$VENV/lib" >/dev/null 2>&1 || true
+  # uv installs the same pinned requirements from the same indexes as pip (pip's own configuration is passed on),
+  # several times faster; pip is the fallback wherever uv cannot be had or fails
+  if "$VENV/bin/python" -m pip install -q uv >/dev/null 2>&1 \
+     && UV_ARGS=$("$VENV/bin/python" scripts/uv_args.py) \
+     && eval "\"$VENV/bin/uv\" pip install -q --python \"$VENV/bin/python\" $UV_ARGS ${REQS[*]}" \
+     && "$VENV/bin/uv" pip install -q --python "$VENV/bin/python" --no-deps -e .; then
+    echo "[run_all] installed with uv"
+  else
+    echo "[run_all] installing with pip"
+    "$VENV/bin/python" -m pip install -q --upgrade pip
+    "$VENV/bin/pip" install -q "${REQS[@]}"
+    "$VENV/bin/pip" install -q --no-deps -e .
+  fi
   touch "$VENV/.dialsum-installed"
   echo "[run_all] installed in $(( $(date +%s) - start )) s"
 fi
+# Python writes each module's bytecode the first time it is imported, so later stage processes load it instead of
+# recompiling torch's sources (only what is imported gets compiled, not every installed file)
+unset PYTHONDONTWRITEBYTECODE
 
 ARGS=("$@")
 has_config=0

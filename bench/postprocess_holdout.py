@@ -17,7 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from dialsum.scoring.metric import metric_rows, score_corpus  # noqa: E402
+from dialsum.scoring.metric import Metric, score_corpus  # noqa: E402
 from dialsum.postprocess import RULES, PostProcessor  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "ko"
@@ -37,7 +37,7 @@ def main() -> int:
     names = list(refs)
     fit_rows, held_rows = names[:100], names[100:200]
     scorer = lambda p, r: score_corpus(list(p), [list(x) for x in r], args.semantics).final  # noqa: E731
-    per_row = metric_rows({"semantics": args.semantics, "tokenizer": "mecab"})
+    per_row = Metric(args.semantics, "mecab").rows
     rows = []
     for path in sorted((DATA / "dev_200_predictions").glob("*.csv")):
         if path.name == "MANIFEST.csv":

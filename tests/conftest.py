@@ -70,7 +70,8 @@ def pipeline_seed(shared_tmp) -> SimpleNamespace:
     `folder/subs` are its output and submissions folders; stdout/stderr those of its first run."""
     def run(folder: Path) -> None:
         r = run_cli("run", "--config", "configs/default.yaml", "--output-dir", str(folder / "runs"),
-                    "--submissions-dir", str(folder / "subs"))
+                    "--submissions-dir", str(folder / "subs"),
+                    env={"DIALSUM_PROBE_IMPORTS": str(folder / "parent_imports.json")})
         seed = {"returncode": r.returncode, "stdout": r.stdout, "stderr": r.stderr, "manifest": None}
         if r.returncode == 0:  # the manifest as this first run left it (later runs in the folder add to it)
             run_dir = next(ln for ln in r.stdout.splitlines() if ln.startswith("run: "))[len("run: "):]

@@ -11,7 +11,7 @@ from conftest import run_cli, shared_file
 from dialsum.io.candidates import read_predictions
 from dialsum.io.references import read_references
 from dialsum.scoring import bootstrap
-from dialsum.scoring.metric import metric_rows, score_corpus
+from dialsum.scoring.metric import Metric, score_corpus
 
 METRIC = {"semantics": "pltrdy", "tokenizer": "mecab"}
 SYSTEMS = ("YongJae-AI__251204002_kot5-kb-dec96-gacc2_dev_full.csv",
@@ -34,7 +34,7 @@ def test_intervals_equal_a_slow_loop_that_rescores_the_resampled_texts():
     slow_a = [score_corpus([a[i] for i in row], [refs[i] for i in row]).final for row in idx]
     slow_d = [score_corpus([a[i] for i in row], [refs[i] for i in row]).final
               - score_corpus([b[i] for i in row], [refs[i] for i in row]).final for row in idx]
-    rows = metric_rows(METRIC)
+    rows = Metric.of(METRIC).rows
     ra, rb = rows(a, refs), rows(b, refs)
     assert bootstrap.interval(ra, samples, seed) == pytest.approx(tuple(np.percentile(slow_a, [2.5, 97.5])), abs=1e-9)
     c = bootstrap.compare(ra, rb, samples, seed)
@@ -45,7 +45,7 @@ def test_intervals_equal_a_slow_loop_that_rescores_the_resampled_texts():
 
 def test_a_system_against_itself_is_zero_with_p_one_and_a_clear_gap_is_significant():
     a, _, refs = small_case(40)
-    ra = metric_rows(METRIC)(a, refs)
+    ra = Metric.of(METRIC).rows(a, refs)
     c = bootstrap.compare(ra, ra)
     assert (c.diff, c.ci_low, c.ci_high, c.p_value, c.n) == (0.0, 0.0, 0.0, 1.0, 40)
     shifted = [x - 5.0 for x in ra]  # every dialogue 5 points worse: the smallest p the test can give
@@ -79,7 +79,7 @@ def test_resamples_draw_dialogues_with_replacement_and_intervals_have_the_width_
     spans about 2 x 1.96 x sd / sqrt(n) (the normal approximation of the same sampling noise). Without replacement
     every resample is a permutation and every interval collapses to the mean itself."""
     a, _, refs = small_case(200)
-    ra = np.asarray(metric_rows(METRIC)(a, refs))
+    ra = np.asarray(Metric.of(METRIC).rows(a, refs))
     idx = bootstrap.resample_indices(len(ra), 2000, 0)
     repeats = np.mean([len(set(row.tolist())) < len(row) for row in idx])
     distinct = np.mean([len(set(row.tolist())) for row in idx]) / len(ra)

@@ -221,3 +221,45 @@ if __name__ == "__main__":
         ARCHITECTURE.write_text(re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: block, text, flags=re.S),
                                 encoding="utf-8")
     print(render_rules())
+
+
+PURE = ("score", "ensemble", "postprocess", "compare", "submit")
+HEAVY = ("dialsum.engine", "dialsum.stages.", "dialsum.models", "dialsum.align", "dialsum.tune", "torch",
+         "transformers")
+
+
+def test_the_pure_commands_import_no_engine_models_or_torch(tmp_path):
+    """score, ensemble, postprocess, compare and submit are selections over CSVs: each runs here on real files and
+    its process must not have imported the engine, the stages, models or torch (they would cost every call)."""
+    import csv
+    import json
+    import subprocess
+    import sys
+
+    sample = SRC.parent / "data" / "sample"
+    with open(sample / "dev.csv", encoding="utf-8") as f:
+        dev = list(csv.DictReader(f))
+    with open(sample / "test.csv", encoding="utf-8") as f:
+        test = list(csv.DictReader(f))
+    for name, rows, cut in (("a", dev, 0), ("b", dev, 5), ("t", test, 0)):
+        with open(tmp_path / f"{name}.csv", "w", encoding="utf-8", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["fname", "summary"])
+            w.writerows([r["fname"], r.get("summary", "") [cut:] or "요약."] for r in rows)
+    a, b, t, refs = tmp_path / "a.csv", tmp_path / "b.csv", tmp_path / "t.csv", sample / "dev.csv"
+    commands = {
+        "score": ["score", "--pred", str(a), "--refs", str(refs)],
+        "ensemble": ["ensemble", "--candidates", str(a), str(b), "--out", str(tmp_path / "x.csv")],
+        "postprocess": ["postprocess", "--pred", str(a), "--out", str(tmp_path / "y.csv")],
+        "compare": ["compare", str(a), str(b), "--refs", str(refs), "--samples", "200"],
+        "submit": ["submit", "--pred", str(t), "--sample-submission", str(sample / "sample_submission.csv"),
+                   "--run-id", "pure", "--out-dir", str(tmp_path / "subs")],
+    }
+    assert set(commands) == set(PURE)
+    probe = ("import json, sys\nfrom dialsum.cli import main\nrc = main(sys.argv[1:])\n"
+             f"print(json.dumps([rc, sorted(m for m in sys.modules if m.startswith({HEAVY!r}))]))")
+    for name, argv in commands.items():
+        r = subprocess.run([sys.executable, "-c", probe, *argv], capture_output=True, text=True, timeout=300)
+        rc, heavy = json.loads(r.stdout.strip().splitlines()[-1])
+        assert rc == 0, (name, r.stderr[-2000:])
+        assert heavy == [], f"dialsum {name} imported {heavy}"

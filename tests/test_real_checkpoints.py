@@ -151,7 +151,7 @@ def candidate_parts(standins, sample_data, tmp_path_factory):
     for name, path in standins.items():
         cfg = small_cfg(name, path)
         r = train_model(cfg, cfg.path, sample_data.train[:16], sample_data.dev[:4], out / name / "train", MetricSpec())
-        parts[name] = (cfg, r, generate_candidates(cfg, cfg.path, r.adapter_dir, rows, out / name / "candidates",
+        parts[name] = (cfg, r, generate_candidates(cfg, cfg.path, r.weights_dir, rows, out / name / "candidates",
                                                    GenerateSpec(batch_size=4)))
     return parts
 
@@ -164,14 +164,14 @@ def test_train_and_generate_with_the_checkpoints_format(name, candidate_parts, s
 
     cfg, result, parts = candidate_parts[name]
     assert result.losses and all(x == x for x in result.losses)  # trained (no NaN) with its configured method
-    conf = result.adapter_dir / ("config.json" if cfg.method == "full" else "adapter_config.json")
+    conf = result.weights_dir / ("config.json" if cfg.method == "full" else "adapter_config.json")
     assert conf.is_file()
-    held = json.loads((result.adapter_dir.parent / "train_result.json").read_text())["base_quantization"]
+    held = json.loads((result.weights_dir.parent / "train_result.json").read_text())["base_quantization"]
     if cfg.method == "qlora":  # QLoRA trained on a quantised base, not silently on a full-precision one
         assert held[cfg.quantization] > 0 and sum(held.values()) == held[cfg.quantization], held
     else:
         assert held == {"4bit": 0, "8bit": 0}, held
-    engine = HFEngine(cfg, cfg.path, result.adapter_dir, 4)
+    engine = HFEngine(cfg, cfg.path, result.weights_dir, 4)
     # the engine stops on the same ids training ended its targets with
     assert engine.stops == stops_of(tokenizer_for(cfg, None, []), cfg)
     cands = [c for p in parts for c in read_part(p)]
@@ -304,7 +304,7 @@ def eot_chat(standins, sample_data, tmp_path_factory):
     cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"max_steps": 240, "eval_steps": 240,
                                                                        "learning_rate": 3e-3, "warmup_ratio": 0.0})})
     r = train_model(cfg, cfg.path, rows, rows, tmp_path_factory.mktemp("eot"), MetricSpec())
-    return cfg, r.adapter_dir, rows
+    return cfg, r.weights_dir, rows
 
 
 def test_chat_model_stops_on_its_end_of_turn_in_both_backends(eot_chat, tmp_path):

@@ -88,8 +88,8 @@ def test_tiny_bart_full_fine_tuning_beats_its_untrained_self(tiny_bart_cfg, samp
     cfg = _short(tiny_bart_cfg, epochs=4, eval_steps=9, logging_steps=3, eval_subset=8, early_stopping_patience=None)
     r = train_model(cfg, cfg.path, sample_data.train, sample_data.dev[:24], tmp_path, MetricSpec())
     assert r.losses[-1] < r.losses[0] * 0.7
-    assert (r.adapter_dir / "config.json").is_file() and not (r.adapter_dir / "adapter_config.json").exists()
-    assert r.adapter_dir == tmp_path / "model" and not (tmp_path / "adapter").exists()  # a whole model is not an adapter
+    assert (r.weights_dir / "config.json").is_file() and not (r.weights_dir / "adapter_config.json").exists()
+    assert r.weights_dir == tmp_path / "model" and not (tmp_path / "adapter").exists()  # a whole model is not an adapter
     rows = sample_data.dev[24:]
     refs = [[d.summary] for d in rows]
 
@@ -98,7 +98,7 @@ def test_tiny_bart_full_fine_tuning_beats_its_untrained_self(tiny_bart_cfg, samp
         outs = e.run([encode_input(e.tokenizer, d.dialogue, cfg) for d in rows], DecodingSpec(name="greedy"), None)
         return score_corpus([o[0][0] for o in outs], refs).final
 
-    untrained, tuned = greedy(None), greedy(r.adapter_dir)
+    untrained, tuned = greedy(None), greedy(r.weights_dir)
     assert tuned > untrained + 10, (untrained, tuned)  # 26.7 -> 43.2 with 150 denoising steps
 
 
@@ -152,9 +152,9 @@ def test_seq2seq_lora_and_qlora_save_an_adapter_that_generation_loads(tiny_bart_
                                                   "lora": tiny_bart_cfg.lora.model_copy(update={"r": 8})}),
                  max_steps=4, eval_steps=4, logging_steps=2, eval_subset=2, early_stopping_patience=None)
     r = train_model(cfg, cfg.path, sample_data.train, sample_data.dev, tmp_path / "t", MetricSpec())
-    assert json.loads((r.adapter_dir / "adapter_config.json").read_text())["task_type"] == "SEQ_2_SEQ_LM"
+    assert json.loads((r.weights_dir / "adapter_config.json").read_text())["task_type"] == "SEQ_2_SEQ_LM"
     cfg = cfg.model_copy(update={"decodings": [DecodingSpec(name="greedy")]})
-    (part,) = generate_candidates(cfg, cfg.path, r.adapter_dir, {"dev": sample_data.dev[:4]}, tmp_path / "s", GenerateSpec())
+    (part,) = generate_candidates(cfg, cfg.path, r.weights_dir, {"dev": sample_data.dev[:4]}, tmp_path / "s", GenerateSpec())
     assert len(read_part(part)) == 4
 
 
@@ -229,7 +229,7 @@ def test_full_fine_tuning_keeps_fp32_master_weights_under_bf16(tiny_bart_cfg, sa
                      early_stopping_patience=None)
         cfg = cfg.model_copy(update={"precision": precision})
         r = train_model(cfg, cfg.path, sample_data.train, sample_data.dev, tmp_path / precision, MetricSpec())
-        tuned = load_file(str(r.adapter_dir / "model.safetensors"))
+        tuned = load_file(str(r.weights_dir / "model.safetensors"))
         assert all(t.dtype == torch.float32 for t in tuned.values())
         names = [n for n in base if n in tuned and base[n].shape == tuned[n].shape]
         changed = sum(int((tuned[n] != base[n]).sum()) for n in names)

@@ -110,15 +110,15 @@ def test_qlora_training_loss_falls_scores_dev_and_saves_a_reloadable_best_adapte
     from dialsum.models.loading import load_for_inference
     from dialsum.models.special_tokens import TAGS
 
-    for f in [r.adapter_dir / "adapter_model.safetensors", *tmp_path.glob("checkpoints/*/adapter_model.safetensors")]:
+    for f in [r.weights_dir / "adapter_model.safetensors", *tmp_path.glob("checkpoints/*/adapter_model.safetensors")]:
         keys = load_file(str(f))
         assert not [k for k in keys if "base_layer" in k], f
         assert sum("trainable_tokens_delta" in k for k in keys) == 2, f  # input rows and the untied head's rows
     # reloaded as generation loads it, the tags' rows are the trained ones
-    tok, model = load_for_inference(cfg, cfg.path, r.adapter_dir)
+    tok, model = load_for_inference(cfg, cfg.path, r.weights_dir)
     assert isinstance(model, PeftModel) and any("lora_A" in n for n, _ in model.named_parameters())
     merged = model.merge_and_unload()
-    saved_rows = load_file(str(r.adapter_dir / "adapter_model.safetensors"))
+    saved_rows = load_file(str(r.weights_dir / "adapter_model.safetensors"))
     ids = tok.convert_tokens_to_ids(TAGS)
     for layer, key in ((merged.get_input_embeddings(), "embed_tokens"), (merged.get_output_embeddings(), "lm_head")):
         [delta] = [v for k, v in saved_rows.items() if "trainable_tokens_delta" in k and key in k]

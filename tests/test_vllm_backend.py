@@ -22,7 +22,7 @@ def adapter(pretagged_tiny_cfg, sample_data, tmp_path_factory):
     tiny_cfg = pretagged_tiny_cfg
     cfg = tiny_cfg.model_copy(update={"train": tiny_cfg.train.model_copy(
         update={"max_steps": 10, "eval_steps": 10, "eval_subset": 2, "early_stopping_patience": None})})
-    return train_model(cfg, cfg.path, sample_data.train, sample_data.dev, tmp_path_factory.mktemp("ad"), MetricSpec()).adapter_dir
+    return train_model(cfg, cfg.path, sample_data.train, sample_data.dev, tmp_path_factory.mktemp("ad"), MetricSpec()).weights_dir
 
 
 def chat_model_with_its_own_end_token(tiny_cfg, dst, rows):

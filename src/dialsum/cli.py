@@ -64,8 +64,6 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("train", help="QLoRA fine-tuning of the configured models (best adapter by dev score)")
     with_config(sp)
     sp.add_argument("--model", action="append", help="train only this model (repeatable)")
-    sp.add_argument("--resume", action="store_true",
-                    help="continue from the last checkpoint (always done: a stage resumes in place; kept for scripts)")
     sp.add_argument("--force", action="store_true", help="train from scratch even if this model's key is done")
     sp.add_argument("--dry-run", action="store_true", help="print each model's plan and GPU memory estimate")
     sp.set_defaults(func="runs:train")

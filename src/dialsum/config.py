@@ -5,8 +5,6 @@ Paths inside a YAML file are relative to that file's folder. A run config lists 
 """
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -19,34 +17,47 @@ from dialsum.model_specs import (  # noqa: F401 - re-exported: `from dialsum.con
 
 
 class ModelConfig(Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
-    family: Literal["decoder", "seq2seq"] = "decoder"  # decoder-only LLM, or encoder-decoder (KoBART, T5, mBART)
+    name: str = Field(pattern=r"^[A-Za-z0-9._-]+$", description="the model's name in stage names, candidate sources "
+                                                                "and --model/--set")
+    family: Literal["decoder", "seq2seq"] = Field("decoder", description="decoder-only LLM, or encoder-decoder "
+                                                                         "(KoBART, T5, mBART)")
     finetune: Literal["auto", "full", "lora", "qlora"] = Field(
         "auto", description="auto: qlora when `quantization` is 4bit/8bit, else lora; full trains every weight")
     source_prefix: str = Field("", description="seq2seq: text before the dialogue (T5: 'summarize: ')")
     lang_code: str | None = Field(None, description="mBART: source/target language code, e.g. ko_KR")
-    path: str | None = None  # hub id or local folder; None with `tiny` = build locally into the run folder
-    tiny: TinyModelSpec | None = None
-    revision: str | None = None
-    model_type: str = "llama"
-    trust_remote_code: bool = False
-    prompt_format: Literal["instruction", "chat"] = "instruction"
-    system_prompt: str = "당신은 대화를 정확하고 간결하게 요약하는 도우미입니다."
-    instruction: str = "다음 대화를 요약해주세요."
-    target_modules: list[str]
-    max_input_tokens: int = Field(1024, ge=16)
-    max_new_tokens: int = Field(128, ge=1)
-    quantization: Literal["4bit", "8bit", "none"] = "4bit"
-    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    path: str | None = Field(None, description="hub id or local folder; None with `tiny`: built locally (a build "
+                                               "stage)")
+    tiny: TinyModelSpec | None = Field(None, description="the tiny stand-in to build when `path` is None")
+    revision: str | None = Field(None, description="hub revision (branch, tag or commit); its resolved commit is keyed")
+    model_type: str = Field("llama", description="architecture name (llama, qwen2, exaone, bart, t5, ...) for the "
+                                                 "plan and loading")
+    trust_remote_code: bool = Field(False, description="allow the checkpoint's own modelling code (EXAONE, some "
+                                                       "Korean LLMs)")
+    prompt_format: Literal["instruction", "chat"] = Field("instruction",
+        description="instruction (### markers) or chat (the tokenizer's chat template)")
+    system_prompt: str = Field("당신은 대화를 정확하고 간결하게 요약하는 도우미입니다.", description="chat: the system turn")
+    instruction: str = Field("다음 대화를 요약해주세요.", description="the instruction before the dialogue")
+    target_modules: list[str] = Field(description="Linear layers LoRA adapts (e.g. q_proj, k_proj, v_proj, o_proj, "
+                                                  "gate_proj, up_proj, down_proj)")
+    max_input_tokens: int = Field(1024, ge=16, description="dialogue tokens kept (longer dialogues lose their start; "
+                                                           "truncation is measured before training)")
+    max_new_tokens: int = Field(128, ge=1, description="summary tokens trained on and generated")
+    quantization: Literal["4bit", "8bit", "none"] = Field("4bit", description="base weights while training: 4bit "
+                                                                              "(QLoRA nf4), 8bit, or none")
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = Field("auto",
+        description="compute dtype; auto: bf16 where the GPU has it, else fp16 on a GPU, fp32 on CPU")
     params_billion: float | None = Field(None, gt=0, description="for --dry-run memory estimates")
-    arch: ArchSpec | None = None
+    arch: ArchSpec | None = Field(None, description="architecture numbers for the memory plan when no config.json is "
+                                                    "cached")
     expect: dict[str, Any] = Field(default_factory=dict, description=(
         "facts the loaded checkpoint must have (vocab_size, eos_token_id, bos_token, eos_token, pad_token): a "
         "revision whose files changed fails in one line instead of training on the wrong tokens"))
-    lora: LoraSpec = LoraSpec()
-    train: TrainSpec = TrainSpec()
-    align: AlignSpec = AlignSpec()
-    decodings: list[DecodingSpec] = Field(default_factory=lambda: [DecodingSpec(name="greedy")])
+    lora: LoraSpec = Field(LoraSpec(), description="LoRA rank, alpha, dropout")
+    train: TrainSpec = Field(TrainSpec(), description="supervised fine-tuning (loss on the summary only)")
+    align: AlignSpec = Field(AlignSpec(), description="preference optimisation after SFT, rewarded by the "
+                                                      "leaderboard metric")
+    decodings: list[DecodingSpec] = Field(default_factory=lambda: [DecodingSpec(name="greedy")],
+        description="each a candidate source for the ensemble")
 
     @property
     def method(self) -> str:
@@ -71,18 +82,22 @@ class ModelConfig(Strict):
 
 
 class DataSpec(Strict):
-    dir: Path
+    dir: Path = Field(description="folder with train.csv, dev.csv, test.csv, sample_submission.csv")
 
 
 class GenerateSpec(Strict):
-    backend: Literal["auto", "vllm", "hf"] = "hf"
-    batch_size: int = Field(16, ge=1)
+    backend: Literal["auto", "vllm", "hf"] = Field("hf", description="auto: vLLM where installed (resolved before "
+                                                                     "keying), else transformers; seq2seq always "
+                                                                     "transformers")
+    batch_size: int = Field(16, ge=1, description="dialogues per batch (transformers; vLLM schedules itself)")
     quantization: Literal["none", "8bit", "4bit"] = Field(
         "none", description="weights at generation: hf loads the base through bitsandbytes; vLLM serves 8bit as its "
                             "online fp8 and has no 4-bit loading (then generation uses hf); none = compute dtype")
-    splits: list[Literal["dev", "test"]] = ["dev", "test"]  # `dialsum run` needs both (dev report, test submission)
+    splits: list[Literal["dev", "test"]] = Field(["dev", "test"], description="`dialsum run` needs both (dev: the "
+                                                                              "ensemble's fit and the report; test: "
+                                                                              "the submission)")
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="vLLM's share of the card")
-    tensor_parallel_size: int = Field(1, ge=1)
+    tensor_parallel_size: int = Field(1, ge=1, description="vLLM: GPUs one model is split over")
     max_model_len: int | None = Field(None, ge=16, description="vLLM; default max_input_tokens + max_new_tokens")
     cpu_kv_cache_gb: float = Field(1.0, gt=0, description="vLLM on CPU: KV cache GiB")
     enforce_eager: bool = Field(False, description="vLLM without torch.compile/CUDA graphs: starts in seconds instead "
@@ -97,8 +112,11 @@ class GenerateSpec(Strict):
 
 
 class MetricSpec(Strict):
-    semantics: Literal["pltrdy", "rouge-score"] = "pltrdy"
-    tokenizer: Literal["mecab", "latin", "whitespace"] = "mecab"
+    semantics: Literal["pltrdy", "rouge-score"] = Field("pltrdy", description="pltrdy (the leaderboard's ROUGE, "
+                                                                              "multi-reference max) or rouge-score "
+                                                                              "(Google's)")
+    tokenizer: Literal["mecab", "latin", "whitespace"] = Field("mecab",
+        description="mecab morphemes (the leaderboard's), or latin/whitespace for other languages")
 
 
 class EnsembleSpec(Strict):
@@ -123,41 +141,49 @@ class EnsembleSpec(Strict):
 class PostprocessSpec(Strict):
     rules: list[str] = Field(default_factory=lambda: ["strip_prompt_echo", "first_paragraph", "normalise_speaker_tags",
                                                       "drop_repeated_sentences", "drop_garbage_runs",
-                                                      "normalise_whitespace", "final_punctuation"])
-    ablate: bool = True
-    tune_length_cap: bool = True  # try 1-3 sentences and reference-length percentiles on dev; keep one only if it helps
+                                                      "normalise_whitespace", "final_punctuation"],
+                                                          description="rules tried in order "
+                                                                      "(dialsum.postprocess.RULES)")
+    ablate: bool = Field(True, description="keep a rule only for a held-out gain over one standard error on "
+                                           "dev-select (false: apply all)")
+    tune_length_cap: bool = Field(True, description="try 1-3 sentences and reference-length percentiles on "
+                                                    "dev-select; keep one only if it helps")
     max_sentences: int | None = Field(None, ge=1, description="fixed cap, applied as is (no tuning)")
     max_morphemes: int | None = Field(None, ge=1, description="fixed cap in Mecab morphemes, whole sentences kept")
 
 
 class DevSplitSpec(Strict):
     """dev -> dev-select (everything that chooses) + dev-report (only scored); stratified by topic, seeded."""
-    select_ratio: float = Field(0.5, gt=0, lt=1)
+    select_ratio: float = Field(0.5, gt=0, lt=1, description="share of dev that chooses (dev-select); the rest is "
+                                                             "only scored (dev-report)")
     seed: int | None = Field(None, ge=0, description="default: the run's seed")
 
 
 class TrackingSpec(Strict):
     """Where a run's numbers go besides report.md: TensorBoard event files under runs/<id>/tensorboard (default),
     an MLflow tracking server or local SQLite store, Weights & Biases (offline unless logged in), or nowhere."""
-    backend: Literal["tensorboard", "mlflow", "wandb", "none"] = "tensorboard"
+    backend: Literal["tensorboard", "mlflow", "wandb", "none"] = Field("tensorboard",
+        description="tensorboard (runs/<id>/tensorboard), mlflow, wandb or none")
     uri: str | None = Field(None, description="mlflow: tracking URI (default sqlite:///<output_dir>/mlflow.db); "
                                               "wandb: its directory (default runs/<id>)")
     experiment: str = Field("dialsum", description="mlflow experiment / wandb project")
 
 
 class RunConfig(Strict):
-    name: str = Field("run", pattern=r"^[A-Za-z0-9._-]+$")
-    seed: int = Field(42, ge=0)
-    output_dir: Path = Path("runs")
-    submissions_dir: Path = Path("submissions")
-    data: DataSpec
-    models: list[ModelConfig]
-    generate: GenerateSpec = GenerateSpec()
-    metric: MetricSpec = MetricSpec()
-    ensemble: EnsembleSpec = EnsembleSpec()
-    postprocess: PostprocessSpec = PostprocessSpec()
-    dev_split: DevSplitSpec = DevSplitSpec()
-    tracking: TrackingSpec = TrackingSpec()
+    name: str = Field("run", pattern=r"^[A-Za-z0-9._-]+$", description="the run id's prefix (<name>-<hash of config "
+                                                                       "and data>)")
+    seed: int = Field(42, ge=0, description="the run's seed (dev split, unless dev_split.seed)")
+    output_dir: Path = Field(Path("runs"), description="run folders and the stage cache (runs/cache)")
+    submissions_dir: Path = Field(Path("submissions"), description="where submissions are written (never overwritten)")
+    data: DataSpec = Field(description="the competition's CSVs")
+    models: list[ModelConfig] = Field(description="models trained and ensembled: paths to configs/models/*.yaml or "
+                                                  "{base: ..., overrides}")
+    generate: GenerateSpec = Field(GenerateSpec(), description="how candidates are generated")
+    metric: MetricSpec = Field(MetricSpec(), description="the leaderboard metric")
+    ensemble: EnsembleSpec = Field(EnsembleSpec(), description="the consensus over all candidates")
+    postprocess: PostprocessSpec = Field(PostprocessSpec(), description="rules and the length cap after the ensemble")
+    dev_split: DevSplitSpec = Field(DevSplitSpec(), description="dev-select (chooses) and dev-report (only scored)")
+    tracking: TrackingSpec = Field(TrackingSpec(), description="experiment tracking besides report.md")
 
     @field_validator("models")
     @classmethod
@@ -168,12 +194,6 @@ class RunConfig(Strict):
         if not v:
             raise ValueError("no models configured")
         return v
-
-    def fingerprint(self) -> str:
-        """Short hash of the whole config, so a re-run of the same config resumes the same run folder."""
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True, ensure_ascii=False)
-        return hashlib.sha256(blob.encode()).hexdigest()[:8]
-
 
 # ---------------------------------------------------------------- loading
 def deep_merge(base: dict, over: dict) -> dict:

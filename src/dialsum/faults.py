@@ -9,6 +9,9 @@ runs die, so that resuming can be tested through the real command line.
                                  an align stage keeps (or drops) its aligned weights whatever dev-select says, so a
                                  test can show generation following either decision; the result says it was forced.
 
+    DIALSUM_PROBE_IMPORTS=PATH  the run's parent process writes {"torch": imported?} to PATH when it ends, so a test
+                                 can show it never loaded a model (model stages run in children).
+
 `StopAfter(n)` does the in-process equivalent for tests that call `train_model` directly (raises
 KeyboardInterrupt after the checkpoint of step n). Production code only calls `from_env()`, which returns no
 callback unless a variable above is set. Imports nothing from dialsum; transformers only when a hook is built.
@@ -20,6 +23,18 @@ import signal
 
 KILL_AFTER_STEPS = "DIALSUM_KILL_AFTER_STEPS"
 ALIGN_KEEP = "DIALSUM_ALIGN_KEEP"
+PROBE_IMPORTS = "DIALSUM_PROBE_IMPORTS"
+
+
+def probe_imports() -> None:
+    """With DIALSUM_PROBE_IMPORTS set: write whether this process imported torch to that file."""
+    import json
+    import sys
+
+    path = os.environ.get(PROBE_IMPORTS)
+    if path:
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump({"torch": "torch" in sys.modules}, f)
 
 
 def _callback(step: int, action):

@@ -17,9 +17,9 @@ VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 
 
 class LoraSpec(Strict):
-    r: int = Field(8, ge=1, le=512)
-    alpha: float = Field(16, gt=0)
-    dropout: float = Field(0.05, ge=0, lt=1)
+    r: int = Field(8, ge=1, le=512, description="LoRA rank (one vLLM serves: 8, 16, 32, 64, 128, ...)")
+    alpha: float = Field(16, gt=0, description="LoRA scaling numerator (the update is scaled by alpha / r)")
+    dropout: float = Field(0.05, ge=0, lt=1, description="dropout on the LoRA branch's input")
 
     @field_validator("r")
     @classmethod
@@ -31,25 +31,29 @@ class LoraSpec(Strict):
 
 
 class TrainSpec(Strict):
-    learning_rate: float = Field(2e-4, gt=0)
-    epochs: float = Field(3, gt=0)
+    learning_rate: float = Field(2e-4, gt=0, description="peak learning rate (cosine schedule after warmup)")
+    epochs: float = Field(3, gt=0, description="passes over the (augmented) train rows, unless max_steps is set")
     max_steps: int = Field(-1, ge=-1, description="-1: epochs decide; else this many optimizer steps (0 means nothing)")
-    batch_size: int = Field(4, ge=1)
-    grad_accum: int = Field(1, ge=1)
-    warmup_ratio: float = Field(0.03, ge=0, lt=1)
-    weight_decay: float = Field(0.0, ge=0)
-    eval_steps: int = Field(50, ge=1)
-    logging_steps: int = Field(10, ge=1)
-    save_total_limit: int = Field(2, ge=1)
+    batch_size: int = Field(4, ge=1, description="rows per micro-batch (per GPU under torchrun)")
+    grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
+    warmup_ratio: float = Field(0.03, ge=0, lt=1, description="share of the steps spent warming the learning rate up")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
+    eval_steps: int = Field(50, ge=1, description="evaluate (greedy-decode and score the dev-select subset) and "
+                                                  "checkpoint every N steps")
+    logging_steps: int = Field(10, ge=1, description="log the training loss every N steps")
+    save_total_limit: int = Field(2, ge=1, description="checkpoints kept on disk (the best is always kept)")
     eval_subset: int = Field(64, ge=1, description="dev rows greedy-decoded and scored at each evaluation")
     early_stopping_patience: int | None = Field(3, ge=1, description="evaluations without gain before stopping "
                                                                       "(None: never)")
-    gradient_checkpointing: bool = True
+    gradient_checkpointing: bool = Field(True, description="recompute activations in backward (on a GPU): less "
+                                                           "memory, ~30 % slower")
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="label smoothing of the cross-entropy")
     rdrop_alpha: float = Field(0.0, ge=0, description="R-Drop: weight of the symmetric KL between two dropout passes")
-    augment: Literal["none", "mixed"] = "none"  # mixed: every row once per instruction template (x5)
-    optim: str = "auto"  # paged_adamw_8bit on GPU, adamw_torch on CPU
-    seed: int = Field(42, ge=0)
+    augment: Literal["none", "mixed"] = Field("none", description="mixed: every train row once per instruction "
+                                                                  "template (x5); none: the model's instruction only")
+    optim: str = Field("auto", description="Trainer optimizer name; auto: paged_adamw_8bit for QLoRA on a GPU, else "
+                                           "adamw_torch")
+    seed: int = Field(42, ge=0, description="seed of LoRA's initialisation, the row order and dropout")
     on_truncation: Literal["warn", "error"] = Field(
         "warn", description="more than 1 % of dialogues over max_input_tokens or 0.5 % of references over "
                             "max_new_tokens (measured with the model's tokenizer before training): warn, or stop")
@@ -70,13 +74,17 @@ class TrainSpec(Strict):
 class TinyModelSpec(Strict):
     """A few-hundred-K-parameter Llama built locally (no download), used by the embedded default and tests."""
     vocab_size: int = Field(2000, ge=300, description="BPE vocabulary (the 256 byte tokens and merges)")
-    hidden_size: int = Field(128, ge=32)
-    intermediate_size: int = Field(256, ge=1)
-    num_hidden_layers: int = Field(2, ge=1)
-    num_attention_heads: int = Field(4, ge=1)
-    num_key_value_heads: int = Field(4, ge=1)
-    pretrain_steps: int = Field(300, ge=0)
-    seed: int = Field(0, ge=0)
+    hidden_size: int = Field(128, ge=32, description="width of the tiny model")
+    intermediate_size: int = Field(256, ge=1, description="MLP width of the tiny model")
+    num_hidden_layers: int = Field(2, ge=1, description="decoder layers (a BART gets as many encoder and decoder "
+                                                        "layers)")
+    num_attention_heads: int = Field(4, ge=1, description="attention heads (head_dim = hidden_size / heads: 32 or 64 "
+                                                          "for vLLM's CPU kernels)")
+    num_key_value_heads: int = Field(4, ge=1, description="key/value heads (grouped-query attention when fewer than "
+                                                          "the heads)")
+    pretrain_steps: int = Field(300, ge=0, description="causal-LM (or denoising) steps on the train dialogues before "
+                                                       "saving, so it writes Korean")
+    seed: int = Field(0, ge=0, description="seed of the weights and the pre-training")
     with_tags: bool = Field(False, description="true: the competition's tags are in the vocabulary from the start "
                                                   "(no real checkpoint has them: dialsum adds and trains them itself)")
     tie_word_embeddings: bool = Field(True, description="false: the LM head is its own matrix (as in Llama-3-8B)")
@@ -98,18 +106,19 @@ class TinyModelSpec(Strict):
 
 
 class DecodingSpec(Strict):
-    name: str
-    strategy: Literal["greedy", "beam", "sample"] = "greedy"
-    num_beams: int = Field(1, ge=1)
+    name: str = Field(description="the decoding's name: the candidate source is <model>/<name>")
+    strategy: Literal["greedy", "beam", "sample"] = Field("greedy", description="greedy, beam search or sampling")
+    num_beams: int = Field(1, ge=1, description="beam width (beam)")
     length_penalty: float = Field(1.0, description="beam search: score / length**length_penalty (any sign: "
                                                   "negative favours short beams)")
     n: int = Field(1, ge=1, description="candidates per dialogue (sampling: samples; beam: returned beams)")
-    temperature: float = Field(1.0, gt=0)
-    top_p: float = Field(1.0, gt=0, le=1)
+    temperature: float = Field(1.0, gt=0, description="sampling temperature")
+    top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling mass (1: none)")
     top_k: int = Field(0, ge=0, description="0: no top-k cut")
-    repetition_penalty: float = Field(1.0, gt=0)
-    seed: int = Field(0, ge=0)
-    max_new_tokens: int | None = Field(None, ge=1)
+    repetition_penalty: float = Field(1.0, gt=0, description="penalty on tokens already generated (1: none)")
+    seed: int = Field(0, ge=0, description="sampling seed (each dialogue's samples are seeded from it)")
+    max_new_tokens: int | None = Field(None, ge=1, description="this decoding's length limit (default: the model's "
+                                                               "max_new_tokens)")
     no_repeat_ngram_size: int = Field(0, ge=0, description="transformers backend only")
 
     @model_validator(mode="after")
@@ -123,37 +132,39 @@ class DecodingSpec(Strict):
 
 class ArchSpec(Strict):
     """Architecture numbers for the `--dry-run` memory plan (from the model card; a cached config.json wins)."""
-    vocab_size: int = Field(ge=1)
-    hidden_size: int = Field(ge=1)
-    num_layers: int = Field(ge=1)
-    num_kv_heads: int | None = Field(None, ge=1)
-    head_dim: int | None = Field(None, ge=1)
-    intermediate_size: int | None = Field(None, ge=1)
+    vocab_size: int = Field(ge=1, description="vocabulary rows")
+    hidden_size: int = Field(ge=1, description="model width")
+    num_layers: int = Field(ge=1, description="transformer layers")
+    num_kv_heads: int | None = Field(None, ge=1, description="key/value heads (None: as many as attention heads)")
+    head_dim: int | None = Field(None, ge=1, description="per-head width (None: hidden_size / heads)")
+    intermediate_size: int | None = Field(None, ge=1, description="MLP width (None: estimated)")
     tie_word_embeddings: bool | None = Field(None, description="unknown counts as untied: the larger plan")
 
 
 class AlignSpec(Strict):
-    """Phase 3, after SFT: preference optimisation whose reward is the leaderboard metric itself (README, Alignment).
+    """Phase 3, after SFT: preference optimisation whose reward is the leaderboard metric itself (docs/alignment.md).
 
     dpo and rank learn from K samples per train dialogue of the SFT model, ranked by the metric against the
     reference (the `prefs:<model>` stage); grpo samples online. The aligned weights replace SFT's only when their
     greedy dev-select gain (generated as the generate stage will) exceeds one standard error."""
-    method: Literal["none", "dpo", "grpo", "rank"] = "none"
+    method: Literal["none", "dpo", "grpo", "rank"] = Field("none", description="none (SFT only), dpo or grpo "
+                                                                               "(decoder-only, TRL), rank (BRIO "
+                                                                               "ranking loss, either family)")
     rows: int = Field(64, ge=4, description="train dialogues aligned on (a seeded sample of train; never dev or test)")
     samples: int = Field(4, ge=2, description="dpo/rank: samples per dialogue; grpo: the group size")
     temperature: float = Field(1.0, gt=0, description="sampling temperature of those samples")
-    top_p: float = Field(1.0, gt=0, le=1)
+    top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling mass of those samples")
     min_margin: float = Field(1.0, ge=0, description="dpo/rank: least metric gap (final points, 0-100) between a "
                                                      "preferred and a dispreferred sample of one dialogue")
     pairs_per_row: int = Field(2, ge=1, description="dpo: pairs per dialogue (best vs worst, then next best vs worst)")
     beta: float = Field(0.1, ge=0, description="dpo: DPO's beta; grpo: the KL coefficient (0: no reference model)")
-    learning_rate: float = Field(5e-5, gt=0)
+    learning_rate: float = Field(5e-5, gt=0, description="peak learning rate of the alignment steps")
     steps: int = Field(20, ge=1, description="optimizer steps")
     batch_size: int = Field(4, ge=1, description="dialogues per step (grpo: prompts, each with `samples` completions)")
-    grad_accum: int = Field(1, ge=1)
-    warmup_ratio: float = Field(0.0, ge=0, lt=1)
+    grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
+    warmup_ratio: float = Field(0.0, ge=0, lt=1, description="share of the steps spent warming the learning rate up")
     save_steps: int = Field(5, ge=1, description="checkpoint every N steps (a killed stage resumes from the last)")
-    logging_steps: int = Field(1, ge=1)
+    logging_steps: int = Field(1, ge=1, description="log the method's curve every N steps")
     length_weight: float = Field(0.0, ge=0, description="grpo: reward minus length_weight x |len - ref len| / ref len "
                                                         "(morphemes); 0 = the metric alone")
     rank_margin: float = Field(0.001, ge=0, description="rank: BRIO's margin per rank gap (lambda)")
@@ -164,7 +175,7 @@ class AlignSpec(Strict):
                                                          "aligned (None: all); the keep decision sees dev-select only")
     use_vllm: bool = Field(False, description="refused: TRL 1.16's colocated vLLM cannot serve dialsum's policies "
                                               "(see the validator); GRPO groups are sampled with transformers")
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, description="seed of the aligned rows, the held-out split and the samples")
 
     @field_validator("use_vllm")
     @classmethod

@@ -1,10 +1,59 @@
-"""What every alignment method shares: the Trainer arguments an align spec means (checkpoints to resume from,
-CPU/GPU precision as SFT chose it) and the last checkpoint to resume."""
+"""What every alignment method shares: the interface a method implements (`prepare(Setup) -> Prepared`, or
+`NothingToTrain` with the reason), the Trainer arguments an align spec means (checkpoints to resume from, CPU/GPU
+precision as SFT chose it) and the last checkpoint to resume."""
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from dialsum.config import AlignSpec, ModelConfig
+from dialsum.io.data import Dialogue
+from dialsum.scoring.metric import Metric
+
+
+@dataclass
+class Setup:
+    """What a method's `prepare` is given: the SFT policy, the aligned train rows split into fit and held-out
+    fnames, the ranked samples (dpo, rank), and where its trainer checkpoints."""
+    model: object
+    tokenizer: object
+    cfg: ModelConfig
+    by_fname: dict[str, Dialogue]
+    fit_names: list[str]
+    held_names: list[str]
+    prefs: list | None
+    stops: list[int]
+    ckpt: Path
+    callbacks: list
+    metric: dict
+    out: Path
+
+    @property
+    def spec(self) -> AlignSpec:
+        return self.cfg.align
+
+
+@dataclass
+class Prepared:
+    """A method ready to train: its trainer, the held-out measurement of its own objective (taken before and
+    after), counts for the result, and what to do once training ends."""
+    trainer: object
+    measure: Callable[[], dict]
+    counts: dict = field(default_factory=dict)
+    after_training: Callable[[], None] = lambda: None
+
+
+@dataclass
+class NothingToTrain:
+    """No usable training signal (e.g. every sample scored alike): generation keeps the SFT weights."""
+    reason: str
+    counts: dict = field(default_factory=dict)
+
+
+def dev_score(preds: dict[str, str], rows: list[Dialogue], metric: dict) -> dict:
+    s = Metric.of(metric).score([preds[d.fname] for d in rows], [[d.summary] for d in rows])
+    return {**s.as_dict(), "n": len(rows), "per_dialogue": s.finals()}
 
 
 def trainer_kwargs(spec: AlignSpec, cfg: ModelConfig, ckpt_dir: Path) -> dict:

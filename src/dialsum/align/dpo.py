@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dialsum.align.common import NothingToTrain, Prepared, Setup
+from dialsum.align.preferences import dpo_pairs
 from dialsum.config import AlignSpec, ModelConfig
 from dialsum.io.data import Dialogue
 
@@ -70,3 +72,16 @@ def heldout_margin(trainer, eval_ds) -> dict:
 
 CURVE = {"loss": "loss", "reward_margin": "rewards/margins", "reward_accuracy": "rewards/accuracies",
          "reward_chosen": "rewards/chosen", "reward_rejected": "rewards/rejected"}
+
+
+def prepare(s: Setup) -> Prepared | NothingToTrain:
+    pairs = dpo_pairs(s.prefs or [], s.spec.min_margin, s.spec.pairs_per_row)
+    fit, held = set(s.fit_names), set(s.held_names)
+    train_pairs, held_pairs = [p for p in pairs if p[0] in fit], [p for p in pairs if p[0] in held]
+    counts = {"pairs": len(train_pairs), "heldout_pairs": len(held_pairs)}
+    if not train_pairs:
+        return NothingToTrain(f"no preference pairs with a metric gap >= {s.spec.min_margin}", counts)
+    train_ds = pair_dataset(s.tokenizer, s.cfg, s.by_fname, train_pairs, s.stops)
+    held_ds = pair_dataset(s.tokenizer, s.cfg, s.by_fname, held_pairs, s.stops) if held_pairs else None
+    trainer = make_trainer(s.model, s.tokenizer, s.cfg, s.spec, train_ds, held_ds, s.ckpt, s.callbacks)
+    return Prepared(trainer, (lambda: heldout_margin(trainer, held_ds)) if held_ds is not None else dict, counts)

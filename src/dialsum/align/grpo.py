@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dialsum.align.common import Prepared, Setup, dev_score, last_checkpoint
 from dialsum.config import AlignSpec, ModelConfig
 from dialsum.io.data import Dialogue
 
@@ -49,3 +50,21 @@ def make_trainer(model, tokenizer, cfg: ModelConfig, spec: AlignSpec, rows: list
 
 CURVE = {"loss": "loss", "reward": "reward", "reward_std": "reward_std", "kl": "kl",
          "completion_length": "completions/mean_length"}
+
+
+def prepare(s: Setup) -> Prepared:
+    from dialsum.align.policy import greedy_preds
+    from dialsum.align.reward import MetricReward
+
+    rewards = s.out / "rewards.csv"
+    reward = MetricReward(s.tokenizer, s.metric, s.spec.length_weight)
+    reward.resume(rewards, last_checkpoint(s.ckpt))
+    held_rows = [s.by_fname[f] for f in s.held_names]
+    trainer = make_trainer(s.model, s.tokenizer, s.cfg, s.spec, [s.by_fname[f] for f in s.fit_names], reward,
+                           s.stops, s.ckpt, [*s.callbacks, reward.saver(rewards)])
+
+    def measure() -> dict:  # the reward of the greedy summary on held-out train dialogues
+        preds = greedy_preds(trainer.model, s.tokenizer, s.cfg, held_rows, s.stops)
+        return {"greedy_reward": dev_score(preds, held_rows, s.metric)["final"]}
+
+    return Prepared(trainer, measure, after_training=lambda: reward.write(rewards))

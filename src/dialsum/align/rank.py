@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dialsum.align.preferences import Ranked
+from dialsum.align.common import NothingToTrain, Prepared, Setup
+from dialsum.align.preferences import Ranked, ranking_groups
 from dialsum.config import AlignSpec, ModelConfig
 from dialsum.io.data import Dialogue
 
@@ -151,3 +152,19 @@ def heldout_ranking(trainer, examples: list[dict], spec: AlignSpec, seq2seq: boo
 
 
 CURVE = {"loss": "loss", "ranking_loss": "ranking_loss", "mle_loss": "mle_loss"}
+
+
+def prepare(s: Setup) -> Prepared | NothingToTrain:
+    groups = ranking_groups(s.prefs or [], s.spec.min_margin)
+    fit, held = set(s.fit_names), set(s.held_names)
+    train_g = {f: g for f, g in groups.items() if f in fit}
+    held_g = {f: g for f, g in groups.items() if f in held}
+    counts = {"groups": len(train_g), "heldout_groups": len(held_g)}
+    if not train_g:
+        return NothingToTrain(f"no dialogue whose samples differ by >= {s.spec.min_margin}", counts)
+    examples = group_examples(s.tokenizer, s.cfg, s.by_fname, train_g, s.stops)
+    held_ex = group_examples(s.tokenizer, s.cfg, s.by_fname, held_g, s.stops)
+    trainer = make_trainer(s.model, s.tokenizer, s.cfg, s.spec, examples, s.ckpt, s.callbacks)
+    seq2seq = s.cfg.family == "seq2seq"
+    return Prepared(trainer, (lambda: heldout_ranking(trainer, held_ex, s.spec, seq2seq)) if held_ex else dict,
+                    counts)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from dialsum.io.files import atomic_write_text, csv_text
-from dialsum.scoring.metric import score_corpus
+from dialsum.scoring.metric import Metric
 from dialsum.scoring.tokenize import tokenize_many
 
 
@@ -18,7 +18,7 @@ def metric_rewards(texts: list[str], refs: list[str], metric: dict) -> list[floa
     """Each text's final score against its reference (what `dialsum score` gives a one-row file)."""
     if not texts:
         return []
-    return score_corpus(texts, [[r] for r in refs], metric["semantics"], metric["tokenizer"]).finals()
+    return Metric.of(metric).rows(texts, [[r] for r in refs])
 
 
 def length_penalties(texts: list[str], refs: list[str], tokenizer: str) -> list[float]:
@@ -47,7 +47,7 @@ class MetricReward:
         scores = metric_rewards(texts, list(reference), self.metric)
         rewards = list(scores)
         if self.length_weight:
-            pen = length_penalties(texts, list(reference), self.metric["tokenizer"])
+            pen = length_penalties(texts, list(reference), Metric.of(self.metric).tokenizer)
             rewards = [s - self.length_weight * p for s, p in zip(scores, pen)]
         step = trainer_state.global_step if trainer_state is not None else 0
         self.log += [(step, f, t, s, r) for f, t, s, r in zip(fname, texts, scores, rewards)]

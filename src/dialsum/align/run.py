@@ -9,25 +9,23 @@ objective, training curve), `rewards.csv` (grpo: every completion's reward), `ch
 """
 from __future__ import annotations
 
+import importlib
 import json
 import shutil
 from pathlib import Path
 
 from dialsum import faults
 from dialsum.align import common
-from dialsum.align.preferences import Ranked, dpo_pairs, ranking_groups, split_heldout
+from dialsum.align.common import dev_score
+from dialsum.align.preferences import Ranked, split_heldout
 from dialsum.config import DecodingSpec, GenerateSpec, ModelConfig
 from dialsum.io.data import Dialogue
 from dialsum.io.files import atomic_write_json
 from dialsum.models.training import step_counter
 from dialsum.scoring.bootstrap import Gain, one_se_gain
-from dialsum.scoring.metric import score_corpus
 
 
-def dev_score(preds: dict[str, str], rows: list[Dialogue], metric: dict) -> dict:
-    s = score_corpus([preds[d.fname] for d in rows], [[d.summary] for d in rows], metric["semantics"],
-                     metric["tokenizer"])
-    return {**s.as_dict(), "n": len(rows), "per_dialogue": s.finals()}
+METHODS = {"dpo": "dpo", "grpo": "grpo", "rank": "rank"}  # align.method -> its module (prepare, CURVE)
 
 
 def _once(path: Path, compute):
@@ -54,74 +52,32 @@ def align_model(cfg: ModelConfig, base_path: str, sft_weights: Path, rows: list[
     tokenizer, model, stops = load_policy(cfg, base_path, sft_weights)
     by_fname = {d.fname: d for d in rows}
     fit_names, held_names = split_heldout(list(by_fname), spec.heldout, spec.seed)
-    fit, held = set(fit_names), set(held_names)
     ckpt = out / "checkpoints"
     counter = step_counter()
     cbs = [counter, *(callbacks or [])]
-    result: dict = {"method": spec.method, "rows": len(rows), "heldout_rows": len(held)}
+    result: dict = {"method": spec.method, "rows": len(rows), "heldout_rows": len(held_names)}
     scores = _Scorer(cfg, base_path, sel, rep, out / "scoring", gen, metric)
 
-    if spec.method == "dpo":
-        from dialsum.align import dpo
-
-        pairs = dpo_pairs(prefs or [], spec.min_margin, spec.pairs_per_row)
-        train_pairs, held_pairs = [p for p in pairs if p[0] in fit], [p for p in pairs if p[0] in held]
-        result.update(pairs=len(train_pairs), heldout_pairs=len(held_pairs))
-        if not train_pairs:
-            del model  # generation's engine scores SFT next: the policy must not hold the card meanwhile
-            return _fallback(out, result, f"no preference pairs with a metric gap >= {spec.min_margin}", scores,
-                             sft_weights)
-        train_ds = dpo.pair_dataset(tokenizer, cfg, by_fname, train_pairs, stops)
-        held_ds = dpo.pair_dataset(tokenizer, cfg, by_fname, held_pairs, stops) if held_pairs else None
-        trainer = dpo.make_trainer(model, tokenizer, cfg, spec, train_ds, held_ds, ckpt, cbs)
-        measure = (lambda: dpo.heldout_margin(trainer, held_ds)) if held_ds is not None else (lambda: {})
-        keys = dpo.CURVE
-    elif spec.method == "grpo":
-        from dialsum.align import grpo
-        from dialsum.align.policy import greedy_preds
-        from dialsum.align.reward import MetricReward
-
-        reward = MetricReward(tokenizer, metric, spec.length_weight)
-        reward.resume(out / "rewards.csv", common.last_checkpoint(ckpt))
-        cbs.append(reward.saver(out / "rewards.csv"))
-        held_rows = [by_fname[f] for f in held_names]
-        trainer = grpo.make_trainer(model, tokenizer, cfg, spec, [by_fname[f] for f in fit_names], reward, stops,
-                                    ckpt, cbs)
-
-        def measure() -> dict:  # the reward of the greedy summary on held-out train dialogues
-            return {"greedy_reward": dev_score(greedy_preds(trainer.model, tokenizer, cfg, held_rows, stops),
-                                               held_rows, metric)["final"]}
-        keys = grpo.CURVE
-    elif spec.method == "rank":
-        from dialsum.align import rank
-
-        groups = ranking_groups(prefs or [], spec.min_margin)
-        train_g = {f: g for f, g in groups.items() if f in fit}
-        held_g = {f: g for f, g in groups.items() if f in held}
-        result.update(groups=len(train_g), heldout_groups=len(held_g))
-        if not train_g:
-            del model  # generation's engine scores SFT next: the policy must not hold the card meanwhile
-            return _fallback(out, result, f"no dialogue whose samples differ by >= {spec.min_margin}", scores,
-                             sft_weights)
-        examples = rank.group_examples(tokenizer, cfg, by_fname, train_g, stops)
-        held_ex = rank.group_examples(tokenizer, cfg, by_fname, held_g, stops)
-        trainer = rank.make_trainer(model, tokenizer, cfg, spec, examples, ckpt, cbs)
-        seq2seq = cfg.family == "seq2seq"
-        measure = (lambda: rank.heldout_ranking(trainer, held_ex, spec, seq2seq)) if held_ex else (lambda: {})
-        keys = rank.CURVE
-    else:
+    if spec.method not in METHODS:
         raise ValueError(f"align.method {spec.method!r} has no trainer")
-
+    method = importlib.import_module(f"dialsum.align.{METHODS[spec.method]}")  # TRL loads only for its method
+    prep = method.prepare(common.Setup(model, tokenizer, cfg, by_fname, fit_names, held_names, prefs, stops, ckpt,
+                                       cbs, metric, out))
+    result.update(prep.counts)
+    if isinstance(prep, common.NothingToTrain):
+        why = prep.reason
+        del model, prep  # generation's engine scores SFT next: the policy must not hold the card meanwhile
+        return _fallback(out, result, why, scores, sft_weights)
+    trainer, measure, keys = prep.trainer, prep.measure, method.CURVE
     before = _once(out / "heldout_before.json", measure)
     trainer.train(resume_from_checkpoint=common.last_checkpoint(ckpt))
-    if spec.method == "grpo":
-        reward.write(out / "rewards.csv")
+    prep.after_training()
     after = measure()
     candidate = save_policy(trainer.model, tokenizer, out / "candidate")
     result.update(heldout={"before": before, "after": after}, steps=trainer.state.global_step,
                   resumed_from_step=counter.resumed_from, steps_this_process=counter.ran,
                   curve=common.curve(trainer.state.log_history, keys))
-    del trainer, model, measure
+    del trainer, model, measure, prep
     common.free_memory()  # generation's engine (vLLM on a GPU) gets the card the trainer held
 
     sft = _once(out / "sft_scores.json", lambda: scores(sft_weights, "sft"))

@@ -10,7 +10,7 @@ from dialsum.io.candidates import read_predictions
 from dialsum.io.files import atomic_write_json, atomic_write_text, csv_text
 from dialsum.io.references import read_references
 from dialsum.postprocess import RULES, FittedPostprocess, LengthCap, PostProcessor, check_rules
-from dialsum.scoring.metric import metric_rows
+from dialsum.scoring.metric import Metric
 
 
 def postprocess(args) -> int:
@@ -34,7 +34,7 @@ def postprocess(args) -> int:
             raise DialsumError(f"{args.pred}: no fname in common with {refs_path}")
         proc = PostProcessor(tuple(rules), True, args.length_cap == "tune", cap, "mecab")
         fitted = proc.fit([preds[f] for f in names], [refs[f] for f in names],
-                          metric_rows({"semantics": args.semantics, "tokenizer": "mecab"}))
+                          Metric(args.semantics, "mecab").rows)
         print(f"{'rule':<34}{'on':>10}{'off':>10}{'delta':>10}{'gain':>10}{'se':>10}  enabled  why")
         for g in fitted.gains:
             print(f"{g.rule:<34}{g.on:10.4f}{g.off:10.4f}{g.delta:+10.4f}{g.gain:+10.4f}{g.se:10.4f}  "

@@ -11,7 +11,7 @@ from dialsum.io.candidates import read_predictions, read_split_table
 from dialsum.io.references import read_references
 from dialsum.io.submission import write_submission
 from dialsum.scoring import bootstrap
-from dialsum.scoring.metric import metric_rows, score_corpus
+from dialsum.scoring.metric import Metric
 
 
 def score(args) -> int:
@@ -26,7 +26,7 @@ def score(args) -> int:
     empty = [f for f in names if not preds[f].strip()]
     if empty:
         print(f"warning: {len(empty)} empty/NaN prediction(s) score 0, e.g. {empty[:3]}", file=sys.stderr)
-    s = score_corpus([preds[f] for f in names], [refs[f] for f in names], args.semantics, args.tokenizer)
+    s = Metric(args.semantics, args.tokenizer).score([preds[f] for f in names], [refs[f] for f in names])
     if args.json:
         print(json.dumps(s.as_dict()))
     else:
@@ -76,7 +76,7 @@ def compare(args) -> int:
     if args.samples < 1:
         raise DialsumError("--samples must be at least 1")
     names = list(refs)
-    rows = metric_rows({"semantics": args.semantics, "tokenizer": args.tokenizer})
+    rows = Metric(args.semantics, args.tokenizer).rows
     c = bootstrap.compare(rows([pa[f] for f in names], [refs[f] for f in names]),
                           rows([pb[f] for f in names], [refs[f] for f in names]), args.samples, args.seed)
     if args.json:

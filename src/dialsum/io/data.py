@@ -5,12 +5,14 @@ a UTF-8 BOM, CRLF line endings, extra or reordered columns, literal backslash-n 
 """
 from __future__ import annotations
 
+import logging
 import csv
 import io
 from dataclasses import dataclass
 from pathlib import Path
 
 from dialsum.errors import DialsumError
+from dialsum.logs import log
 
 SPLIT_FILES = {"train": "train.csv", "dev": "dev.csv", "test": "test.csv"}
 
@@ -146,17 +148,15 @@ def load_competition(directory: Path) -> CompetitionData:
 
 def warn_overlaps(directory: Path, splits: dict[str, list[Dialogue]]) -> None:
     """Report (one line each) fnames or dialogues that appear in two splits: a leak that inflates dev scores."""
-    import sys
-
     names = list(splits)
     for i, a in enumerate(names):
         for b in names[i + 1:]:
             same_f = {d.fname for d in splits[a]} & {d.fname for d in splits[b]}
             same_d = {d.dialogue for d in splits[a]} & {d.dialogue for d in splits[b]}
             if same_f:
-                print(f"warning: {directory}: {len(same_f)} fname(s) in both {a}.csv and {b}.csv, e.g. "
-                      f"{sorted(same_f)[:3]}", file=sys.stderr)
+                log(f"warning: {directory}: {len(same_f)} fname(s) in both {a}.csv and {b}.csv, e.g. "
+                    f"{sorted(same_f)[:3]}", logging.WARNING)
             if same_d:
                 ex = next(d.fname for d in splits[b] if d.dialogue in same_d)
-                print(f"warning: {directory}: {len(same_d)} identical dialogue(s) in both {a}.csv and {b}.csv, e.g. "
-                      f"{b}.csv {ex}", file=sys.stderr)
+                log(f"warning: {directory}: {len(same_d)} identical dialogue(s) in both {a}.csv and {b}.csv, e.g. "
+                    f"{b}.csv {ex}", logging.WARNING)

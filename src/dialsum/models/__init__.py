@@ -11,7 +11,7 @@ import logging
 
 # bitsandbytes' CPU backend logs at import that an optional `kernels` package (a fused 4-bit kernel) is missing; dialsum
 # switches that fused kernel off anyway (GUIDE §2), so the notice is noise on every run. Installed here, before any
-# model code can import bitsandbytes (README, "When things go wrong").
+# model code can import bitsandbytes (docs/troubleshooting.md).
 BNB_KERNELS_NOTICE = "Failed to load CPU gemm_4bit_forward from kernels-community"
 logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(
     lambda record: not str(record.msg).startswith(BNB_KERNELS_NOTICE))

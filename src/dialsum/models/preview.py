@@ -8,12 +8,14 @@ dialogues longer than `max_input_tokens` and of references longer than `max_new_
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from dialsum.config import ModelConfig
 from dialsum.io.data import Dialogue
 from dialsum.errors import DialsumError
+from dialsum.logs import log
 from dialsum.models.prompts import IGNORE_INDEX
 
 DIALOGUE_LIMIT = 0.01   # warn above 1 % of dialogues cut
@@ -194,16 +196,13 @@ def competition_files(data_dir: Path) -> dict[str, list[Dialogue]]:
 def check_truncation(mt: ModelTokenizer, cfg: ModelConfig, rows: dict[str, list[Dialogue]], out_dir: Path) -> list[dict]:
     """Before training: measure truncation on every split, write out_dir/truncation.json, warn, or stop when
     `train.on_truncation` is `error`."""
-    import sys
-
     from dialsum.io.files import atomic_write_json
 
     measured = truncation(mt, cfg, rows)
     problems = truncation_problems(measured)
     atomic_write_json(Path(out_dir) / "truncation.json", {"splits": measured, "problems": problems})
     for line in problems:
-        print(f"[dialsum] warning: {line} (train.on_truncation: {cfg.train.on_truncation})", file=sys.stderr,
-              flush=True)
+        log(f"warning: {line} (train.on_truncation: {cfg.train.on_truncation})", logging.WARNING)
     if problems and cfg.train.on_truncation == "error":
         raise DialsumError(f"{problems[0]} (train.on_truncation: error)")
     return measured

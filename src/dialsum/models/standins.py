@@ -11,7 +11,7 @@ its language code and `</s>`) and its chat template (verbatim where given, the f
 generation_config.json with its eos ids, saved with `save_pretrained`: every dialsum stage loads it like the real one.
 
 Facts that are unknown stay unknown: where a stand-in has to choose (Kanana's tokens and template, KoGPT's BOS), the
-choice is listed in `ASSUMED` and README says so.
+choice is listed in `ASSUMED` and docs/models.md says so.
 """
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ EXTRA_TOKENS = {
     "digit82/kobart-summarization": ["<mask>"],
     "gogamza/kobart-base-v2": ["<mask>"],
 }
-# What a stand-in had to choose because the facts do not say (README: "Real checkpoints").
+# What a stand-in had to choose because the facts do not say (docs/models.md: "Real checkpoints").
 ASSUMED = {
     "kakaocorp/kanana-1.5-8b-instruct-2505": "tokens and template unknown: Llama-3's special tokens and chat format",
     "kakaobrain/kogpt@KoGPT6B-ryan1.5b-float16": "whether the tokenizer adds [BOS] is unknown: it does not here",
@@ -46,7 +46,6 @@ ASSUMED = {
     "MLP-KTLim/llama-3-Korean-Bllossom-8B": "template not captured verbatim: the Llama-3-Instruct format",
     "beomi/Llama-3-Open-Ko-8B": "template not captured verbatim: the Llama-3-Instruct format",
 }
-ROOT_ENV = "DIALSUM_CHECKPOINT_FACTS"
 
 
 def folder_name(path: str, revision: str | None = None) -> str:

@@ -17,7 +17,6 @@ from dialsum.config import DecodingSpec, MetricSpec, ModelConfig
 from dialsum.io.data import Dialogue
 from dialsum.io.files import atomic_write_json
 from dialsum.models.encoding import encode_input, encode_training_example, generation_extras, model_stops
-from dialsum.models.losses import rdrop_loss, token_loss
 from dialsum.models.prompts import AUGMENT_INSTRUCTIONS, IGNORE_INDEX
 
 
@@ -76,7 +75,7 @@ def dev_scorer(tokenizer, dev: list[Dialogue], cfg: ModelConfig, metric: MetricS
                batch_size: int = 16):
     """A function model -> metric dict (final, rouge1, rouge2, rougeL) from greedy decoding of the dev subset."""
     from dialsum.models.hf_backend import generate_hf
-    from dialsum.scoring.metric import score_corpus
+    from dialsum.scoring.metric import Metric
 
     subset = dev[: cfg.train.eval_subset]
     prompts = [encode_input(tokenizer, d.dialogue, cfg) for d in subset]
@@ -86,7 +85,7 @@ def dev_scorer(tokenizer, dev: list[Dialogue], cfg: ModelConfig, metric: MetricS
         outs = generate_hf(model, tokenizer, prompts, greedy, cfg.max_new_tokens, batch_size,
                            extra=generation_extras(tokenizer, cfg), stops=stops)
         preds = [o[0][0] for o in outs]
-        s = score_corpus(preds, [[d.summary] for d in subset], metric.semantics, metric.tokenizer)
+        s = Metric.of(metric).score(preds, [[d.summary] for d in subset])
         return {"dev_final": s.final, "dev_rouge1": s.rouge1, "dev_rouge2": s.rouge2, "dev_rougeL": s.rougeL}
 
     return score
@@ -134,7 +133,9 @@ def train_model(cfg: ModelConfig, base_path: str, train_rows: list[Dialogue], de
     `on_evaluate(step, dev_final)` is called after each evaluation (an Optuna trial reports there and raises
     `optuna.TrialPruned` to stop a hopeless trial); `callbacks` are extra TrainerCallbacks (e.g. dialsum.faults')."""
     import torch
-    from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments
+    from transformers import EarlyStoppingCallback, TrainingArguments
+
+    from dialsum.models.trainer import ReportEvaluations, ScoringTrainer
 
     from dialsum.hardware import has_cuda
     from dialsum.models.loading import quantized_layers
@@ -171,35 +172,8 @@ def train_model(cfg: ModelConfig, base_path: str, train_rows: list[Dialogue], de
         ddp_backend=None if cuda else ("gloo" if world > 1 else None), save_only_model=False,
     )
 
-    class ScoringTrainer(Trainer):
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            seq2seq = cfg.family == "seq2seq"
-            if model.training and t.rdrop_alpha > 0:
-                return rdrop_loss(model, inputs, t.rdrop_alpha, t.label_smoothing, seq2seq, num_items_in_batch,
-                                  return_outputs)
-            if not seq2seq:  # causal LMs divide by num_items_in_batch themselves (and the label smoother shifts)
-                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-            # BART/mBART/T5 take num_items_in_batch but ignore it (their loss is a per-micro-batch mean the Trainer
-            # then does not divide by gradient accumulation): dialsum computes it, label smoothing included
-            out = model(**{k: v for k, v in inputs.items() if k != "labels"})
-            loss = token_loss(out.logits, inputs["labels"], t.label_smoothing, num_items_in_batch, shift=False)
-            return (loss, out) if return_outputs else loss
-
-        def evaluation_loop(self, *a, **kw):
-            output = super().evaluation_loop(*a, **kw)
-            prefix = kw.get("metric_key_prefix", "eval")
-            # rank 0 decodes and scores; every rank gets its numbers, so best checkpoint and early stopping agree
-            scores = from_rank0(score_dev(self.model) if self.is_world_process_zero() else None)
-            output.metrics.update({f"{prefix}_{k}": v for k, v in scores.items()})
-            return output
-
-    class Report(TrainerCallback):
-        def on_evaluate(self, args, state, control, metrics=None, **kw):
-            if on_evaluate is not None and metrics and "eval_dev_final" in metrics:
-                on_evaluate(state.global_step, metrics["eval_dev_final"])
-
     counter = step_counter()
-    callbacks = [Report(), counter, *(callbacks or [])]
+    callbacks = [ReportEvaluations(on_evaluate), counter, *(callbacks or [])]
     if t.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=t.early_stopping_patience))
     if cfg.family == "seq2seq":
@@ -209,7 +183,7 @@ def train_model(cfg: ModelConfig, base_path: str, train_rows: list[Dialogue], de
         collator = Seq2SeqCollator(tokenizer.pad_token_id, base_cfg.decoder_start_token_id)
     else:
         collator = Collator(tokenizer.pad_token_id)
-    trainer = ScoringTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
+    trainer = ScoringTrainer(cfg, score_dev, model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
                              data_collator=collator, processing_class=tokenizer,
                              callbacks=callbacks)
     last = _last_checkpoint(ckpt_dir) if resume else None
@@ -240,17 +214,6 @@ def train_model(cfg: ModelConfig, base_path: str, train_rows: list[Dialogue], de
                        "epoch": trainer.state.epoch})
     trainer.accelerator.wait_for_everyone()
     return result
-
-
-def from_rank0(obj):
-    """`obj` as rank 0 has it, on every rank of a torch.distributed group (unchanged in a single process)."""
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
 
 
 def compute_is(cfg: ModelConfig, dtype) -> bool:

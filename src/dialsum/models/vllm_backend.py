@@ -10,6 +10,7 @@ the competition's tags (dialsum adds and trains them as PEFT "trainable tokens",
 """
 from __future__ import annotations
 
+import logging
 import json
 import os
 import shutil
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from dialsum.config import DecodingSpec, GenerateSpec, ModelConfig, vllm_lora_rank
 from dialsum.hardware import has_cuda
+from dialsum.logs import log
 
 ONLINE_FP8 = "fp8_per_tensor"
 
@@ -77,13 +79,11 @@ def _trained_end(tokenizer, cfg: ModelConfig) -> int | None:
 def _merge(cfg: ModelConfig, base_path: str, adapter: Path | None, out: Path) -> None:
     """The model transformers generates with (dialsum.models.loading.load_for_inference), merged and saved whole; its
     tokenizer's EOS is the token training ends each target with (Llama-3 chat: <|eot_id|>, not <|end_of_text|>)."""
-    import sys
-
     from dialsum.models.loading import load_for_inference
 
     device = merge_device(cfg)
-    print(f"[dialsum] vLLM cannot serve {cfg.name}'s added tokens as an adapter: merging on {device} into {out} "
-          f"(deleted after generation)", file=sys.stderr, flush=True)
+    log(f"vLLM cannot serve {cfg.name}'s added tokens as an adapter: merging on {device} into {out} "
+        f"(deleted after generation)")
     tokenizer, model = load_for_inference(cfg, base_path, adapter, device=device)
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()

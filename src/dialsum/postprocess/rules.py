@@ -270,7 +270,7 @@ class PostProcessor:
 
     def fit(self, texts: Sequence[str], refs: Sequence[Sequence[str]],
             rows_score: Callable[[Sequence[str], Sequence[Sequence[str]]], Sequence[float]]) -> FittedPostprocess:
-        """Choose on (texts, refs); `rows_score` gives each row's leaderboard score (scoring.metric.metric_rows)."""
+        """Choose on (texts, refs); `rows_score` gives each row's leaderboard score (scoring.metric.Metric.rows)."""
         check_rules(self.rules)
         if not self.ablate:
             return FittedPostprocess(tuple(self.rules), self.fixed_cap, (), self.tokenizer)

@@ -51,14 +51,27 @@ def score_corpus(preds: Sequence[str], refs: Sequence[Sequence[str]], semantics:
     return CorpusScore(means[0], means[1], means[2], tuple(per_sample))
 
 
-def metric_scorer(metric: dict):
-    """(preds, refs) -> the final score, for a metric section ({"semantics", "tokenizer"}): what choosers maximise."""
-    return lambda preds, refs: score_corpus(list(preds), [list(r) for r in refs], metric["semantics"],
-                                            metric["tokenizer"]).final
+@dataclass(frozen=True)
+class Metric:
+    """The leaderboard metric as one object (a run config's `metric` section: ROUGE semantics and morpheme
+    tokenizer), what every scorer calls: stages, alignment's reward and keep decision, tuning and the CLI."""
+    semantics: str = DEFAULT_SEMANTICS
+    tokenizer: str = "mecab"
 
+    @classmethod
+    def of(cls, spec) -> Metric:
+        """From a MetricSpec, a Metric, or the section as a dict (a stage's keyed inputs)."""
+        if isinstance(spec, dict):
+            return cls(spec.get("semantics", DEFAULT_SEMANTICS), spec.get("tokenizer", "mecab"))
+        return cls(spec.semantics, spec.tokenizer)
 
-def metric_rows(metric: dict):
-    """(preds, refs) -> each row's final score, for a metric section: what per-row choosers (post-processing's
-    one-standard-error rule) and bootstrap intervals need."""
-    return lambda preds, refs: score_corpus(list(preds), [list(r) for r in refs], metric["semantics"],
-                                            metric["tokenizer"]).finals()
+    def score(self, preds: Sequence[str], refs: Sequence[Sequence[str]]) -> CorpusScore:
+        return score_corpus(list(preds), [list(r) for r in refs], self.semantics, self.tokenizer)
+
+    def final(self, preds: Sequence[str], refs: Sequence[Sequence[str]]) -> float:
+        """The final score (what choosers maximise)."""
+        return self.score(preds, refs).final
+
+    def rows(self, preds: Sequence[str], refs: Sequence[Sequence[str]]) -> list[float]:
+        """Each row's final score (what per-row choosers, the one-SE rule and bootstrap intervals need)."""
+        return self.score(preds, refs).finals()

@@ -14,13 +14,14 @@ on stderr and analyses the texts itself. `DIALSUM_CACHE_DIR` moves it (default `
 """
 from __future__ import annotations
 
+import logging
 import sqlite3
-import sys
 import time
 from pathlib import Path
 from typing import Iterable, Sequence
 
 from dialsum.user_cache import cache_dir
+from dialsum.logs import log
 
 SEP = "\x1f"  # never inside a morpheme: it is whitespace to str.split, and texts are split on whitespace first
 _CHUNK = 900  # bound parameters per SELECT, below every SQLite build's limit
@@ -31,8 +32,8 @@ def _warn(path: Path, err: Exception) -> None:
     key = str(path)
     if key not in _warned:
         _warned.add(key)
-        print(f"warning: morpheme cache {path} unusable ({type(err).__name__}: {err}); analysing without it "
-              f"(delete the file to rebuild it, or set DIALSUM_CACHE_DIR=off)", file=sys.stderr)
+        log(f"warning: morpheme cache {path} unusable ({type(err).__name__}: {err}); analysing without it "
+            f"(delete the file to rebuild it, or set DIALSUM_CACHE_DIR=off)", logging.WARNING)
 
 
 class MorphemeCache:

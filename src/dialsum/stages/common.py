@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from dialsum.config import MetricSpec
 from dialsum.engine.core import resolve
 from dialsum.io.data import CompetitionData, Dialogue
 
@@ -35,12 +34,10 @@ def weights_of(context: dict) -> Path | None:
     return Path(context["adapter"]) if context.get("adapter") else None
 
 
-def score_of(preds: dict[str, str], rows: list[Dialogue], metric: MetricSpec | dict) -> dict:
+def score_of(preds: dict[str, str], rows: list[Dialogue], metric) -> dict:
     """The leaderboard score of preds on rows, with each row's own final score (`per_dialogue`, in row order): what
     the report's bootstrap intervals and paired comparisons resample."""
-    from dialsum.scoring.metric import score_corpus
+    from dialsum.scoring.metric import Metric
 
-    metric = MetricSpec.model_validate(metric)
-    s = score_corpus([preds.get(d.fname, "") for d in rows], [[d.summary] for d in rows], metric.semantics,
-                     metric.tokenizer)
+    s = Metric.of(metric).score([preds.get(d.fname, "") for d in rows], [[d.summary] for d in rows])
     return {**s.as_dict(), "per_dialogue": s.finals()}

@@ -2,10 +2,10 @@
 same key, are reused), write the report, track the numbers."""
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dialsum import faults
 from dialsum.config import ModelConfig, RunConfig
 from dialsum.engine.core import Engine
 from dialsum.engine.run_folder import RunContext, open_run
@@ -74,5 +74,5 @@ def run_pipeline(cfg: RunConfig, data_dir: Path | None = None, run_id: str | Non
                   rep.comparisons)
         outcome.submission, outcome.report, outcome.rows = Path(results["submit"]["path"]), rep.path, rep.rows
         log(f"report: {rep.path}")
-    eng.set("parent_imported_torch", "torch" in sys.modules)
+    faults.probe_imports()
     return outcome

@@ -30,7 +30,7 @@ def plan(ctx: RunContext, ens: Stage) -> Stage:
 
 def run(inputs: dict, context: dict, out: Path) -> dict:
     from dialsum.postprocess import LengthCap, PostProcessor
-    from dialsum.scoring.metric import metric_rows
+    from dialsum.scoring.metric import Metric
 
     data = load_competition(Path(context["data_dir"]))
     metric, pp = MetricSpec.model_validate(inputs["metric"]), PostprocessSpec.model_validate(inputs["postprocess"])
@@ -39,7 +39,7 @@ def run(inputs: dict, context: dict, out: Path) -> dict:
     fixed = LengthCap(pp.max_sentences, pp.max_morphemes) if (pp.max_sentences or pp.max_morphemes) else None
     proc = PostProcessor(tuple(pp.rules), pp.ablate, pp.tune_length_cap, fixed, metric.tokenizer)
     fitted = proc.fit([picks["dev"][d.fname][0] for d in sel_rows], [[d.summary] for d in sel_rows],
-                      metric_rows(metric.model_dump()))
+                      Metric.of(metric).rows)
     rows, final, empty = [], {}, {"dev": [], "test": []}
     for split in ("dev", "test"):
         for d in data.split(split):

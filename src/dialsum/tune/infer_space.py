@@ -8,7 +8,7 @@ from pathlib import Path
 from dialsum.engine.run_folder import reopen_run
 from dialsum.errors import DialsumError
 from dialsum.io.candidates import read_candidates
-from dialsum.scoring.metric import metric_rows, metric_scorer
+from dialsum.scoring.metric import Metric
 from dialsum.ensemble.consensus import Voting, prepare
 from dialsum.postprocess import RULES, FittedPostprocess, LengthCap
 from dialsum.tune.config import TuneConfig
@@ -50,12 +50,12 @@ class InferProblem:
 
     def score(self, weights: dict[str, float], utility: str, fitted_pp, part: str) -> float:
         preds = self.predictions(weights, utility, fitted_pp, part)
-        return metric_scorer(self.ctx.cfg.metric.model_dump())(preds, [[d.summary] for d in self.parts[part]])
+        return Metric.of(self.ctx.cfg.metric).final(preds, [[d.summary] for d in self.parts[part]])
 
     def rows(self, weights: dict[str, float], utility: str, fitted_pp, part: str) -> list[float]:
         """Each dialogue's own score (what a paired comparison resamples)."""
         preds = self.predictions(weights, utility, fitted_pp, part)
-        return metric_rows(self.ctx.cfg.metric.model_dump())(preds, [[d.summary] for d in self.parts[part]])
+        return Metric.of(self.ctx.cfg.metric).rows(preds, [[d.summary] for d in self.parts[part]])
 
 
 def infer_params(tc: TuneConfig, problem: InferProblem, trial) -> tuple[dict, str, object]:
