@@ -113,7 +113,7 @@ def test_fixed_weights_are_guarded_like_a_fit(pool):
     worst = min(quality, key=quality.get)
     only_worst = {n: (1.0 if n == worst else 0.0) for n in names}
     res = ensemble(groups, "pltrdy", fit_refs=refs, weights=only_worst, guard=True)
-    rep, rule = res.report, res.voting
+    rep = res.report
     assert rep["method"] in ("best single source", "uniform consensus") and "one-standard-error" in rep["chosen_by"]
     assert rep["cross_validation"]["fitted"] < rep["cross_validation"]["best_single"] - 5  # the weakest system
     assert rep["params"] == {"fixed_weights": True}

@@ -2,15 +2,14 @@
 voting fitted on a references file only when asked. Pure over CSVs: the engine is imported only for a run folder."""
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
+from dialsum.ensemble import SCORE_COLUMNS, ensemble as choose, score_rows
 from dialsum.errors import DialsumError
 from dialsum.io.candidates import read_predictions, read_split_table, read_store
 from dialsum.io.files import atomic_write_json, atomic_write_text, csv_text
 from dialsum.io.references import read_references
-from dialsum.ensemble import SCORE_COLUMNS, ensemble as choose, score_rows
 
 
 def _parse_weights(text: str | None) -> dict[str, float]:

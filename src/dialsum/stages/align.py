@@ -11,8 +11,8 @@ from dialsum.engine.core import Stage
 from dialsum.engine.run_folder import RunContext
 from dialsum.io.data import load_competition
 from dialsum.stages import prefs, train
-from dialsum.stages.common import dev_rows, weights_of
 from dialsum.stages.build import base_of
+from dialsum.stages.common import dev_rows, weights_of
 from dialsum.stages.keys import (NOT_FOR_GENERATION, data_context, generation_backend, generation_context,
                                  keyed_model, metric_inputs, planned, quantization_key, split_inputs)
 

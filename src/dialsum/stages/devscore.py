@@ -9,8 +9,8 @@ from dialsum.engine.core import Stage
 from dialsum.engine.run_folder import RunContext
 from dialsum.io.data import load_competition
 from dialsum.stages import align, train
-from dialsum.stages.common import dev_rows, score_of, weights_of
 from dialsum.stages.build import base_of
+from dialsum.stages.common import dev_rows, score_of, weights_of
 from dialsum.stages.keys import data_context, metric_inputs, planned
 
 KIND, VERSION, CHILD = "devscore", 2, True

@@ -67,7 +67,7 @@ def run_pipeline(cfg: RunConfig, data_dir: Path | None = None, run_id: str | Non
     outcome = RunOutcome(ctx.run_id, ctx.run_dir, ran=eng.ran, results=results)
     if not only_models:
         man = eng.manifest["stages"]
-        lines = [StageLine(s.name, s.kind, s.key, man.get(s.name, {}).get("status", "?")) for s in plan.stages]
+        lines = [StageLine(s.name, s.key, man.get(s.name, {}).get("status", "?")) for s in plan.stages]
         rep = write_run_report(ctx.run_dir, ctx.run_id, (len(ctx.split.select), len(ctx.split.report)), lines,
                                results)
         track_run(cfg.tracking, ctx.run_id, ctx.run_dir, Path(cfg.output_dir), man, [r.as_dict() for r in rep.rows],

@@ -9,7 +9,7 @@ from dialsum.config import ModelConfig, RunConfig
 from dialsum.engine.core import Stage
 from dialsum.engine.run_folder import RunContext
 from dialsum.errors import DialsumError
-from dialsum.stages import ORDER, align, ensemble, generate, postprocess, submit, train
+from dialsum.stages import ORDER, ensemble, generate, postprocess, submit, train
 
 
 @dataclass

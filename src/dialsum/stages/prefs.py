@@ -10,8 +10,8 @@ from dialsum.engine.core import Stage
 from dialsum.engine.run_folder import RunContext
 from dialsum.io.data import load_competition
 from dialsum.stages import train
-from dialsum.stages.common import weights_of
 from dialsum.stages.build import base_of
+from dialsum.stages.common import weights_of
 from dialsum.stages.keys import (NOT_FOR_GENERATION, data_context, generation_backend, generation_context,
                                  keyed_model, metric_inputs, planned, quantization_key)
 

@@ -10,8 +10,8 @@ from dialsum.config import MetricSpec, ModelConfig
 from dialsum.engine.core import Stage
 from dialsum.engine.run_folder import RunContext
 from dialsum.io.data import load_competition
-from dialsum.stages.common import callback_of, dev_rows
 from dialsum.stages.build import base_of
+from dialsum.stages.common import callback_of, dev_rows
 from dialsum.stages.keys import NOT_FOR_TRAINING, data_context, keyed_model, metric_inputs
 
 KIND, VERSION, CHILD = "train", 5, True

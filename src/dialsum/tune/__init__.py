@@ -15,6 +15,6 @@ trials, the best parameters are scored once on dev-report next to the untuned co
 
 Modules: `storage` (storage URL, sampler, pruner), `train_space` and `infer_space` (the two objectives),
 `reporter` (a trial's reporter, built inside the training child from a named callback in the stage context),
-`study` (workers, the held-out check), `outputs` (tuned YAML, plots, summary). May import core modules, io,
-scoring, selection and engine; never models directly (training runs as engine stages) and never commands or cli.
+`study` (workers, the held-out check), `outputs` (tuned YAML, plots, summary). Training runs as ordinary
+stages (dialsum.stages), never by importing models.
 """

@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 
 from dialsum.engine.run_folder import reopen_run
+from dialsum.ensemble.consensus import Voting, prepare
 from dialsum.errors import DialsumError
 from dialsum.io.candidates import read_candidates
-from dialsum.scoring.metric import Metric
-from dialsum.ensemble.consensus import Voting, prepare
 from dialsum.postprocess import RULES, FittedPostprocess, LengthCap
+from dialsum.scoring.metric import Metric
 from dialsum.tune.config import TuneConfig
 
 
