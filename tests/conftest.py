@@ -166,7 +166,8 @@ def tiny_bart_cfg(tiny_bart_dir):
 # Whole files go to one xdist worker each (`--dist loadfile`), handed out in collection order
 # (`--no-loadscope-reorder`): the longest first, so neither worker is left alone with a long file at the end, and the
 # file that builds the seed run first, so tests that copy from it (the rest of this list) rarely wait for it.
-FILE_ORDER = ["test_pipeline_e2e.py", "test_real_checkpoints.py", "test_align.py", "test_gpu_rehearsal.py",
+FILE_ORDER = ["test_pipeline_e2e.py", "test_real_checkpoints.py", "test_align.py", "test_competitor_path.py",
+              "test_gpu_rehearsal.py",
               "test_tune.py", "test_pipeline_faults.py", "test_align_cli.py", "test_vllm_tagless.py",
               "test_vllm_backend.py", "test_train.py", "test_torchrun.py", "test_seq2seq.py", "test_ensemble_fit.py",
               "test_malformed_inputs.py"]

@@ -3,13 +3,14 @@
 Each subcommand names its implementation as "module:function" under dialsum.commands, imported only when that
 command runs, so `dialsum --help` imports nothing heavy, and heavy libraries (torch, transformers, peft) are only
 imported inside stage child processes: `score`, `ensemble`, `postprocess` and `submit` start in well under a second.
-Imports only dialsum.errors, dialsum.cli_types (every option's value checked as it is parsed) and dialsum.stages
-(the stage kinds `--from-stage` accepts: that file imports nothing); nothing imports cli.
+Imports only dialsum.errors, dialsum.logs (the run log), dialsum.cli_types (every option's value checked as it is
+parsed) and dialsum.stages (the stage kinds `--from-stage` accepts: that file imports nothing); nothing imports cli.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 
 from dialsum.cli_types import (Parser, count, existing_dir, existing_file, existing_path, output_dir,
@@ -35,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--output-dir", type=output_dir, help="override the config's output_dir (run folders)")
         sp.add_argument("--submissions-dir", type=output_dir, help="override the config's submissions_dir")
         sp.add_argument("--set", action="append", default=[], metavar="PATH=VALUE", help=SET_HELP)
+        sp.add_argument("--limit", type=count(4), metavar="N",
+                        help="smoke mode: at most N rows of each split (seeded, stratified by topic); writes "
+                             "<run-id>-smoke.csv, never a real submission (data.limit)")
         talk = sp.add_mutually_exclusive_group()
         talk.add_argument("--quiet", action="store_true", help="only warnings and errors on the terminal (stage "
                                                                "output still goes to runs/<id>/logs/)")
@@ -79,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("ensemble", help="ROUGE-consensus (MBR) selection over candidates")
     sp.add_argument("--candidates", nargs="+", required=True, type=existing_path,
-                    help="submission-style CSVs, or one run folder (runs/<id>: the run's own ensemble stage)")
+                    help="run folders (their dev and test candidates; one alone: the run's own ensemble stage), "
+                         "candidate stores or part files, and prediction CSVs (fname, summary), in any mix")
     sp.add_argument("--out", required=True, type=output_file)
     sp.add_argument("--split", choices=["dev", "test", "all"], default="all",
                     help="split(s) to write when selecting from a run folder or store (default: %(default)s)")
@@ -139,6 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--space", choices=["train", "align", "infer"], help="override the YAML's `space`")
     sp.add_argument("--run", type=existing_dir, help="infer space: the run folder whose candidates to tune over "
                                   "(default: the run config's default run)")
+    sp.add_argument("--data-dir", type=existing_dir, help="the competition data to tune on (default: the run "
+                                                          "config's data.dir); the tuned YAML keeps it")
     sp.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
                     help="edit the tuning YAML (repeatable), e.g. --set sampler.name=random --set train.epochs=[1,2]")
     sp.add_argument("--share-gpus", action="store_true", help="allow more workers than visible GPUs (several "
@@ -190,18 +197,38 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM (`kill`), handled as Ctrl-C is: stage children stopped, one line, exit 130, resumable."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: the way out must not be interrupted again
+    raise Interrupted("SIGTERM")
+
+
 def main(argv: list[str] | None = None) -> int:
+    from dialsum.logs import to_file, warnings_to
+
     args = build_parser().parse_args(argv)
+    warnings_to(None)  # library warnings go to the run log, not the terminal
     module, _, func = args.func.partition(":")
+    try:
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread (an embedding caller): its own signals are its business
+        pass
     try:
         return getattr(importlib.import_module(f"dialsum.commands.{module}"), func)(args)
     except DialsumError as e:
+        to_file(f"error: {e}")
         print(f"dialsum: error: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # disk full, no permission, ...: the environment's fault, said in one line
         where = f"{e.filename}: " if getattr(e, "filename", None) else ""
         print(f"dialsum: error: {where}{e.strerror or e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("dialsum: interrupted (re-run the same command to resume)", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        to_file(f"interrupted by {'SIGTERM' if isinstance(e, Interrupted) else 'SIGINT'}: resume with the same command")
+        sys.stderr.flush()
+        print("dialsum: interrupted: resume with the same command", file=sys.stderr, flush=True)
         return 130

@@ -83,6 +83,10 @@ class ModelConfig(Strict):
 
 class DataSpec(Strict):
     dir: Path = Field(description="folder with train.csv, dev.csv, test.csv, sample_submission.csv")
+    limit: int | None = Field(None, ge=4, description="smoke mode (`--limit N`): a seeded, topic-stratified subset of "
+                                                      "at most N rows of each split, tiny stand-ins pre-trained at "
+                                                      "most N steps; the submission is <run-id>-smoke.csv, not a "
+                                                      "real one")
 
 
 class GenerateSpec(Strict):
@@ -245,10 +249,55 @@ def load_model_dict(entry: Any, base_dir: Path) -> dict:
     return deep_merge(merged, entry)
 
 
-def _format_validation(path: Path, e: ValidationError) -> str:
+def _format_validation(path: Path, e: ValidationError, raw: dict | None = None, sets: list[str] | None = None) -> str:
+    """One line: where (models by name, not index), what is wrong, the nearest known key for an unknown one, and the
+    `--set` flag that put the value there when one did."""
+    import difflib
+    import fnmatch
+
     err = e.errors()[0]
-    loc = ".".join(str(x) for x in err["loc"])
-    return f"{path}: {loc}: {err['msg']}" + (f" ({len(e.errors()) - 1} more)" if len(e.errors()) > 1 else "")
+    loc = [str(x) for x in err["loc"]]
+    if raw and len(loc) > 1 and loc[0] == "models" and loc[1].isdigit():
+        models = raw.get("models") or []
+        i = int(loc[1])
+        if i < len(models) and isinstance(models[i], dict) and models[i].get("name"):
+            loc[1] = str(models[i]["name"])
+    where = ".".join(loc)
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        known = _fields_at(RunConfig, [x for x in loc[:-1] if not (x.isdigit() or (loc[0] == "models" and x == loc[1]))])
+        near = difflib.get_close_matches(loc[-1], known, n=1)
+        msg = f"unknown key {loc[-1]!r}" + (f" (did you mean {near[0]!r}?)" if near else "")
+    flag = next((s for s in reversed(sets or []) if any(
+        fnmatch.fnmatchcase(w, _set_path(s)) or fnmatch.fnmatchcase(w, _set_path(s) + ".*")
+        for w in (where, ".".join(loc[:-1])))), None)
+    head = f"--set {flag}" if flag else str(path)
+    return f"{head}: {where}: {msg}" + (f" ({len(e.errors()) - 1} more)" if len(e.errors()) > 1 else "")
+
+
+def _set_path(item: str) -> str:
+    return item.partition("=")[0].strip()
+
+
+def _fields_at(model, keys: list[str]) -> list[str]:
+    """The field names of the config section at `keys` (list items skipped), for "did you mean"."""
+    import typing
+
+    from pydantic import BaseModel
+
+    for k in keys:
+        field = model.model_fields.get(k)
+        if field is None:
+            return []
+        nxt = None
+        for t in (field.annotation, *typing.get_args(field.annotation)):
+            for tt in (typing.get_args(t) or (t,)):
+                if isinstance(tt, type) and issubclass(tt, BaseModel):
+                    nxt = tt
+        if nxt is None:
+            return []
+        model = nxt
+    return list(model.model_fields)
 
 
 def parse_set(item: str) -> tuple[list[str], Any]:
@@ -268,6 +317,11 @@ def apply_sets(raw: dict, sets: list[str] | None) -> dict:
     addressed by name (`models.<name>.<key>...`). Validation (unknown keys, types, ranges) is the schema's, after."""
     for item in sets or []:
         keys, value = parse_set(item)
+        if keys[:2] == ["models", "*"] and isinstance(raw.get("models"), list):  # every model
+            for m in raw["models"]:
+                if isinstance(m, dict) and m.get("name"):
+                    apply_sets(raw, [f"models.{m['name']}.{'.'.join(keys[2:])}={item.partition('=')[2]}"])
+            continue
         node: Any = raw
         if keys[0] == "models" and isinstance(raw.get("models"), list):
             named = {m.get("name"): m for m in raw["models"] if isinstance(m, dict)}
@@ -312,7 +366,7 @@ def load_config(path: Path, overrides: dict | None = None, sets: list[str] | Non
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as e:
-        raise DialsumError(_format_validation(path, e)) from None
+        raise DialsumError(_format_validation(path, e, raw, sets)) from None
 
 
 def load_model_config(path: Path) -> ModelConfig:

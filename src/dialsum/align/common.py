@@ -9,6 +9,7 @@ from typing import Callable
 
 from dialsum.config import AlignSpec, ModelConfig
 from dialsum.io.data import Dialogue
+from dialsum.logs import progress_enabled
 from dialsum.scoring.metric import Metric
 
 
@@ -72,7 +73,7 @@ def trainer_kwargs(spec: AlignSpec, cfg: ModelConfig, ckpt_dir: Path) -> dict:
         warmup_steps=spec.warmup_ratio, lr_scheduler_type="cosine", logging_steps=spec.logging_steps,
         save_strategy="steps", save_steps=spec.save_steps, save_total_limit=2, eval_strategy="no",
         seed=spec.seed, use_cpu=not cuda, bf16=cuda and dtype == torch.bfloat16, fp16=cuda and dtype == torch.float16,
-        report_to=[], dataloader_num_workers=0, disable_tqdm=False, gradient_checkpointing=False,
+        report_to=[], dataloader_num_workers=0, disable_tqdm=not progress_enabled(), gradient_checkpointing=False,
         optim="paged_adamw_8bit" if cuda and cfg.method == "qlora" else "adamw_torch",
     )
 

@@ -21,6 +21,7 @@ from dialsum.align.preferences import Ranked, split_heldout
 from dialsum.config import DecodingSpec, GenerateSpec, ModelConfig
 from dialsum.io.data import Dialogue
 from dialsum.io.files import atomic_write_json
+from dialsum.logs import log
 from dialsum.models.training import step_counter
 from dialsum.scoring.bootstrap import Gain, one_se_gain
 
@@ -70,7 +71,10 @@ def align_model(cfg: ModelConfig, base_path: str, sft_weights: Path, rows: list[
         return _fallback(out, result, why, scores, sft_weights)
     trainer, measure, keys = prep.trainer, prep.measure, method.CURVE
     before = _once(out / "heldout_before.json", measure)
-    trainer.train(resume_from_checkpoint=common.last_checkpoint(ckpt))
+    resume = common.last_checkpoint(ckpt)
+    if resume:
+        log(f"align {cfg.name}: resuming {spec.method} from {Path(resume).name}")
+    trainer.train(resume_from_checkpoint=resume)
     prep.after_training()
     after = measure()
     candidate = save_policy(trainer.model, tokenizer, out / "candidate")

@@ -2,6 +2,7 @@
 voting fitted on a references file only when asked. Pure over CSVs: the engine is imported only for a run folder."""
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -25,40 +26,92 @@ def _parse_weights(text: str | None) -> dict[str, float]:
     return out
 
 
+def _run_parts(run_dir: Path) -> list[str]:
+    """A run folder's candidate parts (dev and test), as its manifest's generate stages resolved them."""
+    man = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8")).get("stages", {})
+    parts = [p for name, rec in man.items() if name.startswith("generate:") for p in rec["result"]["parts"]]
+    missing = [p for p in parts if not Path(p).is_file()]
+    if not parts or missing:
+        raise DialsumError(f"{run_dir}: no finished candidates (run `dialsum run` or `dialsum generate` first)")
+    return parts
+
+
+def unique_names(paths: list[tuple[str, ...]], least: list[int]) -> list[str]:
+    """For each source's name parts (most specific last), the shortest unique `/`-joined suffix of at least
+    least[i] parts: `tiny/greedy`, or `run-a/tiny/greedy` where two runs both have it; `sys`, or `a/sys`."""
+    out = []
+    for parts, k in zip(paths, least):
+        n = k
+        while n < len(parts) and sum(1 for q in paths if q[-n:] == parts[-n:]) > 1:
+            n += 1
+        out.append("/".join(parts[-n:]))
+    return out
+
+
+def _members(sources: list[Path], split: str) -> tuple[dict[str, list[tuple[str, str]]], list[str], list[Path]]:
+    """(fname -> [(text, source name)], fnames in first-seen order, the run folders among the sources) from run
+    folders (their candidates), candidate stores and part files (sources model/decoding) and prediction CSVs
+    (fname, summary: one source each, named by file)."""
+    from dialsum.io.candidates import COLUMNS, read_part
+    from dialsum.io.data import read_table
+
+    items: list[tuple[tuple[str, ...], int, str, str]] = []  # (name parts, least parts, fname, text)
+    runs = []
+    for src in sources:
+        if src.is_dir() and (src / "manifest.json").is_file():
+            runs.append(src)
+            cands = [c for part in _run_parts(src) for c in read_part(Path(part))]
+            label: tuple[str, ...] = (src.resolve().name,)
+        elif src.is_dir():
+            cands = read_store(src)
+            label = (src.resolve().name,)
+        elif set(COLUMNS) <= set(read_table(src)[0]):  # a run's own candidate part
+            cands = read_part(src)
+            label = (src.resolve().parent.name,)
+        else:
+            parts = tuple(src.resolve().with_suffix("").parts)
+            items += [(parts, 1, f, t) for f, t in read_predictions(src).items()]
+            continue
+        items += [(label + tuple(c.source.split("/")), 2, c.fname, c.text) for c in cands
+                  if split == "all" or c.split == split]
+    keys = list(dict.fromkeys((parts, least) for parts, least, _, _ in items))
+    names = dict(zip(keys, unique_names([k[0] for k in keys], [k[1] for k in keys])))
+    groups: dict[str, list[tuple[str, str]]] = {}
+    for parts, least, fname, text in items:
+        groups.setdefault(fname, []).append((text, names[(parts, least)]))
+    return groups, list(groups), runs
+
+
 def ensemble(args) -> int:
     sources = [Path(p) for p in args.candidates]
     if len(sources) == 1 and (sources[0] / "manifest.json").is_file():
         return _ensemble_run_dir(args, sources[0])
-
-    groups: dict[str, list[tuple[str, str]]] = {}
-    order: list[str] = []
-    if len(sources) == 1 and sources[0].is_dir():
-        for c in read_store(sources[0], None if args.split == "all" else args.split):
-            if c.fname not in groups:
-                order.append(c.fname)
-            groups.setdefault(c.fname, []).append((c.text, c.source))
-    else:
-        names = [p.stem for p in sources]
-        if len(set(names)) != len(names):
-            raise DialsumError(f"--candidates: two files share a name stem ({names}); sources are named by stem")
-        tables = [(p.stem, read_predictions(p)) for p in sources]
-        order = list(dict.fromkeys(f for _, t in tables for f in t))
-        for f in order:
-            groups[f] = [(t[f], name) for name, t in tables if f in t]
-            if len(groups[f]) < len(tables):
-                print(f"warning: {f}: only {len(groups[f])} of {len(tables)} sources have a candidate", file=sys.stderr)
+    groups, order, runs = _members(sources, args.split)
+    members = list(dict.fromkeys(s for c in groups.values() for _, s in c))
+    counts = {m: sum(1 for c in groups.values() if any(s == m for _, s in c)) for m in members}
+    for f, c in groups.items():
+        if len({s for _, s in c}) < len(members) and not runs:
+            print(f"warning: {f}: only {len({s for _, s in c})} of {len(members)} sources have a candidate",
+                  file=sys.stderr)
+    print(f"members ({len(members)}): " + ", ".join(f"{m} ({counts[m]} dialogues)" for m in members))
+    fit_refs = args.fit_refs or (runs[0] / "dev_select.csv" if runs else None)
     refs = None
-    if args.fit_refs:
-        refs = read_references(Path(args.fit_refs))
+    if fit_refs:
+        refs = read_references(Path(fit_refs))
         if not set(refs) & set(groups):
-            raise DialsumError(f"{args.fit_refs}: no fname in common with the candidates")
+            raise DialsumError(f"{fit_refs}: no fname in common with the candidates")
+        if not args.fit_refs:
+            print(f"fitting on {fit_refs} (the run's dev-select rows; --fit-refs to choose others)")
     res = choose(groups, args.semantics, args.tokenizer, refs, _parse_weights(args.weights), utility=args.utility,
                  workers=args.workers, guard=bool(args.weights))
     rows = [[f, res.picks[f].text, res.picks[f].source] for f in order if f in res.picks]
     if res.report is not None:
-        _print_fit(res.report)
+        _print_fit(res.report, dict(zip(res.sources, res.voting.weights)), res.method.value)
         if args.report:
             atomic_write_json(Path(args.report), res.report)
+    else:
+        print(f"method: {res.method.value} (no references to fit on), weights " +
+              ", ".join(f"{s}={w:g}" for s, w in zip(res.sources, res.voting.weights)))
     if args.scores:
         atomic_write_text(Path(args.scores), csv_text(SCORE_COLUMNS, score_rows(res)))
     atomic_write_text(Path(args.out), csv_text(["fname", "summary", "source"], rows))
@@ -66,15 +119,18 @@ def ensemble(args) -> int:
     return 0
 
 
-def _print_fit(report: dict) -> None:
+def _print_fit(report: dict, used: dict[str, float], method: str) -> None:
+    """The fit's table with the weights the chosen voting really used (0 for a source outside it)."""
     cv = report.get("cross_validation")
-    print(f"{'source':<60}{'quality':>9}{'weight':>8}{'prior':>8}")
+    width = max([len("source"), *map(len, report["source_quality"])]) + 2
+    print(f"{'source':<{width}}{'quality':>9}{'fitted':>8}{'used':>8}{'prior':>8}")
     for src, q in sorted(report["source_quality"].items(), key=lambda kv: -kv[1]):
-        w = report["members"].get(src, 0.0)
-        print(f"{src[:59]:<60}{q:9.3f}{w:8.3f}{report['prior'].get(src, 0.0):+8.3f}")
-    print(f"method: {report['method']}, beta {report['beta']:g}, params {report['params']}; fitting rows: fitted "
-          f"{report['fit_rows_score']:.3f}, best single {report['fit_rows_best_single']['score']:.3f} "
-          f"({report['fit_rows_best_single']['source']}), uniform {report['fit_rows_uniform']:.3f}")
+        print(f"{src:<{width}}{q:9.3f}{report['members'].get(src, 0.0):8.3f}{used.get(src, 0.0):8.3f}"
+              f"{report['prior'].get(src, 0.0):+8.3f}")
+    print(f"method used: {method} (chosen by {report['chosen_by']}); the fit: beta {report['beta']:g}, params "
+          f"{report['params']}; fitting rows: fitted {report['fit_rows_score']:.3f}, best single "
+          f"{report['fit_rows_best_single']['score']:.3f} ({report['fit_rows_best_single']['source']}), uniform "
+          f"{report['fit_rows_uniform']:.3f}")
     if cv:
         print(f"{cv['folds']}-fold CV on the fitting rows (held-out folds): fitted {cv['fitted']:.3f}, best single "
               f"{cv['best_single']:.3f}, uniform {cv['uniform']:.3f}, oracle {cv['oracle']:.3f}")

@@ -28,15 +28,22 @@ def preview(args) -> int:
     texts = [d.dialogue for d in train] + [d.summary for d in train]
     out = []
     for m in models:
-        mt = tokenizer_for(m, Path(args.tokenizer) if args.tokenizer else None, texts)
+        try:
+            mt = tokenizer_for(m, Path(args.tokenizer) if args.tokenizer else None, texts)
+        except DialsumError as e:
+            raise DialsumError(f"{e}{_facts_hint(m) if not args.tokenizer else ''}") from None
         if args.lengths:
             rows = truncation(mt, m, competition_files(data_dir))
             out += rows
             if not args.json:
+                if mt.kind == "stand-in":
+                    print(f"{m.name}: counted with a STAND-IN tokenizer ({mt.source}): not the checkpoint's own "
+                          f"token counts; give --tokenizer a folder with the real tokenizer files for those")
                 for r in rows:
                     summ = "-" if r["summary_truncated"] is None else f"{r['summary_truncated']:.2%}"
                     print(f"{m.name:<20} {r['split']:<10} {r['rows']:>6} rows  dialogues > {r['max_input_tokens']}: "
-                          f"{r['dialogue_truncated']:.2%}  references > {r['max_new_tokens']}: {summ}")
+                          f"{r['dialogue_truncated']:.2%}  references > {r['max_new_tokens']}: {summ}"
+                          + ("  (stand-in tokenizer)" if mt.kind == "stand-in" else ""))
                 for line in truncation_problems(rows):
                     print(f"warning: {line}")
             continue
@@ -49,3 +56,12 @@ def preview(args) -> int:
     if args.json:
         print(json.dumps(out[0] if len(out) == 1 and not args.lengths else out, ensure_ascii=False))
     return 0
+
+
+def _facts_hint(m) -> str:
+    """Where ../shared/checkpoints has this hub id's tokenizer facts: the --tokenizer that previews it offline."""
+    from dialsum.models.standins import facts_folder
+
+    root = Path(__file__).resolve().parents[3].parent / "shared" / "checkpoints"
+    folder = facts_folder(root, m.path, m.revision) if m.path and root.is_dir() else None
+    return f"; or preview its tokenizer offline: --tokenizer {folder}" if folder else ""

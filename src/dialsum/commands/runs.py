@@ -26,6 +26,8 @@ def config_of(args):
         overrides["output_dir"] = str(Path(args.output_dir).resolve())
     if getattr(args, "submissions_dir", None):
         overrides["submissions_dir"] = str(Path(args.submissions_dir).resolve())
+    if getattr(args, "limit", None):
+        overrides["data"] = {"limit": args.limit}
     return load_config(Path(args.config), overrides, getattr(args, "set", None))
 
 

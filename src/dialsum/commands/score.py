@@ -20,8 +20,9 @@ def score(args) -> int:
     missing = [f for f in refs if f not in preds]
     extra = [f for f in preds if f not in refs]
     if missing or (extra and not args.subset):
+        hint = ("; --subset scores only the fnames of --refs" if extra and not missing else "")
         raise DialsumError(f"{args.pred}: fnames differ from {args.refs}: missing {missing[:5]} extra {extra[:5]}"
-                           f" ({len(missing)} missing, {len(extra)} extra)")
+                           f" ({len(missing)} missing, {len(extra)} extra){hint}")
     names = list(refs)
     empty = [f for f in names if not preds[f].strip()]
     if empty:

@@ -12,10 +12,12 @@ import time
 from pathlib import Path
 
 from dialsum.engine import forked
-from dialsum.logs import quiet
+from dialsum.logs import PROGRESS, progress_enabled, quiet
 from dialsum.errors import DialsumError
 
 PRUNED_EXIT = 3  # a child's exit code for "stopped by the Optuna pruner"
+WARNINGS_LOG = "DIALSUM_WARNINGS_LOG"  # a stage child writes library warnings to its stage log only
+INTERRUPTED_EXIT = 130  # a child's exit code for "interrupted" (Ctrl-C, or its parent passing on SIGTERM)
 
 
 class StagePruned(DialsumError):
@@ -43,7 +45,7 @@ def child_env(gpus: int = 1) -> dict:
     its batch over them); on a machine without GPUs, unchanged."""
     from dialsum.hardware import visible_gpus
 
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", PROGRESS: "1" if progress_enabled() and not quiet() else "0"}
     visible = visible_gpus()
     if visible:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(visible[:max(1, gpus)])
@@ -65,7 +67,7 @@ def run_child(out: Path | list[Path], log_path: Path, name: str, gpus: int = 1, 
     from dialsum.hardware import visible_gpus
 
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    env = child_env(gpus)
+    env = {**child_env(gpus), WARNINGS_LOG: str(log_path)}
     with open(log_path, "ab") as logf:
         logf.write(f"\n==== {name} {time.strftime('%Y-%m-%d %H:%M:%S')} ====\n".encode())
         folders = [str(p) for p in (out if isinstance(out, list) else [out])]
@@ -86,9 +88,13 @@ def run_child(out: Path | list[Path], log_path: Path, name: str, gpus: int = 1, 
         t.start()
         try:
             rc = wait()
-        except KeyboardInterrupt:
-            os.kill(proc.pid, signal.SIGINT)
+        except KeyboardInterrupt:  # Ctrl-C reached the child too; `kill` of this process alone did not: pass it on
+            try:
+                os.kill(proc.pid, signal.SIGINT)
+            except ProcessLookupError:
+                pass
             wait()
+            t.join(timeout=5)
             raise
         t.join(timeout=5)
         output.close()
@@ -97,6 +103,8 @@ def run_child(out: Path | list[Path], log_path: Path, name: str, gpus: int = 1, 
         sys.stderr.flush()
     if rc == PRUNED_EXIT:
         raise StagePruned(f"stage {name} pruned")
+    if rc in (INTERRUPTED_EXIT, -signal.SIGINT):  # interrupted on its own (a signal to its process group)
+        raise KeyboardInterrupt
     if rc != 0:
         why = f"killed by signal {-rc}" if rc < 0 else f"exit {rc}"
         reason = _last_error_line(log_path)

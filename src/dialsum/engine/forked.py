@@ -18,7 +18,7 @@ import sys
 from dialsum.logs import log
 
 PRELOAD = ["dialsum.models.preload"]
-_UNCHECKED = {"PYTHONUNBUFFERED"}  # set for every child; not read at import by the preloaded libraries
+_UNCHECKED = {"PYTHONUNBUFFERED", "DIALSUM_PROGRESS", "DIALSUM_WARNINGS_LOG"}  # set for every child; not read at import by the preloaded libraries
 
 _state: dict = {}  # "context": the fork server's context, "env": what it started with, "broken": it cannot start
 

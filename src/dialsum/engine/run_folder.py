@@ -41,7 +41,17 @@ class RunContext:
         return stage
 
 
-def data_hashes(data_dir: Path) -> dict[str, str]:
+def data_hashes(data: CompetitionData) -> dict[str, str]:
+    """What stage keys hold of the data: the rows as the loader returns them (the fields dialsum reads, normalised as
+    it normalises them), so the same rows saved again with a BOM, CRLF line endings, other quoting or column order
+    reuse every stage, and a changed row changes the keys of what reads it."""
+    rows = lambda split: [[d.fname, d.dialogue, d.summary, d.topic] for d in split]  # noqa: E731
+    return {"train": hash_json(rows(data.train)), "dev": hash_json(rows(data.dev)), "test": hash_json(rows(data.test)),
+            "sample": hash_json(data.submission_fnames)}
+
+
+def file_hashes(data_dir: Path) -> dict[str, str]:
+    """The data files' bytes (provenance: exactly which files a run read)."""
     return {k: sha256_file(Path(data_dir) / v) for k, v in DATA_FILES.items()}
 
 
@@ -57,8 +67,8 @@ def open_run(cfg: RunConfig, data_dir: Path | None = None, run_id: str | None = 
              sets: list[str] | None = None, lock_scope: str | None = None) -> RunContext:
     """Load and check the data, fix the run folder and the dev split, write the run's snapshot files."""
     data_dir = Path(data_dir or cfg.data.dir).resolve()
-    data = load_competition(data_dir)
-    hashes = data_hashes(data_dir)
+    data = load_competition(data_dir, warn=True, limit=cfg.data.limit, seed=cfg.seed)
+    hashes = data_hashes(data)
     run_id = run_id or (Path(run_dir).name if run_dir else default_run_id(cfg, hashes))
     out = Path(cfg.output_dir)
     run_dir = Path(run_dir) if run_dir else out / run_id
@@ -75,7 +85,7 @@ def open_run(cfg: RunConfig, data_dir: Path | None = None, run_id: str | None = 
     snapshot = json.dumps(cfg.model_dump(mode="json"), indent=2, ensure_ascii=False)
     atomic_write_text(run_dir / "config.snapshot.json", snapshot + "\n")
     atomic_write_json(run_dir / "dev_split.json", {**split.as_dict(), "select_ratio": cfg.dev_split.select_ratio})
-    atomic_write_json(run_dir / "provenance.json", {**provenance(cfg, hashes, split), "set": list(sets or [])})
+    atomic_write_json(run_dir / "provenance.json", {**provenance(cfg, hashes, split, data_dir), "set": list(sets or [])})
     for part in ("select", "report"):
         rows = split.rows(data.dev, part)
         atomic_write_text(run_dir / f"dev_{part}.csv",
@@ -87,7 +97,7 @@ PACKAGES = ("dialsum", "torch", "transformers", "peft", "bitsandbytes", "acceler
             "numpy", "numba", "rapidfuzz", "python-mecab-ko", "python-mecab-ko-dic", "tokenizers", "pydantic")
 
 
-def provenance(cfg: RunConfig, hashes: dict[str, str], split: DevSplit) -> dict:
+def provenance(cfg: RunConfig, hashes: dict[str, str], split: DevSplit, data_dir: Path) -> dict:
     """What produced this run: package versions (read from metadata, nothing imported), the git commit, the metric,
     the seed, the data's hashes and the dev split."""
     import platform
@@ -112,7 +122,8 @@ def provenance(cfg: RunConfig, hashes: dict[str, str], split: DevSplit) -> dict:
         commit = "not a git checkout"
     return {"git_commit": commit, "python": platform.python_version(), "packages": versions,
             "metric": {"semantics": cfg.metric.semantics, "tokenizer": cfg.metric.tokenizer}, "seed": cfg.seed,
-            "data_sha256": hashes, "dev_split": split.as_dict(), "config": cfg.model_dump(mode="json")}
+            "data_rows": hashes, "data_sha256": file_hashes(data_dir),
+            "dev_split": split.as_dict(), "config": cfg.model_dump(mode="json")}
 
 
 def reopen_run(run_dir: Path, lock: bool = True) -> RunContext:

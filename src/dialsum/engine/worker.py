@@ -7,10 +7,12 @@ and exits 2; anything else is a traceback in the stage's log.
 from __future__ import annotations
 
 import gc
+import os
+import signal
 import sys
 from pathlib import Path
 
-from dialsum.engine.child import PRUNED_EXIT
+from dialsum.engine.child import INTERRUPTED_EXIT, PRUNED_EXIT
 from dialsum.engine.core import execute
 from dialsum.errors import DialsumError
 
@@ -25,6 +27,20 @@ def release_memory() -> None:
 
 
 def main(argv: list[str]) -> int:
+    from dialsum.engine.child import WARNINGS_LOG
+    from dialsum.logs import progress_enabled, warnings_to
+
+    if os.environ.get(WARNINGS_LOG):
+        warnings_to(Path(os.environ[WARNINGS_LOG]))
+
+    if not progress_enabled():  # a log file or a pipe: no bars (transformers' loading and saving bars included)
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        try:
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
+        except ImportError:
+            pass
     try:
         for i, folder in enumerate(argv):
             if i:
@@ -33,6 +49,9 @@ def main(argv: list[str]) -> int:
     except DialsumError as e:
         print(f"dialsum: error: {e}", file=sys.stderr, flush=True)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C (or the parent passing on its SIGTERM): the parent says it, once
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        return INTERRUPTED_EXIT
     except Exception as e:  # noqa: BLE001 - a pruned Optuna trial is an expected end, not a failure
         if type(e).__name__ == "TrialPruned":
             print(f"dialsum: pruned: {e}", file=sys.stderr, flush=True)

@@ -50,7 +50,7 @@ def read_table(path: Path) -> tuple[list[str], list[dict[str, str]]]:
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        raise DialsumError(f"{path}: not UTF-8 text (byte {e.start})") from None
+        raise DialsumError(f"{path}: not UTF-8 text (byte {e.start}); save it as UTF-8 (Excel: CSV UTF-8)") from None
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         rows = list(reader)
@@ -126,8 +126,9 @@ def load_submission_fnames(path: Path) -> list[str]:
     return [unique_key(path, i, row["fname"], seen) for i, row in enumerate(rows, start=1)]
 
 
-def load_competition(directory: Path) -> CompetitionData:
-    """Load and cross-check train/dev/test/sample_submission from one folder."""
+def load_competition(directory: Path, warn: bool = False, limit: int | None = None, seed: int = 0) -> CompetitionData:
+    """Load and cross-check train/dev/test/sample_submission from one folder; `warn`: say what looks like a leak
+    between splits (a run says it once, when it opens); `limit`: smoke mode (`limited`)."""
     directory = Path(directory)
     if not directory.is_dir():
         raise DialsumError(f"{directory}: data folder not found")
@@ -142,8 +143,39 @@ def load_competition(directory: Path) -> CompetitionData:
         only_test = sorted(set(test_names) - set(fnames))[:3]
         raise DialsumError(
             f"{sub_path}: fnames differ from test.csv (only in sample_submission: {only_sub or '-'}; only in test: {only_test or '-'})")
-    warn_overlaps(directory, {"train": train, "dev": dev, "test": test})
-    return CompetitionData(train, dev, test, fnames, directory)
+    if warn:
+        warn_overlaps(directory, {"train": train, "dev": dev, "test": test})
+    data = CompetitionData(train, dev, test, fnames, directory)
+    return limited(data, limit, seed) if limit else data
+
+
+def limited(data: CompetitionData, n: int, seed: int) -> CompetitionData:
+    """Smoke mode: at most `n` rows of each split, a seeded sample stratified by topic (topics taken in turn, each
+    topic's rows in a seeded order), kept in file order; the sample submission keeps the chosen test rows."""
+    import random
+
+    def pick(rows: list[Dialogue], salt: str) -> list[Dialogue]:
+        if n >= len(rows):
+            return rows
+        rng = random.Random(f"{seed}:{salt}")
+        groups: dict[str, list[Dialogue]] = {}
+        for d in rows:
+            groups.setdefault(d.topic or "", []).append(d)
+        order = sorted(groups)
+        rng.shuffle(order)
+        for topic in order:
+            rng.shuffle(groups[topic])
+        chosen: set[str] = set()
+        while len(chosen) < n:
+            for topic in order:
+                if groups[topic] and len(chosen) < n:
+                    chosen.add(groups[topic].pop().fname)
+        return [d for d in rows if d.fname in chosen]
+
+    test = pick(data.test, "test")
+    keep = {d.fname for d in test}
+    return CompetitionData(pick(data.train, "train"), pick(data.dev, "dev"), test,
+                           [f for f in data.submission_fnames if f in keep], data.directory)
 
 
 def warn_overlaps(directory: Path, splits: dict[str, list[Dialogue]]) -> None:

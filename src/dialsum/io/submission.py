@@ -30,9 +30,11 @@ def validate_submission(path: Path, sample_fnames: list[str]) -> None:
             raise DialsumError(f"{path}: row {i} ({r['fname']}): empty summary")
 
 
-def write_submission(directory: Path, run_id: str, sample_submission: Path, summaries: dict[str, str]) -> Path:
-    """submissions/<run-id>.csv (or <run-id>-2.csv, ... if taken); the file appears only once it validates."""
-    fnames = load_submission_fnames(sample_submission)
+def write_submission(directory: Path, run_id: str, sample_submission: Path, summaries: dict[str, str],
+                     fnames: list[str] | None = None) -> Path:
+    """submissions/<run-id>.csv (or <run-id>-2.csv, ... if taken); the file appears only once it validates. `fnames`:
+    the rows to write, in order (default: every row of the sample submission)."""
+    fnames = fnames if fnames is not None else load_submission_fnames(sample_submission)
     text = submission_text(fnames, summaries)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,7 @@ from dialsum.config import DecodingSpec, GenerateSpec, ModelConfig
 from dialsum.io.data import Dialogue
 from dialsum.errors import DialsumError
 from dialsum.hardware import resolve_backend
+from dialsum.logs import log, progress_enabled
 from dialsum.models.encoding import encode_input
 
 
@@ -82,12 +83,15 @@ def generate_candidates(cfg: ModelConfig, base_path: str, adapter_dir: Path | No
             journal = Journal(path)
             done = journal.load()
             missing = [i for i in range(len(chunks)) if i not in done]
+            if done and missing:
+                log(f"generate {cfg.name}/{spec.name}: resuming from its journal, "
+                    f"{sum(len(chunks[i]) for i in done)} of {len(items)} dialogues already generated")
             if missing and engine is None:
                 engine = make_engine(backend or gen.backend, cfg, base_path, adapter_dir, gen,
                                      work_dir or store.parent)
             if missing:
                 bar = tqdm(total=len(items), initial=len(items) - sum(len(chunks[i]) for i in missing),
-                           desc=f"generate {cfg.name}/{spec.name}", unit="dlg")
+                           desc=f"generate {cfg.name}/{spec.name}", unit="dlg", disable=not progress_enabled())
                 for ci in missing:
                     part = chunks[ci]
                     prompts = [encode_input(engine.tokenizer, d.dialogue, cfg) for _, d in part]

@@ -24,10 +24,13 @@ SUMMARY_LIMIT = 0.005   # ... or 0.5 % of references
 
 @dataclass
 class ModelTokenizer:
-    """A model's tokenizer prepared as dialsum prepares it, and the generation config's eos ids."""
+    """A model's tokenizer prepared as dialsum prepares it, the generation config's eos ids, where it came from,
+    and what it is: `real` (the checkpoint's own files) or `stand-in` (built from facts.json or for a tiny model:
+    its counts are not the real tokenizer's)."""
     tokenizer: object
     generation_eos: list[int]
     source: str
+    kind: str = "real"
 
 
 def tokenizer_for(cfg: ModelConfig, tokenizer_dir: Path | None, texts: list[str]) -> ModelTokenizer:
@@ -42,15 +45,17 @@ def tokenizer_for(cfg: ModelConfig, tokenizer_dir: Path | None, texts: list[str]
             from dialsum.models.standins import build_standin_tokenizer, generation_eos, has_real_tokenizer, load_facts
 
             tok = build_standin_tokenizer(folder, texts)
-            how = "real tokenizer files" if has_real_tokenizer(folder) else "stand-in built from facts.json"
+            real = has_real_tokenizer(folder)
+            how = "real tokenizer files" if real else "stand-in built from facts.json"
             return ModelTokenizer(prepare_tokenizer(tok, cfg), generation_eos(tok, load_facts(folder), folder),
-                                  f"{folder} ({how})")
+                                  f"{folder} ({how})", "real" if real else "stand-in")
         return from_path(str(folder), cfg, None)
     if cfg.path is None:
         from dialsum.models.tiny import build_tokenizer
 
         tok = build_tokenizer(texts, cfg.tiny.vocab_size, cfg.tiny.with_tags)
-        return ModelTokenizer(prepare_tokenizer(tok, cfg), [tok.eos_token_id], "tiny model tokenizer (built here)")
+        return ModelTokenizer(prepare_tokenizer(tok, cfg), [tok.eos_token_id], "tiny model tokenizer (built here)",
+                              "stand-in")
     return from_path(cfg.path, cfg, cfg.revision)
 
 
@@ -88,8 +93,14 @@ def example_view(mt: ModelTokenizer, cfg: ModelConfig, row: Dialogue) -> dict:
     trained = [i for i, lab in zip(ids, labels) if lab != IGNORE_INDEX] if cfg.family == "decoder" else \
         [lab for lab in labels if lab != IGNORE_INDEX]
     prompt = encode_input(tok, row.dialogue, cfg)
+    whole = encode_input(tok, row.dialogue, cfg.model_copy(update={"max_input_tokens": 10 ** 9}))
+    kept_text = tok.decode(prompt, skip_special_tokens=True)
+    turns = [t for t in row.dialogue.split("\n") if t.strip()]
+    cut_turns = sum(1 for t in turns if " ".join(t.split()) not in " ".join(kept_text.split()))
     last = trained[-1] if trained else None
     seen = ids if cfg.family == "decoder" else prompt
+    shown = list(zip(ids, [lab != IGNORE_INDEX for lab in labels])) if cfg.family == "decoder" else \
+        [(i, True) for i in trained]
     return {
         "model": cfg.name, "family": cfg.family, "tokenizer": mt.source, "fname": row.fname,
         "bos_token": tok.bos_token, "bos_count": sum(1 for i in seen if tok.bos_token_id is not None
@@ -98,23 +109,45 @@ def example_view(mt: ModelTokenizer, cfg: ModelConfig, row: Dialogue) -> dict:
         "last_trained_is_stop": last in stops,
         "stop_token_ids": stops, "stop_tokens": tok.convert_ids_to_tokens(stops),
         "generation_eos_ids": mt.generation_eos,
-        "prompt_tokens": len(prompt), "target_tokens": len(trained),
+        "prompt_tokens": len(prompt), "target_tokens": len(trained), "tokenizer_kind": mt.kind,
+        "cut_tokens": len(whole) - len(prompt), "cut_turns": cut_turns if len(whole) > len(prompt) else 0,
         "training_text": tok.decode(ids if cfg.family == "decoder" else prompt, skip_special_tokens=False),
         "target_text": tok.decode(trained, skip_special_tokens=False),
         "generation_prompt": tok.decode(prompt, skip_special_tokens=False),
         "tokens": [[int(i), tok.convert_ids_to_tokens(int(i)), lab != IGNORE_INDEX] for i, lab in zip(ids, labels)]
         if cfg.family == "decoder" else [[int(i), tok.convert_ids_to_tokens(int(i)), True] for i in trained],
+        "decoded": decoded_pieces(tok, shown),
     }
 
 
+def decoded_pieces(tok, ids: list[tuple[int, bool]]) -> list[list]:
+    """[text, trained] per token, byte-level tokens joined until they decode to whole characters (Korean is several
+    byte tokens in a byte-level BPE), so the view reads as text, not as `ëĭ¹`-style pieces."""
+    out, acc, trained = [], [], False
+    for i, t in ids:
+        acc.append(int(i))
+        trained = trained or t
+        text = tok.decode(acc, skip_special_tokens=False)
+        if "\ufffd" not in text or len(acc) >= 4:
+            out.append([text, trained])
+            acc, trained = [], False
+    if acc:
+        out.append([tok.decode(acc, skip_special_tokens=False), trained])
+    return out
+
+
 def format_view(v: dict) -> str:
-    """The human view: the tokens with the trained ones in [brackets], then the checks."""
-    toks = " ".join(f"[{t}]" if trained else t for _, t, trained in v["tokens"])
+    """The human view: the prompt (with what the length limit cut), the decoded tokens with the trained ones in
+    [brackets], then the checks."""
+    shown = lambda text: text.replace(" ", "␣").replace("\n", "⏎") or "∅"  # noqa: E731
+    toks = " ".join(f"[{shown(d)}]" if trained else shown(d) for d, trained in v["decoded"])
+    cut = (f"\n… [cut: {v['cut_turns']} turn(s), {v['cut_tokens']} tokens over max_input_tokens]"
+           if v["cut_tokens"] else "")
     return "\n".join([
         f"model {v['model']} ({v['family']}), tokenizer: {v['tokenizer']}, row {v['fname']}",
-        "--- generation prompt ---", v["generation_prompt"],
+        "--- generation prompt ---", v["generation_prompt"] + cut,
         "--- trained target ---", v["target_text"],
-        "--- tokens ([trained]) ---", toks,
+        "--- tokens, decoded ([trained]; ␣ space, ⏎ newline; --json has each token's piece and id) ---", toks,
         "--- checks ---",
         f"stop ids {v['stop_token_ids']} = {v['stop_tokens']} (generation config eos {v['generation_eos_ids']})",
         f"last trained token {v['last_trained_token']!r}: {'a stop token' if v['last_trained_is_stop'] else 'NOT a stop token'}",
@@ -156,7 +189,7 @@ def truncation(mt: ModelTokenizer, cfg: ModelConfig, rows_by_split: dict[str, li
                 enc = tok(text_target=[d.summary for d in with_sum], add_special_tokens=True)["input_ids"]
                 n_out = [len(x) + (0 if x and x[-1] == tok.eos_token_id else 1) for x in enc]
             summary_share = sum(n > cfg.max_new_tokens for n in n_out) / len(n_out)
-        out.append({"model": cfg.name, "split": split, "rows": len(rows),
+        out.append({"model": cfg.name, "split": split, "rows": len(rows), "tokenizer": mt.kind,
                     "dialogue_truncated": sum(n > cfg.max_input_tokens for n in n_in) / len(n_in),
                     "summary_truncated": summary_share, "max_input_tokens": cfg.max_input_tokens,
                     "max_new_tokens": cfg.max_new_tokens,

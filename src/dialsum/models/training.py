@@ -16,6 +16,7 @@ from pathlib import Path
 from dialsum.config import DecodingSpec, MetricSpec, ModelConfig
 from dialsum.io.data import Dialogue
 from dialsum.io.files import atomic_write_json
+from dialsum.logs import log, progress_enabled
 from dialsum.models.encoding import encode_input, encode_training_example, generation_extras, model_stops
 from dialsum.models.prompts import AUGMENT_INSTRUCTIONS, IGNORE_INDEX
 
@@ -168,7 +169,7 @@ def train_model(cfg: ModelConfig, base_path: str, train_rows: list[Dialogue], de
         optim=(t.optim if t.optim != "auto" else ("paged_adamw_8bit" if cuda and method == "qlora" else "adamw_torch")),
         label_smoothing_factor=t.label_smoothing, include_num_input_tokens_seen=True,
         bf16=bf16, fp16=fp16, use_cpu=not cuda, seed=t.seed, report_to=_report_to(), remove_unused_columns=False,
-        dataloader_num_workers=0, disable_tqdm=False, gradient_checkpointing=False,
+        dataloader_num_workers=0, disable_tqdm=not progress_enabled(), gradient_checkpointing=False,
         ddp_backend=None if cuda else ("gloo" if world > 1 else None), save_only_model=False,
     )
 
@@ -187,6 +188,8 @@ def train_model(cfg: ModelConfig, base_path: str, train_rows: list[Dialogue], de
                              data_collator=collator, processing_class=tokenizer,
                              callbacks=callbacks)
     last = _last_checkpoint(ckpt_dir) if resume else None
+    if last is not None:
+        log(f"train {cfg.name}: resuming from {last.name} (its weights, optimizer and scheduler)")
     trainer.train(resume_from_checkpoint=str(last) if last else None)
     weights_dir = out_dir / ("model" if method == "full" else "adapter")  # a whole model is not an adapter
     history = trainer.state.log_history

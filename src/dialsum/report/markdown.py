@@ -25,10 +25,10 @@ def _cell(score: dict | None) -> str:
 
 
 def write_report(out_dir: Path, title: str, rows: list[dict], pick_sources: dict[str, str] | None,
-                 extra: list[str]) -> Path:
+                 extra: list[str], notice: str = "") -> Path:
     """rows: [{stage, detail, select: score dict | None, report: score dict | None}] in pipeline order."""
     out_dir = Path(out_dir)
-    lines = [f"# dialsum report: {title}", "",
+    lines = [f"# dialsum report: {title}", "", *([notice, ""] if notice else []),
              "Dev scores (leaderboard metric; final = mean(R1, R2, RL) × 100); dev-report finals carry a 95 % bootstrap "
              "interval over its dialogues.", "", TRUST, "",
              "| stage | detail | dev-select final | dev-report final [95 %] | dev-report R1 | dev-report R2 | "

@@ -139,17 +139,41 @@ class RunReport:
     comparisons: list[dict]
 
 
+def baseline_rows(ens: dict) -> list[ReportRow]:
+    """What "learned nothing" scores (the ensemble stage's baselines; none in a result cached before they existed)."""
+    b = ens.get("baselines") or {}
+    names = {"constant": "constant summary fitted on train (the train summary closest to the others)",
+             "lead": "lead: the dialogue's first two turns"}
+    return [ReportRow("baseline", names[k], b[k]["select"], b[k]["report"]) for k in names if k in b]
+
+
+def below_baselines(rows: list[ReportRow], baselines: list[ReportRow]) -> str:
+    """The report's line naming every source and the final that do not beat the best baseline on dev-report."""
+    if not baselines:
+        return ""
+    best = max(baselines, key=lambda r: r.report["final"])
+    under = [r.detail.split(" (")[0] if r.stage == "generate" else "the final (post-processed)" for r in rows
+             if r.stage in ("generate", "postprocess") and r.report and r.report["final"] <= best.report["final"]]
+    if not under:
+        return (f"Every source and the final beat both baselines on dev-report (best baseline: {best.detail.split(':')[0]}"
+                f" {best.report['final']:.4f}).")
+    return (f"**Not above the best baseline** ({best.detail.split(' (')[0].split(':')[0]}, dev-report "
+            f"{best.report['final']:.4f}): {', '.join(under)}.")
+
+
 def write_run_report(run_dir: Path, run_id: str, split_sizes: tuple[int, int], stages: list[StageLine],
-                     results: dict[str, dict]) -> RunReport:
+                     results: dict[str, dict], smoke: int | None = None) -> RunReport:
     """report.md, scores.json and report.html of a finished run, from its stages' results."""
     ens, post = results["ensemble"], results["postprocess"]
-    rows = []
+    baselines = baseline_rows(ens)
+    rows = list(baselines)
     for s in stages:
         if s.kind == "train":
             r = results[s.name]
             name = s.name.split(":", 1)[1]
             greedy = next((v for k, v in ens["sources"].items() if k.startswith(f"{name}/") and "greedy" in k), None)
-            rows.append(ReportRow("train", f"{name}: best checkpoint (dev-select subset); report = its greedy output",
+            rows.append(ReportRow("train", f"{name}: best checkpoint (dev-select: the first train.eval_subset "
+                                  f"dev-select rows, scored at each evaluation); report = its greedy output",
                                   {"final": r["best_dev_select"]} if r.get("best_dev_select") is not None else None,
                                   greedy["report"] if greedy else None))
         elif s.kind == "align":
@@ -174,8 +198,12 @@ def write_run_report(run_dir: Path, run_id: str, split_sizes: tuple[int, int], s
     rows.append(ReportRow("postprocess", post["describe"], post["select"], post["report"]))
     fitted = post["fitted"]
     comparisons = compare_lines(ens, post)
+    notice = (f"**Smoke run, not a real submission** (`data.limit` {smoke}: at most {smoke} rows of each split, tiny "
+              f"stand-ins pre-trained at most {smoke} steps): it checks that every stage runs; its numbers say nothing "
+              f"about the models, and its `-smoke.csv` covers only {smoke} test rows." if smoke else "")
     extra = [f"Dev split: {split_sizes[0]} dev-select rows, {split_sizes[1]} dev-report rows "
              f"(`dev_select.csv`, `dev_report.csv`; seeded, stratified by topic).", "",
+             below_baselines(rows, baselines), "",
              f"Ensemble: {how}. Best single source on dev-select: {ens['best_source']} (dev-report "
              f"{ens['sources'][ens['best_source']]['report']['final']:.4f}); the ensemble on dev-report: "
              f"{ens['ensemble']['report']['final']:.4f}."
@@ -204,7 +232,7 @@ def write_run_report(run_dir: Path, run_id: str, split_sizes: tuple[int, int], s
     pick_sources = {f: src for f, (_, src) in picks.get("dev", {}).items()}
     rows = [with_intervals(r) for r in rows]
     dicts = [r.as_dict() for r in rows]
-    path = write_report(run_dir, run_id, dicts, pick_sources, extra)
+    path = write_report(run_dir, run_id, dicts, pick_sources, extra, notice)
     atomic_write_json(run_dir / "scores.json", {"rows": dicts, "ensemble_chosen": ens["chosen"],
                                                 "comparisons": comparisons})
     write_html(run_dir / "report.html", explorer_data(run_dir))

@@ -9,10 +9,9 @@ from dialsum import faults
 from dialsum.config import GenerateSpec, ModelConfig
 from dialsum.engine.core import Stage
 from dialsum.engine.run_folder import RunContext
-from dialsum.io.data import load_competition
 from dialsum.stages import prefs, train
 from dialsum.stages.build import base_of
-from dialsum.stages.common import dev_rows, weights_of
+from dialsum.stages.common import dev_rows, load_data, weights_of
 from dialsum.stages.keys import (NOT_FOR_GENERATION, data_context, generation_backend, generation_context,
                                  keyed_model, metric_inputs, planned, quantization_key, split_inputs)
 
@@ -45,7 +44,7 @@ def run(inputs: dict, context: dict, out: Path) -> dict:
     from dialsum.align.run import align_model
 
     cfg = ModelConfig.model_validate(context["model"])
-    data = load_competition(Path(context["data_dir"]))
+    data = load_data(context)
     rows = align_rows(data.train, cfg.align.rows, cfg.align.seed)
     ranked = None
     if context.get("prefs"):

@@ -7,16 +7,19 @@ from pathlib import Path
 from dialsum.config import ModelConfig, TinyModelSpec
 from dialsum.engine.core import Stage
 from dialsum.engine.run_folder import RunContext
-from dialsum.io.data import load_competition
+from dialsum.stages.common import load_data
 from dialsum.stages.keys import base_identity, data_context
 
 KIND, VERSION, CHILD = "build", 1, True
 
 
 def plan(ctx: RunContext, m: ModelConfig) -> Stage:
+    tiny = m.tiny.model_dump(mode="json")
+    if ctx.cfg.data.limit:  # smoke mode checks the path, not quality: the stand-in pre-trains at most `limit` steps
+        tiny["pretrain_steps"] = min(tiny["pretrain_steps"], ctx.cfg.data.limit)
     return ctx.add(Stage(f"build:{m.name}", KIND, VERSION, "dialsum.stages.build:run",
-                         {"tiny": m.tiny.model_dump(mode="json"), "family": m.family, "train": ctx.hashes["train"]},
-                         data_context(ctx), child=CHILD))
+                         {"tiny": tiny, "family": m.family, "train": ctx.hashes["train"]}, data_context(ctx),
+                         child=CHILD))
 
 
 def base_of(ctx: RunContext, m: ModelConfig) -> tuple[dict, str, list[str]]:
@@ -31,6 +34,6 @@ def base_of(ctx: RunContext, m: ModelConfig) -> tuple[dict, str, list[str]]:
 def run(inputs: dict, context: dict, out: Path) -> dict:
     from dialsum.models.tiny import build_tiny_model
 
-    data = load_competition(Path(context["data_dir"]))
+    data = load_data(context)
     return {"path": str(build_tiny_model(out / "model", data.train, TinyModelSpec(**inputs["tiny"]),
                                          inputs["family"]))}

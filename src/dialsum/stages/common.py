@@ -6,7 +6,12 @@ import json
 from pathlib import Path
 
 from dialsum.engine.core import resolve
-from dialsum.io.data import CompetitionData, Dialogue
+from dialsum.io.data import CompetitionData, Dialogue, load_competition
+
+
+def load_data(context: dict) -> CompetitionData:
+    """The run's data as a stage reads it: the data folder, cut to the smoke mode's rows when the run has a limit."""
+    return load_competition(Path(context["data_dir"]), limit=context.get("limit"), seed=context.get("limit_seed", 0))
 
 
 def dev_rows(data: CompetitionData, fnames: list[str]) -> list[Dialogue]:

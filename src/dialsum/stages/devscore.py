@@ -7,10 +7,9 @@ from pathlib import Path
 from dialsum.config import DecodingSpec, GenerateSpec, ModelConfig
 from dialsum.engine.core import Stage
 from dialsum.engine.run_folder import RunContext
-from dialsum.io.data import load_competition
 from dialsum.stages import align, train
 from dialsum.stages.build import base_of
-from dialsum.stages.common import dev_rows, score_of, weights_of
+from dialsum.stages.common import dev_rows, load_data, score_of, weights_of
 from dialsum.stages.keys import data_context, metric_inputs, planned
 
 KIND, VERSION, CHILD = "devscore", 2, True
@@ -36,7 +35,7 @@ def run(inputs: dict, context: dict, out: Path) -> dict:
     from dialsum.models.generation import HFEngine
 
     cfg = ModelConfig.model_validate(context["model"])
-    rows = dev_rows(load_competition(Path(context["data_dir"])), inputs["rows"])
+    rows = dev_rows(load_data(context), inputs["rows"])
     engine = HFEngine(cfg, context["base_path"], weights_of(context), GenerateSpec().batch_size)
     outs = engine.run([encode_input(engine.tokenizer, d.dialogue, cfg) for d in rows], DecodingSpec(name="greedy"),
                       None)

@@ -1,6 +1,6 @@
 """ensemble: the consensus (members, weights, quality prior) fitted on dev-select, one candidate chosen for every dev
 and test dialogue. Falls back to the best single source when nothing beats it on dev-select; the uniform consensus is
-scored alongside for the report. Writes picks.csv (fname, split, summary, source), scores.json, fit.json and
+scored alongside for the report, and so are two baselines (a constant summary fitted on train, the lead turns). Writes picks.csv (fname, split, summary, source), scores.json, fit.json and
 all_scores.csv (every candidate's score under the rule used). Pure selection: runs in the parent process."""
 from __future__ import annotations
 
@@ -12,13 +12,12 @@ from dialsum.engine.core import Stage
 from dialsum.engine.run_folder import RunContext
 from dialsum.errors import DialsumError
 from dialsum.io.candidates import read_candidates
-from dialsum.io.data import load_competition
 from dialsum.io.files import atomic_write_json, atomic_write_text, csv_text
-from dialsum.stages.common import dev_rows, score_of
+from dialsum.stages.common import dev_rows, load_data, score_of
 from dialsum.stages.generate import parts_of
 from dialsum.stages.keys import data_context, metric_inputs, split_inputs
 
-KIND, VERSION, CHILD = "ensemble", 6, False
+KIND, VERSION, CHILD = "ensemble", 7, False
 
 
 def plan(ctx: RunContext, gens: list[Stage]) -> Stage:
@@ -54,8 +53,9 @@ def plan_of_run(ctx: RunContext) -> Stage:
 
 def run(inputs: dict, context: dict, out: Path) -> dict:
     from dialsum.ensemble import SCORE_COLUMNS, Method, Voting, ensemble, score_rows
+    from dialsum.ensemble.baselines import constant_summary, lead_summary
 
-    data = load_competition(Path(context["data_dir"]))
+    data = load_data(context)
     metric, spec = MetricSpec.model_validate(inputs["metric"]), EnsembleSpec.model_validate(inputs["ensemble"])
     sel_rows, rep_rows = dev_rows(data, inputs["dev_select"]), dev_rows(data, inputs["dev_report"])
     first: dict[str, dict[str, str]] = {}
@@ -82,7 +82,11 @@ def run(inputs: dict, context: dict, out: Path) -> dict:
     if res.report is not None:
         atomic_write_json(out / "fit.json", res.report)
     method = res.method
+    constant = constant_summary([d.summary for d in data.train], metric.semantics, metric.tokenizer)
+    baselines = {"constant": {"text": constant, **both({d.fname: constant for d in data.dev})},
+                 "lead": both({d.fname: lead_summary(d.dialogue) for d in data.dev})}
     result = {"picks": str(out / "picks.csv"), "sources": sources, "ensemble": ens, "uniform": both(uni),
+              "baselines": baselines,
               "method": method.value, "fit": res.report, "best_source": best_src, "n_sources": len(sources),
               "chosen": res.report["fit_rows_best_single"]["source"] if method is Method.BEST_SINGLE else "ensemble"}
     atomic_write_json(out / "scores.json", result)

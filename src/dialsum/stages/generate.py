@@ -6,12 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from dialsum.config import GenerateSpec, ModelConfig
-from dialsum.engine.core import Stage
+from dialsum.engine.core import Stage, hash_json
 from dialsum.engine.run_folder import RunContext
-from dialsum.io.data import load_competition
+from dialsum.logs import log
 from dialsum.stages import align, train
 from dialsum.stages.build import base_of
-from dialsum.stages.common import weights_of
+from dialsum.stages.common import load_data, weights_of
 from dialsum.stages.keys import (NOT_FOR_GENERATION, adapter_identity, data_context, generation_backend,
                                  generation_context, keyed_model, planned, quantization_key)
 
@@ -53,16 +53,46 @@ def parts_of(ctx: RunContext, gen: Stage) -> list[str]:
     return [str(store / f"{m['name']}__{d['name']}.csv") for d in m["decodings"]]
 
 
+def decoding_key(inputs: dict, decoding: dict) -> str:
+    """One decoding's own key: the stage's inputs with only that decoding, so a part is found again when the model's
+    other decodings change (a decoding's candidates depend on nothing else: seeds are per decoding and chunk)."""
+    one = {**inputs, "model": {**inputs["model"], "decodings": [decoding]}}
+    return hash_json({"kind": "decoding", "version": VERSION, "inputs": one})[:20]
+
+
 def run(inputs: dict, context: dict, out: Path) -> dict:
+    """Every decoding not already generated under its own key (`runs/cache/decodings/<key>/`) is generated; the
+    others are copied from there, so adding or changing one decoding computes only it."""
+    import shutil
+
+    from dialsum.io.candidates import part_path
     from dialsum.models.generation import generate_candidates
 
     cfg = ModelConfig.model_validate(context["model"])
-    data = load_competition(Path(context["data_dir"]))
+    store, shared = out / "candidates", out.parent.parent / "decodings"
+    reused = []
+    for d in inputs["model"]["decodings"]:
+        mine, kept = part_path(store, cfg.name, d["name"]), part_path(shared / decoding_key(inputs, d), cfg.name,
+                                                                       d["name"])
+        if kept.is_file() and not mine.exists():
+            mine.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(kept, mine.with_suffix(".tmp"))
+            mine.with_suffix(".tmp").replace(mine)
+            reused.append(d["name"])
+    if reused:
+        log(f"generate {cfg.name}: reusing decoding(s) {', '.join(reused)} (generated before under the same key)")
+    data = load_data(context)
     weights = weights_of(context)
     label = context.get("adapter_label")
     if context.get("aligned"):  # say which weights the align stage's decision gave generation
         label = f"{label}:{'aligned' if weights is not None and Path(context['aligned']) in weights.parents else 'sft'}"
     paths = generate_candidates(cfg, context["base_path"], weights, {s: data.split(s) for s in inputs["splits"]},
-                                out / "candidates", GenerateSpec.model_validate(context["generate"]), None, out,
+                                store, GenerateSpec.model_validate(context["generate"]), None, out,
                                 adapter_label=label)
-    return {"parts": [str(p) for p in paths]}
+    for d in inputs["model"]["decodings"]:
+        if d["name"] not in reused:
+            kept = part_path(shared / decoding_key(inputs, d), cfg.name, d["name"])
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(part_path(store, cfg.name, d["name"]), kept.with_suffix(".tmp"))
+            kept.with_suffix(".tmp").replace(kept)
+    return {"parts": [str(p) for p in paths], "reused_decodings": reused}

@@ -104,7 +104,9 @@ def split_inputs(ctx: RunContext) -> dict:
 
 
 def data_context(ctx: RunContext) -> dict:
-    return {"data_dir": str(ctx.data_dir)}
+    """Where a stage finds the data, and the smoke mode's row limit (the keyed data hashes are of those rows)."""
+    limit = ctx.cfg.data.limit
+    return {"data_dir": str(ctx.data_dir), **({"limit": limit, "limit_seed": ctx.cfg.seed} if limit else {})}
 
 
 def planned(ctx: RunContext, name: str, plan, m: ModelConfig):

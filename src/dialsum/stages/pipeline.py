@@ -69,7 +69,7 @@ def run_pipeline(cfg: RunConfig, data_dir: Path | None = None, run_id: str | Non
         man = eng.manifest["stages"]
         lines = [StageLine(s.name, s.key, man.get(s.name, {}).get("status", "?")) for s in plan.stages]
         rep = write_run_report(ctx.run_dir, ctx.run_id, (len(ctx.split.select), len(ctx.split.report)), lines,
-                               results)
+                               results, smoke=cfg.data.limit)
         track_run(cfg.tracking, ctx.run_id, ctx.run_dir, Path(cfg.output_dir), man, [r.as_dict() for r in rep.rows],
                   rep.comparisons)
         outcome.submission, outcome.report, outcome.rows = Path(results["submit"]["path"]), rep.path, rep.rows

@@ -11,9 +11,8 @@ from dialsum.engine.core import Stage
 from dialsum.logs import log
 from dialsum.engine.run_folder import RunContext
 from dialsum.io.candidates import read_split_table
-from dialsum.io.data import load_competition
 from dialsum.io.files import atomic_write_json, atomic_write_text, csv_text
-from dialsum.stages.common import dev_rows, score_of
+from dialsum.stages.common import dev_rows, load_data, score_of
 from dialsum.stages.keys import data_context, metric_inputs, split_inputs
 
 KIND, VERSION, CHILD = "postprocess", 3, False
@@ -32,7 +31,7 @@ def run(inputs: dict, context: dict, out: Path) -> dict:
     from dialsum.postprocess import LengthCap, PostProcessor
     from dialsum.scoring.metric import Metric
 
-    data = load_competition(Path(context["data_dir"]))
+    data = load_data(context)
     metric, pp = MetricSpec.model_validate(inputs["metric"]), PostprocessSpec.model_validate(inputs["postprocess"])
     picks = read_split_table(Path(context["picks"]))
     sel_rows, rep_rows = dev_rows(data, inputs["dev_select"]), dev_rows(data, inputs["dev_report"])

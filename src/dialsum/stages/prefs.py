@@ -8,10 +8,9 @@ from pathlib import Path
 from dialsum.config import GenerateSpec, ModelConfig
 from dialsum.engine.core import Stage
 from dialsum.engine.run_folder import RunContext
-from dialsum.io.data import load_competition
 from dialsum.stages import train
 from dialsum.stages.build import base_of
-from dialsum.stages.common import weights_of
+from dialsum.stages.common import load_data, weights_of
 from dialsum.stages.keys import (NOT_FOR_GENERATION, data_context, generation_backend, generation_context,
                                  keyed_model, metric_inputs, planned, quantization_key)
 
@@ -39,7 +38,7 @@ def run(inputs: dict, context: dict, out: Path) -> dict:
     from dialsum.align.sampling import sample_preferences
 
     cfg = ModelConfig.model_validate(context["model"])
-    data = load_competition(Path(context["data_dir"]))
+    data = load_data(context)
     rows = align_rows(data.train, cfg.align.rows, cfg.align.seed)
     ranked = sample_preferences(cfg, context["base_path"], weights_of({"trained": context["trained"]}), rows,
                                 cfg.align, GenerateSpec.model_validate(context["generate"]), out / "samples",

@@ -9,9 +9,8 @@ from dialsum import faults
 from dialsum.config import MetricSpec, ModelConfig
 from dialsum.engine.core import Stage
 from dialsum.engine.run_folder import RunContext
-from dialsum.io.data import load_competition
 from dialsum.stages.build import base_of
-from dialsum.stages.common import callback_of, dev_rows
+from dialsum.stages.common import callback_of, dev_rows, load_data
 from dialsum.stages.keys import NOT_FOR_TRAINING, data_context, keyed_model, metric_inputs
 
 KIND, VERSION, CHILD = "train", 5, True
@@ -33,7 +32,7 @@ def run(inputs: dict, context: dict, out: Path) -> dict:
     from dialsum.models.training import train_model
 
     cfg = ModelConfig.model_validate(context["model"])
-    data = load_competition(Path(context["data_dir"]))
+    data = load_data(context)
     on_evaluate = callback_of(context.get("on_evaluate"))  # e.g. a tuning trial's reporter (its pruner may stop it)
     out.mkdir(parents=True, exist_ok=True)
     check_truncation(from_path(context["base_path"], cfg, cfg.revision), cfg,

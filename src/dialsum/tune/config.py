@@ -104,3 +104,28 @@ def load_tune_config(path: Path, sets: list[str] | None = None) -> TuneConfig:
         return TuneConfig.model_validate(raw)
     except ValidationError as e:
         raise DialsumError(_format_validation(path, e)) from None
+
+
+def clip_enqueued(tc: TuneConfig, params: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """An enqueued trial fitted to the search space it joins: a number outside its range is clipped to the nearest
+    end, a choice that is not offered is dropped (Optuna samples it); the notes say what changed, one each."""
+    ranges: dict[str, tuple] = {}
+    choices: dict[str, list] = {}
+    if tc.space == "train":
+        ranges = {"learning_rate": tc.train.learning_rate, "dropout": tc.train.dropout, "epochs": tc.train.epochs}
+        choices = {"lora_r": tc.train.lora_r, "alpha_multiple": tc.train.alpha_multiple}
+    elif tc.space == "align":
+        ranges = {"beta": tc.align.beta, "align_learning_rate": tc.align.learning_rate}
+    out, notes = {}, []
+    for name, value in params.items():
+        if name in ranges and isinstance(value, (int, float)):
+            low, high = ranges[name]
+            clipped = min(max(value, low), high)
+            if clipped != value:
+                notes.append(f"{name} {value} clipped to {clipped} (the space is [{low}, {high}])")
+            out[name] = clipped
+        elif name in choices and value not in choices[name]:
+            notes.append(f"{name} {value} dropped (the space offers {choices[name]}; Optuna samples it)")
+        else:
+            out[name] = value
+    return out, notes

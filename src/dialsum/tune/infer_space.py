@@ -52,6 +52,43 @@ class InferProblem:
         preds = self.predictions(weights, utility, fitted_pp, part)
         return Metric.of(self.ctx.cfg.metric).final(preds, [[d.summary] for d in self.parts[part]])
 
+    def submitted(self, weights: dict[str, float], utility: str, fitted_pp) -> dict[str, str]:
+        """What a run of the tuned YAML would submit (dev and test): the weights under the ensemble's guard (k-fold
+        on dev-select, one-SE rule), then the tuned rules under the post-processing ablation, as
+        dialsum.tune.outputs.write_tuned_yaml writes them and the stages run them."""
+        from dialsum.config import EnsembleSpec, PostprocessSpec
+        from dialsum.ensemble import ensemble
+        from dialsum.postprocess import PostProcessor
+        from dialsum.stages.postprocess import FALLBACK_SUMMARY
+
+        metric, sel = self.ctx.cfg.metric, self.parts["select"]
+        spec = EnsembleSpec(weights=weights, utility=utility, guard=True)
+        res = ensemble(self.groups, metric.semantics, metric.tokenizer, {d.fname: [d.summary] for d in sel},
+                       spec.weights, cv_folds=spec.cv_folds, utility=spec.utility, guard=spec.guard)
+        picks = {f: p.text for f, p in res.picks.items()}
+        pp = (PostprocessSpec(rules=list(fitted_pp.rules), ablate=True, tune_length_cap=True) if fitted_pp is not None
+              else self.ctx.cfg.postprocess)
+        fixed = LengthCap(pp.max_sentences, pp.max_morphemes) if (pp.max_sentences or pp.max_morphemes) else None
+        fit = PostProcessor(tuple(pp.rules), pp.ablate, pp.tune_length_cap, fixed, metric.tokenizer).fit(
+            [picks[d.fname] for d in sel], [[d.summary] for d in sel], Metric.of(metric).rows)
+        final = {f: fit.apply(t) for f, t in picks.items()}
+        return {f: t if t.strip() else FALLBACK_SUMMARY for f, t in final.items()}
+
+    def untuned_final(self) -> dict[str, str]:
+        """What the run tuned over really submits (its post-processed final), dev and test."""
+        from dialsum.io.candidates import read_split_table
+
+        man = json.loads((self.ctx.run_dir / "manifest.json").read_text(encoding="utf-8"))["stages"]
+        if "postprocess" not in man:
+            raise DialsumError(f"{self.ctx.run_dir}: the run has no final yet; run `dialsum run` to its end first")
+        table = read_split_table(Path(man["postprocess"]["result"]["final"]))
+        return {f: text for split in table.values() for f, (text, _) in split.items()}
+
+    def text_rows(self, texts: dict[str, str], part: str) -> list[float]:
+        """Each `part` dialogue's own score for the given texts."""
+        rows = self.parts[part]
+        return Metric.of(self.ctx.cfg.metric).rows([texts.get(d.fname, "") for d in rows], [[d.summary] for d in rows])
+
     def rows(self, weights: dict[str, float], utility: str, fitted_pp, part: str) -> list[float]:
         """Each dialogue's own score (what a paired comparison resamples)."""
         preds = self.predictions(weights, utility, fitted_pp, part)

@@ -16,11 +16,12 @@ def _rel(path: Path, start: Path) -> str:
     return os.path.relpath(Path(path).resolve(), start.resolve())
 
 
-def write_tuned_yaml(tc: TuneConfig, best: dict, tuned_dir: Path, check: dict) -> Path:
+def write_tuned_yaml(tc: TuneConfig, best: dict, tuned_dir: Path, check: dict, data_dir: Path | None = None) -> Path:
     """The run config with the best parameters, as YAML that `dialsum run --config` takes unchanged, in `tuned/`
     beside the tuning YAML: `<study>.yaml` (configs/tuned/<study>.yaml for configs/tune.yaml) only when the held-out
     check says the tuned config is better (`check["better"]`), else `<study>.rejected.yaml` with the numbers in its
-    header, so following the README never submits a config dev-report could not tell from the untuned one."""
+    header, so following the README never submits a config dev-report could not tell from the untuned one. Its
+    data dir is the one the study tuned over (`data_dir`)."""
     import yaml
 
     accepted = bool(check.get("better"))
@@ -32,7 +33,9 @@ def write_tuned_yaml(tc: TuneConfig, best: dict, tuned_dir: Path, check: dict) -
     for key in ("output_dir", "submissions_dir"):
         if key in raw:
             raw[key] = _rel(src.parent / str(raw[key]), here)
-    if isinstance(raw.get("data"), dict) and "dir" in raw["data"]:
+    if data_dir is not None:
+        raw["data"] = {**(raw.get("data") or {}), "dir": _rel(Path(data_dir), here)}
+    elif isinstance(raw.get("data"), dict) and "dir" in raw["data"]:
         raw["data"]["dir"] = _rel(src.parent / str(raw["data"]["dir"]), here)
     models = []
     for entry in raw.get("models", []):
@@ -61,8 +64,10 @@ def write_tuned_yaml(tc: TuneConfig, best: dict, tuned_dir: Path, check: dict) -
             p = check[key]
             text += (f"# dev-report, tuned - {against}: {p['diff']:+.4f}, 95 % interval [{p['ci_low']:+.4f}, "
                      f"{p['ci_high']:+.4f}] over {p['n']} dialogues\n")
-    if not accepted:
-        text += ("# REJECTED: dev-report cannot tell this config from the untuned one (an interval above reaches 0 or "
+    if not accepted and check.get("differs") is False:
+        text += "# REJECTED: this config submits exactly what the untuned one does; keep the untuned config\n"
+    elif not accepted:
+        text += ("# REJECTED: dev-report cannot tell this config from the untuned one (its interval reaches 0 or "
                  "below); keep the untuned config\n")
     text += yaml.safe_dump(raw, allow_unicode=True, sort_keys=False)
     atomic_write_text(out, text)
@@ -115,8 +120,13 @@ def write_summary_md(path: Path, s: dict) -> None:
             lines.append(f"\nTuned − {against} on dev-report (paired bootstrap over {p['n']} dialogues): "
                          f"{p['diff']:+.4f}, 95 % interval [{p['ci_low']:+.4f}, {p['ci_high']:+.4f}], "
                          f"p = {p['p_value']:.3f}.")
-    lines += ["", f"**Better than untuned: {'yes' if c.get('better') else 'no'}** (only when every interval above "
-              "lies above zero; otherwise the difference is within what dev-report can resolve).", ""]
+    if c.get("differs") is False:
+        lines += ["", "**Better than untuned: no**: the tuned config submits exactly what the untuned one does (the "
+                  "ensemble's guard and the post-processing ablation undid the tuned choices).", ""]
+    else:
+        lines += ["", f"**Better than untuned: {'yes' if c.get('better') else 'no'}** (only when the paired interval "
+                  "against the untuned config lies above zero; otherwise dev-report cannot resolve the difference).",
+                  ""]
     lines += ["", "Tuning saw only dev-select; dev-report was scored once, after the study.", "",
               "Best parameters:", "", "```json", json.dumps(s["best_params"], indent=2, ensure_ascii=False), "```", "",
               f"Tuned config: `{s['tuned_config']}`", ""]
