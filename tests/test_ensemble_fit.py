@@ -52,7 +52,8 @@ def test_cli_fit_refs_learns_only_from_the_given_fnames(pool, tmp_path):
     r = run_cli("ensemble", "--candidates", *map(str, files), "--fit-refs", str(half), "--out", str(tmp_path / "a.csv"),
                 "--report", str(tmp_path / "a.json"), "--scores", str(tmp_path / "all.csv"))
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "5-fold CV on the fitting rows" in r.stdout and "method:" in r.stdout
+    assert "5-fold CV on the fitting rows" in r.stdout and "method used:" in r.stdout
+    assert r.stdout.startswith("members (12): ")  # every member named, none cut short
     rep_a = json.loads((tmp_path / "a.json").read_text())
     assert set(rep_a["source_quality"]) == {p.stem for p in files}
     assert rep_a["method"] in ("fitted consensus", "uniform consensus", "best single source")

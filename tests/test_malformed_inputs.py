@@ -112,7 +112,7 @@ CASES = {
     "config rank vLLM cannot serve": lambda t: _cfg(t, lambda c: _models(c, lora={"r": 12})),
     "set unknown model": lambda t: (["train", "--dry-run", "--set", "models.nope.lora.r=8"], "models.nope.lora.r=8"),
     "set not PATH=VALUE": lambda t: (["train", "--dry-run", "--set", "seed"], "seed"),
-    "set bad value": lambda t: (lambda a: (a[0] + ["--set", "seed=abc"], a[1]))(_cfg(t, lambda c: c)),
+    "set bad value": lambda t: (lambda a: (a[0] + ["--set", "seed=abc"], "--set seed=abc"))(_cfg(t, lambda c: c)),
     "config invalid YAML": lambda t: (lambda p: (["run", "--config", str(p)], str(p)))(_preds(t, "bad.yaml", "name: [unclosed\n")),
     # adapters
     "adapter without config": lambda t: _adapter(t, None),

@@ -109,19 +109,27 @@ def test_the_tuned_yaml_runs_with_dialsum_run(tuned_run):
 
 
 def test_a_failing_trial_is_marked_fail_and_a_hopeless_one_is_pruned(tmp_path, pipeline_seed):
+    """Enqueued trials: one whose training child is killed (it fails; the study goes on), then in one more command a
+    good one and one with a garbage learning rate (inside the space, pruned at its first evaluation); an enqueued
+    value outside the space is clipped to it, in one line."""
     good = {"lora_r": 16, "alpha_multiple": 2.0, "dropout": 0.0, "learning_rate": 3e-3, "epochs": 2}
     cfg = tune_yaml(tmp_path, "robust", pipeline_seed,
                     pruner={"name": "median", "n_startup_trials": 1, "n_warmup_steps": 0},
-                    enqueue=[good, {**good, "epochs": 0}, {**good, "learning_rate": 1.0}])  # lr 1: garbage
-    r = run_cli("tune", "--config", str(cfg), "--trials", "3", "--workers", "1", "--no-summary")
+                    enqueue=[{**good, "epochs": 6}, {**good, "dropout": 0.05}, {**good, "learning_rate": 1.0}])
+    cfg.write_text(cfg.read_text().replace("- 0.005", "- 1.0"))  # lr 1 inside the space: garbage, not clipped
+    tune = ("tune", "--config", str(cfg), "--workers", "1", "--no-summary")
+    r = run_cli(*tune, "--trials", "1", env={"DIALSUM_KILL_AFTER_STEPS": "1"})
     assert r.returncode == 0, r.stderr[-3000:]
+    assert "enqueued trial 0: epochs 6 clipped to 2 (the space is [1, 2])" in r.stderr
     assert "no held-out check (--no-summary)" in r.stdout  # the check itself: the tests above
     assert not (tmp_path / "runs" / "tune" / "robust" / "summary.json").exists() and not (tmp_path / "tuned").exists()
+    r = run_cli(*tune, "--trials", "2")
+    assert r.returncode == 0, r.stderr[-3000:]
     t = trials_of(tmp_path, "robust")
-    assert [x.state for x in t] == [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL,
+    assert [x.state for x in t] == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.COMPLETE,
                                     optuna.trial.TrialState.PRUNED]
-    assert "epochs" in t[1].user_attrs["fail_reason"]
-    assert t[2].intermediate_values and max(t[2].intermediate_values.values()) < t[0].value
+    assert t[0].params["epochs"] == 2 and "killed by signal 9" in t[0].user_attrs["fail_reason"]
+    assert t[2].intermediate_values and max(t[2].intermediate_values.values()) < t[1].value
 
 
 def test_infer_space_on_a_finished_run_with_sqlite_storage(tuned_run, tmp_path):
@@ -135,10 +143,12 @@ def test_infer_space_on_a_finished_run_with_sqlite_storage(tuned_run, tmp_path):
     study = optuna.load_study(study_name="infer", storage=db)
     assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials) == 120
     s = json.loads((tmp_path / "runs" / "tune" / "infer" / "summary.json").read_text())  # the tune YAML's runs/
-    assert set(s["check"]) == {"tuned", "default", "best_single", "paired", "paired_best_single", "better"}
+    assert set(s["check"]) == {"tuned", "default", "best_single", "paired", "paired_best_single", "better", "differs"}
     assert s["check"]["paired_best_single"]["diff"] == pytest.approx(
         s["check"]["tuned"]["report"] - s["check"]["best_single"]["report"])
-    assert s["check"]["better"] == (s["check"]["paired"]["ci_low"] > 0 and s["check"]["paired_best_single"]["ci_low"] > 0)
+    # judged as submitted: the tuned YAML's run against the run's own final, and only when they differ
+    assert s["check"]["paired"]["diff"] == pytest.approx(s["check"]["tuned"]["report"] - s["check"]["default"]["report"])
+    assert s["check"]["better"] == (s["check"]["differs"] and s["check"]["paired"]["ci_low"] > 0)
     assert s["check"]["tuned"]["select"] == pytest.approx(study.best_value)
     (path,) = (tmp_path / "tuned").glob("infer*.yaml")
     assert path.name == ("infer.yaml" if s["accepted"] else "infer.rejected.yaml")
