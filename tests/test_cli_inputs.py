@@ -27,6 +27,7 @@ FREE_TEXT = {
     "rules": "rule names, checked against the post-processing rules",
     "storage": "an Optuna storage URL",
     "study": "a study name",
+    "note": "free text kept in the submission log",
 }
 
 
@@ -50,6 +51,8 @@ def _kind(action) -> str:
         return "choice"
     if hasattr(action.type, "least"):
         return "count"
+    if hasattr(action.type, "bounds"):
+        return "range"
     if action.type in PATH_TYPES:
         return "path"
     return "free" if action.dest in FREE_TEXT else "unchecked"
@@ -78,6 +81,17 @@ def test_a_count_below_its_least_is_one_line(cmd, action, capsys):
     err = _refused(_argv(cmd, action, str(action.type.least - 1)), capsys)
     assert f"must be at least {action.type.least}" in err and (action.option_strings or [action.dest])[0] in err
     assert "is not a whole number" in _refused(_argv(cmd, action, "3.5"), capsys)
+
+
+@pytest.mark.parametrize("cmd,action", [(c, a) for c, a in _options() if _kind(a) == "range"],
+                         ids=lambda x: x if isinstance(x, str) else "/".join(x.option_strings or [x.dest]))
+def test_a_number_outside_its_range_is_one_line(cmd, action, capsys):
+    low, high = action.type.bounds
+    extra = ["--public", "50"] if action.option_strings != ["--public"] else []
+    for bad in (str(high + 0.5), str(low - 1)):
+        err = _refused([cmd, "README.md", *extra, action.option_strings[0], bad], capsys)
+        assert f"must be between {low:g} and {high:g}" in err
+    assert "is not a number" in _refused([cmd, "README.md", *extra, action.option_strings[0], "high"], capsys)
 
 
 @pytest.mark.parametrize("cmd,action", [(c, a) for c, a in _options() if _kind(a) == "path"],

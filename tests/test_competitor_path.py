@@ -180,12 +180,13 @@ def test_set_reaches_every_model_and_a_typo_names_the_flag_and_the_nearest_key()
         "dialsum: error: --set models.tiny.lora.rr=32: models.tiny.lora.rr: unknown key 'rr' (did you mean 'r'?)")
 
 
-def test_adding_a_decoding_generates_only_it(pipeline_seed):
+def test_adding_a_decoding_generates_only_it(pipeline_seed, tmp_path):
     tmp = pipeline_seed.folder
     decodings = ("[{name: greedy, strategy: greedy}, {name: beam4, strategy: beam, num_beams: 4, n: 2, "
                  "length_penalty: 1.0}, {name: sample, strategy: sample, n: 4, temperature: 0.7, top_p: 0.9, seed: 1}, "
                  "{name: beam2, strategy: beam, num_beams: 2}]")
-    r = run_in(tmp, "configs/default.yaml", "--set", f"models.tiny.decodings={decodings}")
+    r = run_in(tmp, "configs/default.yaml", "--set", f"models.tiny.decodings={decodings}",
+               "--submissions-dir", str(tmp_path / "subs"))  # the seed folder's own submissions stay as they are
     assert r.returncode == 0, r.stderr[-2000:]
     man = json.loads((run_dir_of(r.stdout) / "manifest.json").read_text())
     gen = man["stages"]["generate:tiny"]
@@ -195,3 +196,56 @@ def test_adding_a_decoding_generates_only_it(pipeline_seed):
         mine = Path(gen["dir"]) / "candidates" / f"tiny__{name}.csv"
         seed = Path(pipeline_seed.manifest["stages"]["generate:tiny"]["dir"]) / "candidates" / f"tiny__{name}.csv"
         assert mine.read_bytes() == seed.read_bytes()
+
+
+def test_the_submission_log_records_uploads_and_says_how_dev_report_predicts_the_board(pipeline_seed, tmp_path,
+                                                                                       monkeypatch):
+    """`dialsum submitted` finds the file's run, logs its dev-report promise beside the leaderboard's answer (and
+    shows it in the run's report.html); `dialsum submissions --json` lists them with the paired difference to the
+    previous best and, from 3 uploads, the rank correlation; bad input is one line; a write killed before its rename
+    leaves the old log."""
+    runs, subs = tmp_path / "runs", tmp_path / "subs"
+    seed_stages(pipeline_seed, runs, *[n for n in pipeline_seed.manifest["stages"] if n != "submit"])
+    files = []
+    for extra in ([], ["--set", "postprocess.tune_length_cap=false"], ["--set", "ensemble.utility=rouge1"]):
+        r = run_cli("run", "--output-dir", str(runs), "--submissions-dir", str(subs), *extra)
+        assert r.returncode == 0, r.stderr[-2000:]
+        files.append(Path(re.search(r"^submission: (.+)$", r.stdout, flags=re.M).group(1)))
+    for f, public in zip(files, ("41.5", "40.25", "43")):
+        r = run_cli("submitted", str(f), "--public", public, "--note", "try")
+        assert r.returncode == 0, r.stderr[-2000:]
+    r = run_cli("submissions", "--dir", str(subs), "--json")
+    assert r.returncode == 0, r.stderr[-2000:]
+    t = json.loads(r.stdout)
+    entries = t["entries"]
+    assert [e["file"] for e in entries] == [f.name for f in files]
+    for e, f in zip(entries, files):
+        assert {"file", "sha256", "run_id", "dev_report", "ci_low", "ci_high", "public"} <= set(e)
+        import hashlib
+
+        assert e["sha256"] == hashlib.sha256(f.read_bytes()).hexdigest() and e["ci_low"] <= e["dev_report"] <= e["ci_high"]
+    assert entries[0]["vs_previous_best"] is None and entries[1]["vs_previous_best"]["than"] == files[0].name
+    assert t["dev_report_vs_public"]["n"] == 3 and -1 <= t["dev_report_vs_public"]["spearman"] <= 1
+    html = (runs / entries[0]["run_id"] / "report.html").read_text(encoding="utf-8")
+    assert "41.5" in html and "Leaderboard" in html
+    for argv, needle in ((["submitted", str(files[0]), "--public", "101"], "must be between 0 and 100"),
+                         (["submitted", str(SAMPLE / "test.csv"), "--public", "40", "--runs", str(runs)],
+                          "not a submission dialsum wrote")):
+        r = run_cli(*argv)
+        assert r.returncode == 2 and needle in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+    from dialsum.io import submission_log
+
+    log = subs / "log.csv"
+    before = log.read_bytes()
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt  # what a kill between the write and the rename leaves
+
+    monkeypatch.setattr(os, "replace", killed)
+    try:
+        submission_log.append_entry(log, {"file": "x.csv", "public": 1})
+    except KeyboardInterrupt:
+        pass
+    assert log.read_bytes() == before and len(submission_log.read_log(log)) == 3
+    assert [p.name for p in subs.iterdir() if p.name.startswith(".")] == []

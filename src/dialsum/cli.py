@@ -13,7 +13,7 @@ import importlib
 import signal
 import sys
 
-from dialsum.cli_types import (Parser, count, existing_dir, existing_file, existing_path, output_dir,
+from dialsum.cli_types import (Parser, between, count, existing_dir, existing_file, existing_path, output_dir,
                                output_file)
 from dialsum.errors import DialsumError
 from dialsum.stages import RERUNNABLE
@@ -128,6 +128,22 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out-dir", default="submissions", type=output_dir)
     sp.add_argument("--run-id", required=True, help="file name stem")
     sp.set_defaults(func="score:submit")
+
+    sp = sub.add_parser("submitted", help="record what the leaderboard said of an uploaded submission "
+                                          "(submissions/log.csv, and the run's report)")
+    sp.add_argument("file", type=existing_file, help="the submission CSV dialsum wrote (submissions/<run-id>.csv)")
+    sp.add_argument("--public", required=True, type=between(0, 100), help="the public leaderboard score (0-100)")
+    sp.add_argument("--private", type=between(0, 100), help="the private leaderboard score, once known")
+    sp.add_argument("--note", help="free text kept in the log")
+    sp.add_argument("--runs", type=existing_dir, help="the runs folder to find the file's run in (default: "
+                                                       "../runs beside the submissions folder)")
+    sp.set_defaults(func="submissions:submitted")
+
+    sp = sub.add_parser("submissions", help="the submission log: dev-report against the leaderboard")
+    sp.add_argument("--dir", default="submissions", type=output_dir, help="the submissions folder")
+    sp.add_argument("--runs", type=existing_dir, help="the runs folder (default: ../runs beside --dir)")
+    sp.add_argument("--json", action="store_true", help="print one JSON object")
+    sp.set_defaults(func="submissions:submissions")
 
     sp = sub.add_parser("tune", help="Optuna study: LoRA rank/learning rate (train) or ensemble/post-processing (infer)")
     sp.add_argument("--config", default="configs/tune.yaml", type=existing_file, help="tuning YAML (default: %(default)s)")

@@ -31,6 +31,20 @@ def count(least: int):
     return parse
 
 
+def between(low: float, high: float):
+    """A number from `low` to `high` (a leaderboard score: 0 to 100)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low:g} and {high:g}, got {text}")
+        return value
+    parse.bounds = (low, high)
+    return parse
+
+
 def _checked(text: str, folder: bool, must_exist: bool, what: str) -> str:
     """`text` unless it names the other kind of thing (a file for a folder or the reverse), or, when it must exist,
     nothing at all."""

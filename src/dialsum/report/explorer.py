@@ -63,4 +63,6 @@ def explorer_data(run_dir: Path) -> dict:
     return {"run_id": run_dir.name, "rows": scores.get("rows", []), "comparisons": scores.get("comparisons", []),
             "ensemble": {k: ens["result"].get(k) for k in ("method", "chosen", "best_source", "n_sources")},
             "fit": ens["result"].get("fit"), "postprocess": post["result"].get("fitted"),
+            "leaderboard": (json.loads((run_dir / "leaderboard.json").read_text(encoding="utf-8"))
+                            if (run_dir / "leaderboard.json").is_file() else []),  # `dialsum submitted`
             "dialogues": list(rows.values())}

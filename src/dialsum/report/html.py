@@ -158,6 +158,11 @@ def render(data: dict, images: dict[str, str]) -> str:
         "<p><b>Trust dev-report</b>: everything that chose saw only dev-select. Intervals are 95 % bootstrap "
         "intervals over dialogues.</p>",
         _table(["stage", "detail", "dev-select", "dev-report [95 %]"], stage_rows),
+        ("<h2>Leaderboard (dialsum submitted)</h2>" + _table(
+            ["time", "file", "dev-report [95 %]", "public", "private", "note"],
+            [[b["time"], b["file"], f"{b['dev_report']} [{b['ci_low']}, {b['ci_high']}]", b["public"],
+              b.get("private") or "—", b.get("note") or ""] for b in data["leaderboard"]])
+         if data.get("leaderboard") else ""),
         "<h2>Is the difference real? (paired, dev-report)</h2>",
         _table(["A", "B", "A", "B", "A − B [95 %]", "p"], comp),
         f"<h2>Ensemble</h2><p>{html.escape(str(e.get('method')))}; chosen: {html.escape(str(e.get('chosen')))}; "
