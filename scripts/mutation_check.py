@@ -104,8 +104,8 @@ MUTATIONS = [
              (T + "test_ensemble_fit.py",),
              "the ensemble's k-fold estimate fits on the other folds only"),
     Mutation("cap-judged-in-sample", "src/dialsum/postprocess/rules.py",
-             "                best = max(range(len(caps)), key=lambda c: (by_cap[c][train].mean(), -c))  # ties: grid order",
-             "                best = max(range(len(caps)), key=lambda c: (by_cap[c].mean(), -c))  # ties: grid order",
+             "            best = max(range(len(by_cap)), key=lambda c: (by_cap[c][train].mean(), -c))  # ties: grid order",
+             "            best = max(range(len(by_cap)), key=lambda c: (by_cap[c][rows].mean(), -c))  # ties: grid order",
              (T + "test_postprocess.py",),
              "a length cap is chosen on the other folds and judged on the held-out one"),
     # ---- memory plan

@@ -164,3 +164,40 @@ def test_a_cap_whose_gain_is_only_in_sample_is_refused():
         _, cap, _ = ablate(preds, refs, [], _noise_score(salt), caps)
         kept.append(cap is not None)
     assert sum(kept) <= 2, kept
+
+
+def _plain_one_se_keeps(by_cap, base, k=5, seeds=(0, 1, 2)) -> bool:
+    """The rule before nested selection (reference): the cap best on the other folds, judged on the held-out fold,
+    kept when that gain exceeds one standard error."""
+    import numpy as np
+
+    from dialsum.scoring.bootstrap import kfold, one_se_gain
+
+    n = by_cap.shape[1]
+    held = np.zeros(n)
+    for s in seeds:
+        for part in kfold(n, k, s):
+            train = np.setdiff1d(np.arange(n), part)
+            best = max(range(len(by_cap)), key=lambda c: (by_cap[c][train].mean(), -c))
+            held[part] += by_cap[best][part] - base[part]
+    return one_se_gain(held / len(seeds)).keep
+
+
+def test_nested_selection_refuses_a_noise_cap_the_plain_rule_keeps_and_keeps_a_real_one():
+    """12 caps whose per-row gains are pure noise (150 rows): on this draw the plain one-SE rule keeps the best of
+    the grid; nested cross-validation (the whole selection inside each outer fold) refuses it. A cap with a real
+    +0.6 gain per row among the same noise is kept."""
+    import numpy as np
+
+    from dialsum.postprocess.rules import nested_cap_choice
+    from dialsum.scoring.bootstrap import one_se_gain
+
+    base = np.zeros(150)
+    noise = np.random.default_rng(14).normal(0, 1.0, size=(12, 150))
+    assert _plain_one_se_keeps(noise, base)
+    pick, outer = nested_cap_choice(noise, base)
+    assert pick is None or not one_se_gain(outer).keep
+    real = np.random.default_rng(0).normal(0, 1.0, size=(12, 150))
+    real[5] += 0.6
+    pick, outer = nested_cap_choice(real, base)
+    assert pick == 5 and one_se_gain(outer).keep

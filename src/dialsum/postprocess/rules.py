@@ -179,9 +179,9 @@ def ablate(preds: Sequence[str], refs: Sequence[Sequence[str]], rules: Sequence[
     held-out gain beats one standard error (the ensemble's rule; small dev sets keep the simpler choice).
 
     `rows_score(preds, refs)` gives each row's leaderboard score (the corpus score is their mean). A rule has nothing
-    to fit, so every row is held out for it: its gain is the mean per-row change. The cap is chosen from the grid, so
-    it is judged by k-fold cross-validation repeated over seeds: the cap that is best on the other folds, scored on
-    the held-out fold, against no cap; a row's gain is averaged over the repeats."""
+    to fit, so every row is held out for it: its gain is the mean per-row change. The cap is chosen from a grid, so
+    the whole choice is judged by nested cross-validation (`nested_cap_choice`): a cap is kept only when the
+    selection's gain on outer folds it never saw exceeds one standard error."""
     n = len(preds)
 
     def rows(active, cap=None) -> np.ndarray:
@@ -199,19 +199,47 @@ def ablate(preds: Sequence[str], refs: Sequence[Sequence[str]], rules: Sequence[
         gains.append(g)
     chosen = None
     if caps and n >= 2:
-        by_cap = [rows(enabled, c) for c in caps]
-        held = np.zeros(n)
-        for seed in seeds:
-            for part in folds(n, min(k, n), seed):
-                train = np.setdiff1d(np.arange(n), part)
-                best = max(range(len(caps)), key=lambda c: (by_cap[c][train].mean(), -c))  # ties: grid order
-                held[part] += by_cap[best][part] - current[part]
-        held /= len(seeds)
-        best_all = max(range(len(caps)), key=lambda c: (by_cap[c].mean(), -c))
-        g = _judge(str(caps[best_all]), by_cap[best_all], current, held)
-        chosen = caps[best_all] if g.enabled else None
-        gains.append(g)
+        by_cap = np.asarray([rows(enabled, c) for c in caps])
+        pick, outer = nested_cap_choice(by_cap, current, k, seeds)
+        shown = pick if pick is not None else max(range(len(caps)), key=lambda c: (by_cap[c].mean(), -c))
+        g = _judge(str(caps[shown]), by_cap[shown], current, outer)
+        chosen = caps[pick] if g.enabled and pick is not None else None
+        gains.append(g if pick is not None or not g.enabled else
+                     RuleGain(g.rule, g.on, g.off, g.gain, g.se, False, "the selection keeps no cap on all rows"))
     return enabled, chosen, gains
+
+
+def _cap_choice(by_cap: np.ndarray, base: np.ndarray, rows: np.ndarray, k: int, seeds: Sequence[int]) -> int | None:
+    """The selection run on `rows` alone: the cap best on the other folds, judged on each held-out fold (repeated over
+    seeds), kept only when that held-out gain exceeds one standard error; then the cap best on all of `rows`."""
+    n = len(rows)
+    if n < 2:
+        return None
+    held = np.zeros(n)
+    for seed in seeds:
+        for part in folds(n, min(k, n), seed):
+            train = rows[np.setdiff1d(np.arange(n), part)]
+            best = max(range(len(by_cap)), key=lambda c: (by_cap[c][train].mean(), -c))  # ties: grid order
+            held[part] += by_cap[best][rows[part]] - base[rows[part]]
+    if not one_se_gain(held / len(seeds)).keep:
+        return None
+    return max(range(len(by_cap)), key=lambda c: (by_cap[c][rows].mean(), -c))
+
+
+def nested_cap_choice(by_cap: np.ndarray, base: np.ndarray, k: int = FOLDS,
+                      seeds: Sequence[int] = SEEDS) -> tuple[int | None, np.ndarray]:
+    """Nested cross-validation of the whole cap selection: inside each outer fold the selection (`_cap_choice`, with
+    its own inner folds and one-SE rule) runs on the other rows only, and its choice, a cap or none, is scored on the
+    held-out rows. Returns the selection's choice on all rows and each row's outer held-out gain (the caller keeps
+    the cap only when that gain exceeds one standard error: the winner of a grid must pay for having been chosen)."""
+    n = by_cap.shape[1]
+    outer = np.zeros(n)
+    for seed in seeds:
+        for part in folds(n, min(k, n), seed + 100):  # other splits than the inner ones
+            pick = _cap_choice(by_cap, base, np.setdiff1d(np.arange(n), part), k, seeds)
+            if pick is not None:
+                outer[part] += by_cap[pick][part] - base[part]
+    return _cap_choice(by_cap, base, np.arange(n), k, seeds), outer / len(seeds)
 
 
 # ---------------------------------------------------------------- fit on dev-select, apply anywhere

@@ -15,7 +15,7 @@ from dialsum.io.files import atomic_write_json, atomic_write_text, csv_text
 from dialsum.stages.common import dev_rows, load_data, score_of
 from dialsum.stages.keys import data_context, metric_inputs, split_inputs
 
-KIND, VERSION, CHILD = "postprocess", 3, False
+KIND, VERSION, CHILD = "postprocess", 4, False
 FALLBACK_SUMMARY = "#Person1#과 #Person2#가 대화를 나눕니다."
 
 
