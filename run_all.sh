@@ -18,7 +18,7 @@ if [ ! -x "$VENV/bin/dialsum" ] || [ ! -f "$VENV/.dialsum-installed" ]; then
   fi
   # uv installs the same pinned requirements from the same indexes as pip (pip's own configuration is passed on),
   # several times faster; pip is the fallback wherever uv cannot be had or fails
-  if "$VENV/bin/python" -m pip install -q uv >/dev/null 2>&1 \
+  if "$VENV/bin/python" -m pip install -q "uv==0.13.9" >/dev/null 2>&1 \
      && UV_ARGS=$("$VENV/bin/python" scripts/uv_args.py) \
      && eval "\"$VENV/bin/uv\" pip install -q --python \"$VENV/bin/python\" $UV_ARGS ${REQS[*]}" \
      && "$VENV/bin/uv" pip install -q --python "$VENV/bin/python" --no-deps -e .; then
