@@ -108,6 +108,11 @@ MUTATIONS = [
              "            best = max(range(len(by_cap)), key=lambda c: (by_cap[c][rows].mean(), -c))  # ties: grid order",
              (T + "test_postprocess.py",),
              "a length cap is chosen on the other folds and judged on the held-out one"),
+    Mutation("cap-selection-not-nested", "src/dialsum/postprocess/rules.py",
+             "            pick = _cap_choice(by_cap, base, np.setdiff1d(np.arange(n), part), k, seeds)",
+             "            pick = _cap_choice(by_cap, base, np.arange(n), k, seeds)",
+             (T + "test_postprocess.py::test_nested_selection_refuses_a_noise_cap_the_plain_rule_keeps_and_keeps_a_real_one",),
+             "a length cap's selection is judged on outer folds it never saw"),
     # ---- memory plan
     Mutation("memory-nf4-bits", "src/dialsum/models/memory.py",
              "        return n / 2 + n / 64 + n / 64 / 256 * 4 + inv.quantizable_modules * 1100  # + each module's code tables",

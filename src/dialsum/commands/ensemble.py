@@ -2,13 +2,12 @@
 voting fitted on a references file only when asked. Pure over CSVs: the engine is imported only for a run folder."""
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 from dialsum.ensemble import SCORE_COLUMNS, ensemble as choose, score_rows
 from dialsum.errors import DialsumError
-from dialsum.io.candidates import read_predictions, read_split_table, read_store
+from dialsum.io.candidates import read_predictions, read_split_table, read_store, run_parts
 from dialsum.io.files import atomic_write_json, atomic_write_text, csv_text
 from dialsum.io.references import read_references
 
@@ -24,16 +23,6 @@ def _parse_weights(text: str | None) -> dict[str, float]:
         except ValueError:
             raise DialsumError(f"--weights: expected source=number, got {item!r}") from None
     return out
-
-
-def _run_parts(run_dir: Path) -> list[str]:
-    """A run folder's candidate parts (dev and test), as its manifest's generate stages resolved them."""
-    man = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8")).get("stages", {})
-    parts = [p for name, rec in man.items() if name.startswith("generate:") for p in rec["result"]["parts"]]
-    missing = [p for p in parts if not Path(p).is_file()]
-    if not parts or missing:
-        raise DialsumError(f"{run_dir}: no finished candidates (run `dialsum run` or `dialsum generate` first)")
-    return parts
 
 
 def unique_names(paths: list[tuple[str, ...]], least: list[int]) -> list[str]:
@@ -60,7 +49,7 @@ def _members(sources: list[Path], split: str) -> tuple[dict[str, list[tuple[str,
     for src in sources:
         if src.is_dir() and (src / "manifest.json").is_file():
             runs.append(src)
-            cands = [c for part in _run_parts(src) for c in read_part(Path(part))]
+            cands = [c for part in run_parts(src) for c in read_part(Path(part))]
             label: tuple[str, ...] = (src.resolve().name,)
         elif src.is_dir():
             cands = read_store(src)

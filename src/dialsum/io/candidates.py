@@ -144,3 +144,15 @@ def read_predictions(path: Path) -> dict[str, str]:
 
 def is_nan(x) -> bool:
     return isinstance(x, float) and math.isnan(x)
+
+
+def run_parts(run_dir: Path) -> list[str]:
+    """A run folder's candidate parts (dev and test), as its manifest's generate stages resolved them; one line when
+    there are none or a part is missing."""
+    import json
+
+    man = json.loads((Path(run_dir) / "manifest.json").read_text(encoding="utf-8")).get("stages", {})
+    parts = [p for name, rec in man.items() if name.startswith("generate:") for p in rec["result"]["parts"]]
+    if not parts or not all(Path(p).is_file() for p in parts):
+        raise DialsumError(f"{run_dir}: no finished candidates (run `dialsum run` or `dialsum generate` first)")
+    return parts

@@ -8,7 +8,7 @@ from pathlib import Path
 from dialsum.engine.run_folder import reopen_run
 from dialsum.ensemble.consensus import Voting, prepare
 from dialsum.errors import DialsumError
-from dialsum.io.candidates import read_candidates
+from dialsum.io.candidates import read_candidates, run_parts
 from dialsum.postprocess import RULES, FittedPostprocess, LengthCap
 from dialsum.scoring.metric import Metric
 from dialsum.tune.config import TuneConfig
@@ -19,10 +19,7 @@ class InferProblem:
 
     def __init__(self, run_dir: Path, tc: TuneConfig):
         self.ctx = reopen_run(run_dir, lock=False)  # read-only: workers share it
-        man = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))["stages"]
-        parts = [p for k, v in man.items() if k.startswith("generate:") for p in v["result"]["parts"]]
-        if not parts:
-            raise DialsumError(f"{run_dir}: no finished generate stages to tune over; run `dialsum run` first")
+        parts = run_parts(run_dir)
         self.groups: dict[str, list[tuple[str, str]]] = {}
         for c in read_candidates(parts):
             self.groups.setdefault(c.fname, []).append((c.text, c.source))
