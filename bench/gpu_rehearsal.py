@@ -245,7 +245,7 @@ def main() -> int:
         print(f"[rehearsal] memory plan {name}: {mib} MiB", flush=True)
     if args.gpus >= 2:
         parallel_models(work, cfg_path, cfg, args.gpus, records, baseline, planned)
-        return finish(work, records, gpu_name, mode, backend, start)
+        return finish(work, records, gpu_name, mode, backend, start, cfg)
     ctx = open_run(cfg)
     eng = engine_for(ctx)
     stages = Plan.full(ctx).stages
@@ -266,7 +266,7 @@ def main() -> int:
             rec["gen_tokens_per_s"] = gen_rate(res, models["decoder" if "solar" in st.name else "seq2seq"], rec)
     else:
         generate_8bit(cfg_path, models, records, timed, planned)
-    return finish(work, records, gpu_name, mode, backend, start)
+    return finish(work, records, gpu_name, mode, backend, start, cfg)
 
 
 def gen_rate(result: dict, model_dir: Path, rec: dict) -> float:
@@ -349,9 +349,35 @@ def parallel_models(work: Path, cfg_path: Path, cfg, gpus: int, records: list, b
                                                 "wall_s": round(time.time() - t1, 3)})
 
 
-def finish(work: Path, records: list[dict], gpu_name: str | None, mode: str, backend: str, start: float) -> int:
+def throughput(cfg, records: list[dict], gpu_name: str | None) -> dict | None:
+    """What `dialsum train --dry-run --rehearsal rehearsal.json` uses on this card: per mode the utilisation that
+    makes the time plan's seconds for each rehearsed stage equal its measured wall time (the assumed utilisation x
+    planned / measured; the wall time includes loading and evaluation, so it errs on the slow side). Written only
+    when the device is one of the plan's cards."""
+    from dialsum.models.preview import competition_files
+    from dialsum.models.time_plan import CARDS, card_of_name, plan_run
+
+    key = card_of_name(gpu_name)
+    if cfg is None or key is None:
+        return None
+    card = CARDS[key]
+    splits = {k: v for k, v in competition_files(cfg.data.dir).items() if k in ("train", "dev", "test")}
+    plan = plan_run(cfg, cfg.models, splits, card)
+    util = {}
+    for m, p in zip(cfg.models, plan["models"]):
+        for stage, modes in (("train", [m.method]), ("generate", ["prefill", "decode"])):
+            rec = next((r for r in records if r["stage"] == f"{stage}:{m.name}" and r["status"] == "ok"), None)
+            if rec and rec["wall_s"]:
+                ratio = p["stages"][stage]["seconds"] / rec["wall_s"]
+                for mode in modes:
+                    util[mode] = round(min(util.get(mode, 1.0), card.utilisation[mode] * ratio), 4)  # the slower
+    return {"card": key, "device": gpu_name, "utilisation": util} if util else None
+
+
+def finish(work: Path, records: list[dict], gpu_name: str | None, mode: str, backend: str, start: float,
+           cfg=None) -> int:
     summary = {"device": gpu_name or "CPU", "mode": mode, "backend": backend, "total_s": round(time.time() - start, 1),
-               "stages": records}
+               "stages": records, "throughput": throughput(cfg, records, gpu_name)}
     (work / "rehearsal.json").write_text(json.dumps(summary, indent=2))
     head = ("| stage | status | wall s | train tok/s | gen tok/s | planned MiB | peak GPU MiB | GPU MiB after | baseline "
             "| back to baseline |")

@@ -113,6 +113,17 @@ MUTATIONS = [
              "            pick = _cap_choice(by_cap, base, np.arange(n), k, seeds)",
              (T + "test_postprocess.py::test_nested_selection_refuses_a_noise_cap_the_plain_rule_keeps_and_keeps_a_real_one",),
              "a length cap's selection is judged on outer folds it never saw"),
+    # ---- time plan
+    Mutation("time-plan-no-weight-gradients", "src/dialsum/models/time_plan.py",
+             "    backward = 2.0 * (frozen + trained) + 2.0 * trained + 2.0 * attention",
+             "    backward = 2.0 * (frozen + trained) + 2.0 * attention",
+             (T + "test_time_plan.py::test_the_flops_of_a_training_token_are_the_hand_count_of_the_tiny_llama",),
+             "a training token's FLOPs count the trained weights' gradients"),
+    Mutation("time-plan-rehearsal-ignored", "src/dialsum/models/time_plan.py",
+             "    return replace(card, utilisation={**card.utilisation, **util},",
+             "    return replace(card, utilisation=card.utilisation,",
+             (T + "test_time_plan.py::test_a_rehearsal_measured_on_the_card_replaces_the_assumed_utilisation",),
+             "a GPU rehearsal's measured utilisation replaces the assumed one for its card"),
     # ---- memory plan
     Mutation("memory-nf4-bits", "src/dialsum/models/memory.py",
              "        return n / 2 + n / 64 + n / 64 / 256 * 4 + inv.quantizable_modules * 1100  # + each module's code tables",

@@ -55,6 +55,8 @@ def _kind(action) -> str:
         return "range"
     if action.type in PATH_TYPES:
         return "path"
+    if action.type is cli_types.split_counts:  # SPLIT=N pairs: tests/test_time_plan.py refuses a bad one in a line
+        return "parsed"
     return "free" if action.dest in FREE_TEXT else "unchecked"
 
 

@@ -13,8 +13,8 @@ import importlib
 import signal
 import sys
 
-from dialsum.cli_types import (Parser, between, count, existing_dir, existing_file, existing_path, output_dir,
-                               output_file)
+from dialsum.cli_types import (GPU_CARDS, Parser, between, count, existing_dir, existing_file, existing_path,
+                               output_dir, output_file, split_counts)
 from dialsum.errors import DialsumError
 from dialsum.stages import RERUNNABLE
 
@@ -69,7 +69,14 @@ def build_parser() -> argparse.ArgumentParser:
     with_config(sp)
     sp.add_argument("--model", action="append", help="train only this model (repeatable)")
     sp.add_argument("--force", action="store_true", help="train from scratch even if this model's key is done")
-    sp.add_argument("--dry-run", action="store_true", help="print each model's plan and GPU memory estimate")
+    sp.add_argument("--dry-run", action="store_true", help="each model's plan: GPU memory and hours per stage")
+    sp.add_argument("--gpu", choices=list(GPU_CARDS), help="--dry-run's card (default: the visible GPU, else rtx3090)")
+    sp.add_argument("--hours", type=between(0, 1e6), metavar="H", help="--dry-run: does the run fit H hours?")
+    sp.add_argument("--rehearsal", type=existing_file, metavar="JSON", help="--dry-run: a GPU rehearsal's "
+                    "rehearsal.json: its measured utilisation for the card it ran on")
+    sp.add_argument("--rows", type=split_counts, metavar="SPLIT=N,...", help="--dry-run: plan N rows of a split "
+                    "(e.g. train=12457) from the data's token counts")
+    sp.add_argument("--json", action="store_true", help="--dry-run: the plan as JSON")
     sp.set_defaults(func="runs:train")
 
     sp = sub.add_parser("generate", help="candidate summaries for dev and test (vLLM or transformers)")
@@ -135,8 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--public", required=True, type=between(0, 100), help="the public leaderboard score (0-100)")
     sp.add_argument("--private", type=between(0, 100), help="the private leaderboard score, once known")
     sp.add_argument("--note", help="free text kept in the log")
-    sp.add_argument("--runs", type=existing_dir, help="the runs folder to find the file's run in (default: "
-                                                       "../runs beside the submissions folder)")
+    sp.add_argument("--runs", type=existing_dir, help="runs folder to search (default: ../runs beside the file's folder)")
     sp.set_defaults(func="submissions:submitted")
 
     sp = sub.add_parser("submissions", help="the submission log: dev-report against the leaderboard")
@@ -149,8 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--config", default="configs/tune.yaml", type=existing_file, help="tuning YAML (default: %(default)s)")
     sp.add_argument("--trials", type=count(0), default=20, help="trials to add to the study; 0: only the held-out check "
                                                            "and summary of the study so far (default: %(default)s)")
-    sp.add_argument("--workers", type=count(1), default=1,
-                    help="worker processes sharing the study (default: %(default)s)")
+    sp.add_argument("--workers", type=count(1), default=1, help="worker processes sharing the study (default: %(default)s)")
     sp.add_argument("--no-summary", action="store_true",
                     help="add trials only: no held-out check, plots or tuned YAML (machines that add trials to a "
                          "shared study; one `--trials 0` afterwards summarises)")
@@ -160,12 +165,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--space", choices=["train", "align", "infer"], help="override the YAML's `space`")
     sp.add_argument("--run", type=existing_dir, help="infer space: the run folder whose candidates to tune over "
                                   "(default: the run config's default run)")
-    sp.add_argument("--data-dir", type=existing_dir, help="the competition data to tune on (default: the run "
-                                                          "config's data.dir); the tuned YAML keeps it")
+    sp.add_argument("--data-dir", type=existing_dir, help="data to tune on (default: data.dir); the tuned YAML keeps it")
     sp.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
                     help="edit the tuning YAML (repeatable), e.g. --set sampler.name=random --set train.epochs=[1,2]")
-    sp.add_argument("--share-gpus", action="store_true", help="allow more workers than visible GPUs (several "
-                                                               "workers per GPU, in turn)")
+    sp.add_argument("--share-gpus", action="store_true", help="allow more workers than GPUs (sharing them in turn)")
     sp.add_argument("--worker", type=count(0), help=argparse.SUPPRESS)  # index of a worker process
     sp.set_defaults(func="tune:tune")
 
@@ -177,22 +180,19 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--tokenizer", metavar="DIR", type=existing_dir, help="tokenizer folder, or a ../shared/checkpoints/<id> folder "
                                                         "(its real tokenizer, else a stand-in built from facts.json)")
     sp.add_argument("--row", type=count(0), default=0, help="training row to show (default 0)")
-    sp.add_argument("--lengths", action="store_true",
-                    help="share of dialogues/references longer than max_input_tokens/max_new_tokens, per CSV")
+    sp.add_argument("--lengths", action="store_true", help="share of rows over max_input/max_new_tokens, per CSV")
     sp.add_argument("--json", action="store_true", help="machine-readable output")
     sp.set_defaults(func="preview:preview")
 
     sp = sub.add_parser("compare", help="is A really better than B? paired bootstrap interval and permutation "
                                         "p-value over the same dialogues")
-    sp.add_argument("a", type=existing_path,
-                    help="predictions CSV (fname, summary), or a finished run folder (its dev-report outputs)")
+    sp.add_argument("a", type=existing_path, help="predictions CSV (fname, summary), or a run folder (its dev-report)")
     sp.add_argument("b", type=existing_path, help="the same kind as A")
     sp.add_argument("--refs", type=existing_file, help="references CSV (fname + summary or summary1..K); run folders use their "
                                    "dev_report.csv")
     sp.add_argument("--semantics", choices=["pltrdy", "rouge-score"], default="pltrdy")
     sp.add_argument("--tokenizer", choices=["mecab", "latin", "whitespace"], default="mecab")
-    sp.add_argument("--samples", type=count(1), default=10000, help="bootstrap and permutation resamples (default: "
-                                                                "%(default)s)")
+    sp.add_argument("--samples", type=count(1), default=10000, help="resamples (default: %(default)s)")
     sp.add_argument("--seed", type=count(0), default=0, help="resampling seed (default: %(default)s)")
     sp.add_argument("--json", action="store_true", help='print {"a", "b", "diff", "ci_low", "ci_high", "p_value", "n"}')
     sp.set_defaults(func="score:compare")

@@ -45,6 +45,23 @@ def between(low: float, high: float):
     return parse
 
 
+GPU_CARDS = ("rtx3090", "a100-40", "a100-80", "h100", "l4", "t4")  # dialsum.models.time_plan.CARDS (a test checks)
+SPLITS = ("train", "dev", "test")
+
+
+def split_counts(text: str) -> dict[str, int]:
+    """`train=12457,dev=499`: rows per split."""
+    out = {}
+    for part in text.split(","):
+        name, _, value = part.partition("=")
+        name = name.strip()
+        if name not in SPLITS or not value.strip().isdigit() or int(value) < 1:
+            raise argparse.ArgumentTypeError(f"{part!r}: expected SPLIT=N with SPLIT one of {', '.join(SPLITS)} and "
+                                             f"N a positive whole number")
+        out[name] = int(value)
+    return out
+
+
 def _checked(text: str, folder: bool, must_exist: bool, what: str) -> str:
     """`text` unless it names the other kind of thing (a file for a folder or the reverse), or, when it must exist,
     nothing at all."""

@@ -16,6 +16,10 @@ from dialsum.model_specs import (  # noqa: F401 - re-exported: `from dialsum.con
     VLLM_LORA_RANKS, AlignSpec, ArchSpec, DecodingSpec, LoraSpec, Strict, TinyModelSpec, TrainSpec)
 
 
+# model fields for the --dry-run plan added after run ids existed: they change no output, so no run id holds them
+MODEL_PLAN_FIELDS_NOT_IN_RUN_ID = ("tokens_per_char",)
+
+
 class ModelConfig(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9._-]+$", description="the model's name in stage names, candidate sources "
                                                                 "and --model/--set")
@@ -47,6 +51,8 @@ class ModelConfig(Strict):
     precision: Literal["auto", "bf16", "fp16", "fp32"] = Field("auto",
         description="compute dtype; auto: bf16 where the GPU has it, else fp16 on a GPU, fp32 on CPU")
     params_billion: float | None = Field(None, gt=0, description="for --dry-run memory estimates")
+    tokens_per_char: float | None = Field(None, gt=0, description="the time plan's tokens per character when the "
+                                                                  "model's tokenizer is not here (None: 1.0)")
     arch: ArchSpec | None = Field(None, description="architecture numbers for the memory plan when no config.json is "
                                                     "cached")
     expect: dict[str, Any] = Field(default_factory=dict, description=(
@@ -188,6 +194,15 @@ class RunConfig(Strict):
     postprocess: PostprocessSpec = Field(PostprocessSpec(), description="rules and the length cap after the ensemble")
     dev_split: DevSplitSpec = Field(DevSplitSpec(), description="dev-select (chooses) and dev-report (only scored)")
     tracking: TrackingSpec = Field(TrackingSpec(), description="experiment tracking besides report.md")
+
+    def identity(self) -> dict:
+        """What a run id hashes: the config without where things go, where numbers are tracked and the plan-only
+        model fields added after run ids existed (so an old run keeps its id)."""
+        blob = self.model_dump(mode="json", exclude={"output_dir", "submissions_dir", "data", "tracking"})
+        for m in blob["models"]:
+            for k in MODEL_PLAN_FIELDS_NOT_IN_RUN_ID:
+                m.pop(k, None)
+        return blob
 
     @field_validator("models")
     @classmethod

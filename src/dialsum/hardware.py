@@ -84,6 +84,15 @@ def visible_gpu_gib() -> float | None:
     return torch.cuda.get_device_properties(0).total_memory / 2**30
 
 
+def visible_gpu_name() -> str | None:
+    """The first visible GPU's name as CUDA gives it ("NVIDIA H100 80GB HBM3"), or None."""
+    if not gpu_present() or not has_cuda():
+        return None
+    import torch
+
+    return torch.cuda.get_device_name(0)
+
+
 def resolve_backend(name: str, quantization: str = "none", family: str = "decoder") -> str:
     """The one backend resolver: the engine that really generates, resolved before a stage is keyed (so `auto` and
     `vllm` share outputs). Seq2seq models always use transformers; `auto` means vLLM where it is installed, except

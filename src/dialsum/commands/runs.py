@@ -67,11 +67,7 @@ def train(args) -> int:
     cfg = config_of(args)
     models = select_models(cfg, args.model)
     if args.dry_run:
-        from dialsum.models.dry_run import describe_plan
-
-        for m in models:
-            print(describe_plan(m, cfg.generate))
-        return 0
+        return dry_run(args, cfg, models)
     preflight(models)
     ctx = open_run(cfg, args.data_dir, args.run_id, sets=args.set)
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1  # torchrun/accelerate: every rank trains in-process
@@ -83,6 +79,33 @@ def train(args) -> int:
             r = results[f"train:{m.name}"]
             print(f"{m.name}: best dev-select final {r['best_dev_select']} -> {r['adapter']}")
         print(f"run: {ctx.run_dir}")
+    return 0
+
+
+def dry_run(args, cfg, models) -> int:
+    """Memory per stage and hours per stage on a card, per model, and the run's total; --json for machines."""
+    import json
+
+    from dialsum.models.dry_run import describe_plan, time_lines, time_summary
+    from dialsum.models.memory import estimate_gpu_gib
+    from dialsum.models.preview import competition_files
+    from dialsum.models.time_plan import card_for, plan_run
+
+    data_dir = Path(args.data_dir or cfg.data.dir)
+    splits = {k: v for k, v in competition_files(data_dir).items() if k in ("train", "dev", "test")}
+    if "train" not in splits:
+        raise DialsumError(f"{data_dir}: no train.csv to plan the time from")
+    card = card_for(args.gpu, Path(args.rehearsal) if args.rehearsal else None)
+    plan = plan_run(cfg, models, splits, card, args.rows, args.hours)
+    if args.json:
+        for m, p in zip(models, plan["models"]):
+            p["memory_gib"] = estimate_gpu_gib(m, cfg.generate)
+        print(json.dumps(plan, ensure_ascii=False, indent=1))
+        return 0
+    for m, p in zip(models, plan["models"]):
+        print(describe_plan(m, cfg.generate))
+        print("\n".join(time_lines(p)))
+    print("\n".join(time_summary(plan)))
     return 0
 
 

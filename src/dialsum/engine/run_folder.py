@@ -58,7 +58,7 @@ def file_hashes(data_dir: Path) -> dict[str, str]:
 def default_run_id(cfg: RunConfig, hashes: dict[str, str]) -> str:
     """`<name>-<hash>` of the config and the data's content; where folders are (and where numbers are tracked) does
     not change it."""
-    blob = cfg.model_dump(mode="json", exclude={"output_dir", "submissions_dir", "data", "tracking"})
+    blob = cfg.identity()
     return f"{cfg.name}-{hash_json({'config': blob, 'data': hashes})[:8]}"
 
 

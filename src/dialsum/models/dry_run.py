@@ -105,3 +105,34 @@ def _align_line(cfg: ModelConfig, est: dict) -> str:
             f"x {a.steps} steps; {sampled} sampled summaries"
             f"{' (prefs stage, batched generation)' if a.method != 'grpo' else ' (generated inside training)'}; "
             f"time ~ {a.steps * align_sequences(cfg)} training sequences, vs SFT's epochs x train rows)")
+
+
+def time_lines(model: dict) -> list[str]:
+    """One model's hours per stage (dialsum.models.time_plan.plan_model) as the dry run prints them."""
+    lines = [f"  est. time ({model['tokens']}):"]
+    for stage, s in model["stages"].items():
+        memory = "" if s.get("fits_memory", True) else "  [does NOT fit this card's memory: see the memory plan]"
+        lines.append(f"    {stage:<9} {duration(s['hours']):>9}  {s['detail']}{memory}")
+    lines.append(f"    {'total':<9} {duration(model['hours']):>9}")
+    return lines
+
+
+def duration(hours: float) -> str:
+    return f"{hours:.2f} h" if hours >= 0.01 else f"{hours * 3600:.1f} s"
+
+
+def time_summary(plan: dict) -> list[str]:
+    """The card, its assumptions and the run's total (and whether it fits --hours)."""
+    c, u = plan["card"], plan["utilisation"]
+    how = ("measured by the GPU rehearsal " + plan["utilisation_source"]) if plan["utilisation_source"] != "assumed" \
+        else "assumed"
+    lines = [f"time plan on {c['label']} ({c['bf16_tflops']:g} dense bf16 TFLOPS, {c['bandwidth_gbs']:g} GB/s); "
+             f"utilisation {how}: " + ", ".join(f"{k} {v:.2f}" for k, v in u.items())
+             + " (train modes and prefill: of the FLOPs peak; decode: of the bandwidth)",
+             f"  rows: " + ", ".join(f"{k} {v}" for k, v in plan["rows"].items())
+             + "; train = the configured steps (early stopping can only shorten it), models one after another",
+             f"  run total: {duration(plan['hours'])} on {plan['gpu']}"]
+    if plan["budget_hours"] is not None:
+        verdict = "fits" if plan["fits"] else "does NOT fit"
+        lines[-1] += f"; {verdict} --hours {plan['budget_hours']:g}"
+    return lines

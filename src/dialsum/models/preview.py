@@ -156,39 +156,46 @@ def format_view(v: dict) -> str:
     ])
 
 
-def truncation(mt: ModelTokenizer, cfg: ModelConfig, rows_by_split: dict[str, list[Dialogue]]) -> list[dict]:
-    """Per split: the share of dialogues whose input exceeds max_input_tokens and of references whose trained
-    target exceeds max_new_tokens (None where the split has no references), measured before any cut."""
+def token_lengths(mt: ModelTokenizer, cfg: ModelConfig, rows: list[Dialogue]) -> tuple[list[int], list[int] | None]:
+    """Each row's input tokens and trained target tokens (None when the rows have no references), before any cut:
+    counted the way training encodes them (also the time plan's token counts)."""
     from dialsum.models.prompts import adds_bos, render_prompt, render_target
     from dialsum.models.seq2seq import _adds_nothing
     from dialsum.models.encoding import style_of
 
     tok = mt.tokenizer
-    stops = stops_of(mt, cfg)
+    if cfg.family == "decoder":  # as prompts.encode_text counts: BOS added once where the tokenizer adds one
+        style = style_of(cfg)
+        enc = tok([render_prompt(tok, d.dialogue, style) for d in rows], add_special_tokens=False)["input_ids"]
+        bos = tok.bos_token_id if adds_bos(tok) else None
+        n_in = [len(x) + (1 if bos is not None and (not x or x[0] != bos) else 0) for x in enc]
+    else:  # as seq2seq.encode_source counts: the tokenizer's own specials, or the <s> ... </s> dialsum adds
+        enc = tok([cfg.source_prefix + d.dialogue for d in rows], add_special_tokens=True)["input_ids"]
+        wrap = 2 if _adds_nothing(tok) else 0
+        n_in = [len(x) + wrap for x in enc]
+    with_sum = [d for d in rows if d.summary]
+    if not with_sum:
+        return n_in, None
+    if cfg.family == "decoder":  # as prompts.target_ids: up to the first stop id, else EOS appended
+        stops = stops_of(mt, cfg)
+        enc = tok([render_target(tok, d.dialogue, d.summary, style) for d in with_sum],
+                  add_special_tokens=False)["input_ids"]
+        n_out = [next((k + 1 for k, t in enumerate(x) if t in stops), len(x) + 1) for x in enc]
+    else:  # as seq2seq.encode_target: the tokenizer's target encoding, EOS appended if missing
+        enc = tok(text_target=[d.summary for d in with_sum], add_special_tokens=True)["input_ids"]
+        n_out = [len(x) + (0 if x and x[-1] == tok.eos_token_id else 1) for x in enc]
+    return n_in, n_out
+
+
+def truncation(mt: ModelTokenizer, cfg: ModelConfig, rows_by_split: dict[str, list[Dialogue]]) -> list[dict]:
+    """Per split: the share of dialogues whose input exceeds max_input_tokens and of references whose trained
+    target exceeds max_new_tokens (None where the split has no references), measured before any cut."""
     out = []
     for split, rows in rows_by_split.items():
         if not rows:
             continue
-        if cfg.family == "decoder":  # as prompts.encode_text counts: BOS added once where the tokenizer adds one
-            style = style_of(cfg)
-            enc = tok([render_prompt(tok, d.dialogue, style) for d in rows], add_special_tokens=False)["input_ids"]
-            bos = tok.bos_token_id if adds_bos(tok) else None
-            n_in = [len(x) + (1 if bos is not None and (not x or x[0] != bos) else 0) for x in enc]
-        else:  # as seq2seq.encode_source counts: the tokenizer's own specials, or the <s> ... </s> dialsum adds
-            enc = tok([cfg.source_prefix + d.dialogue for d in rows], add_special_tokens=True)["input_ids"]
-            wrap = 2 if _adds_nothing(tok) else 0
-            n_in = [len(x) + wrap for x in enc]
-        with_sum = [d for d in rows if d.summary]
-        summary_share = None
-        if with_sum:
-            if cfg.family == "decoder":  # as prompts.target_ids: up to the first stop id, else EOS appended
-                enc = tok([render_target(tok, d.dialogue, d.summary, style) for d in with_sum],
-                          add_special_tokens=False)["input_ids"]
-                n_out = [next((k + 1 for k, t in enumerate(x) if t in stops), len(x) + 1) for x in enc]
-            else:  # as seq2seq.encode_target: the tokenizer's target encoding, EOS appended if missing
-                enc = tok(text_target=[d.summary for d in with_sum], add_special_tokens=True)["input_ids"]
-                n_out = [len(x) + (0 if x and x[-1] == tok.eos_token_id else 1) for x in enc]
-            summary_share = sum(n > cfg.max_new_tokens for n in n_out) / len(n_out)
+        n_in, n_out = token_lengths(mt, cfg, rows)
+        summary_share = None if n_out is None else sum(n > cfg.max_new_tokens for n in n_out) / len(n_out)
         out.append({"model": cfg.name, "split": split, "rows": len(rows), "tokenizer": mt.kind,
                     "dialogue_truncated": sum(n > cfg.max_input_tokens for n in n_in) / len(n_in),
                     "summary_truncated": summary_share, "max_input_tokens": cfg.max_input_tokens,

@@ -15,8 +15,9 @@ from dialsum.errors import DialsumError
 from dialsum.hardware import resolve_backend
 
 # Fields of a model config that cannot change a trained adapter / generated text.
-NOT_FOR_TRAINING = {"name", "decodings", "params_billion", "arch", "expect", "align"}
-NOT_FOR_GENERATION = {"train", "lora", "quantization", "target_modules", "params_billion", "arch", "expect", "align"}
+PLAN_ONLY = {"params_billion", "arch", "tokens_per_char"}  # numbers for --dry-run: never keyed
+NOT_FOR_TRAINING = {"name", "decodings", "expect", "align"} | PLAN_ONLY
+NOT_FOR_GENERATION = {"train", "lora", "quantization", "target_modules", "expect", "align"} | PLAN_ONLY
 LARGE_FILE = 64 << 20  # files of a local model folder above this are keyed by size and mtime, not hashed
 KEYED_WHEN_SET = {"launcher": "none", "nproc": 1}  # options added after keys existed: keyed only when set
 
