@@ -12,13 +12,13 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 ARCHITECTURE = Path(__file__).resolve().parents[1] / "docs" / "architecture.md"
-CORE = ("errors", "config", "model_specs", "hardware", "faults", "user_cache", "logs")  # top-level modules anyone may use
+CORE = ("errors", "config", "model_specs", "run_specs", "hardware", "faults", "user_cache", "logs")  # top-level modules anyone may use
 
 # The import rules, written once: group -> (its job, the groups it may import; its own group always included).
 # docs/architecture.md renders this table (`python tests/test_layout.py --write`); a test fails when it is stale.
 RULES = {
     "core": ("errors, config (YAML into typed objects), hardware (the GPU probe and backend resolver), logs, faults, "
-             "user_cache, model_specs", {"core"}),
+             "user_cache, model_specs, run_specs", {"core"}),
     "io": ("competition data, candidate store, references, submission files", {"core"}),
     "scoring": ("morpheme tokenizers and their cache, the leaderboard metric, bootstrap intervals, the one-SE rule",
                 {"core"}),

@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="train and generate only this model (repeatable), then stop before the ensemble")
     sp.add_argument("--parallel-models", type=count(1), metavar="N",
                     help="N models' pipelines at once, each a `run --only-model` process on its own GPU; then ensemble")
+    sp.add_argument("--final", action="store_true", help="then refit on train + dev: <run-id>-final.csv (final.refit)")
     sp.add_argument("--from-stage", choices=RERUNNABLE, help="recompute this stage kind and every later one")
     sp.add_argument("--force", action="append", default=[], metavar="STAGE",
                     help="recompute this stage (e.g. train:tiny, or a kind: generate) and what depends on it")
@@ -60,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("out_dir", type=output_dir)
     sp.add_argument("--train", default="data/sample/train.csv", type=existing_file,
                     help="training CSV for the tokenizer (default: %(default)s)")
-    sp.add_argument("--pretrain-steps", type=count(0), help="pre-training steps on the dialogues (causal LM / denoising)")
+    sp.add_argument("--pretrain-steps", type=count(0), help="pre-training steps (causal LM / denoising)")
     sp.add_argument("--family", choices=["decoder", "seq2seq"], default="decoder",
                     help="a Llama (decoder) or a BART (seq2seq) (default: %(default)s)")
     sp.set_defaults(func="runs:build_tiny_model")
@@ -102,8 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--fit-refs", type=existing_file,
                     help="fit membership, weights and the quality prior on the fnames of this CSV "
                          "(fname + summary or summary1..K); nothing else informs a choice")
-    sp.add_argument("--report", type=output_file,
-                    help="with --fit-refs: write the fitted choices and the k-fold estimate as JSON")
+    sp.add_argument("--report", type=output_file, help="with --fit-refs: the fitted choices and k-fold estimate (JSON)")
     sp.add_argument("--scores", type=output_file,
                     help="write every candidate's utility, source and whether it was chosen (CSV)")
     sp.add_argument("--utility", choices=["mean", "rouge1", "rouge2", "rougeL"], default="mean",

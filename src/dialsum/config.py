@@ -14,6 +14,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from dialsum.errors import DialsumError
 from dialsum.model_specs import (  # noqa: F401 - re-exported: `from dialsum.config import TrainSpec`
     VLLM_LORA_RANKS, AlignSpec, ArchSpec, DecodingSpec, LoraSpec, Strict, TinyModelSpec, TrainSpec)
+from dialsum.run_specs import DevSplitSpec, FinalSpec, TrackingSpec  # noqa: F401 - re-exported like the above
 
 
 # model fields for the --dry-run plan added after run ids existed: they change no output, so no run id holds them
@@ -162,23 +163,6 @@ class PostprocessSpec(Strict):
     max_morphemes: int | None = Field(None, ge=1, description="fixed cap in Mecab morphemes, whole sentences kept")
 
 
-class DevSplitSpec(Strict):
-    """dev -> dev-select (everything that chooses) + dev-report (only scored); stratified by topic, seeded."""
-    select_ratio: float = Field(0.5, gt=0, lt=1, description="share of dev that chooses (dev-select); the rest is "
-                                                             "only scored (dev-report)")
-    seed: int | None = Field(None, ge=0, description="default: the run's seed")
-
-
-class TrackingSpec(Strict):
-    """Where a run's numbers go besides report.md: TensorBoard event files under runs/<id>/tensorboard (default),
-    an MLflow tracking server or local SQLite store, Weights & Biases (offline unless logged in), or nowhere."""
-    backend: Literal["tensorboard", "mlflow", "wandb", "none"] = Field("tensorboard",
-        description="tensorboard (runs/<id>/tensorboard), mlflow, wandb or none")
-    uri: str | None = Field(None, description="mlflow: tracking URI (default sqlite:///<output_dir>/mlflow.db); "
-                                              "wandb: its directory (default runs/<id>)")
-    experiment: str = Field("dialsum", description="mlflow experiment / wandb project")
-
-
 class RunConfig(Strict):
     name: str = Field("run", pattern=r"^[A-Za-z0-9._-]+$", description="the run id's prefix (<name>-<hash of config "
                                                                        "and data>)")
@@ -194,11 +178,13 @@ class RunConfig(Strict):
     postprocess: PostprocessSpec = Field(PostprocessSpec(), description="rules and the length cap after the ensemble")
     dev_split: DevSplitSpec = Field(DevSplitSpec(), description="dev-select (chooses) and dev-report (only scored)")
     tracking: TrackingSpec = Field(TrackingSpec(), description="experiment tracking besides report.md")
+    final: FinalSpec = Field(FinalSpec(), description="the endgame: a refit on train + dev after everything is chosen")
 
     def identity(self) -> dict:
-        """What a run id hashes: the config without where things go, where numbers are tracked and the plan-only
-        model fields added after run ids existed (so an old run keeps its id)."""
-        blob = self.model_dump(mode="json", exclude={"output_dir", "submissions_dir", "data", "tracking"})
+        """What a run id hashes: the config without where things go, where numbers are tracked, the final refit
+        (its submission is <run-id>-final.csv beside the run's own) and the plan-only model fields added after run
+        ids existed (so an old run keeps its id)."""
+        blob = self.model_dump(mode="json", exclude={"output_dir", "submissions_dir", "data", "tracking", "final"})
         for m in blob["models"]:
             for k in MODEL_PLAN_FIELDS_NOT_IN_RUN_ID:
                 m.pop(k, None)

@@ -28,6 +28,8 @@ def config_of(args):
         overrides["submissions_dir"] = str(Path(args.submissions_dir).resolve())
     if getattr(args, "limit", None):
         overrides["data"] = {"limit": args.limit}
+    if getattr(args, "final", False):
+        overrides["final"] = {"refit": True}
     return load_config(Path(args.config), overrides, getattr(args, "set", None))
 
 
@@ -51,6 +53,8 @@ def run(args) -> int:
     print(f"run: {out.run_dir}")
     print(f"report: {out.report}")
     print(f"submission: {out.submission}")
+    if out.final_submission:
+        print(f"final submission (refit on train + dev; no dev number exists for it): {out.final_submission}")
     return 0
 
 

@@ -129,7 +129,7 @@ def time_summary(plan: dict) -> list[str]:
     lines = [f"time plan on {c['label']} ({c['bf16_tflops']:g} dense bf16 TFLOPS, {c['bandwidth_gbs']:g} GB/s); "
              f"utilisation {how}: " + ", ".join(f"{k} {v:.2f}" for k, v in u.items())
              + " (train modes and prefill: of the FLOPs peak; decode: of the bandwidth)",
-             f"  rows: " + ", ".join(f"{k} {v}" for k, v in plan["rows"].items())
+             "  rows: " + ", ".join(f"{k} {v}" for k, v in plan["rows"].items())
              + "; train = the configured steps (early stopping can only shorten it), models one after another",
              f"  run total: {duration(plan['hours'])} on {plan['gpu']}"]
     if plan["budget_hours"] is not None:

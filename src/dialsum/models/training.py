@@ -127,12 +127,14 @@ def trainable_model(cfg: ModelConfig, base_path: str):
 
 def train_model(cfg: ModelConfig, base_path: str, train_rows: list[Dialogue], dev_rows: list[Dialogue],
                 out_dir: Path, metric: MetricSpec, resume: bool = False, on_evaluate=None,
-                callbacks: list | None = None) -> TrainResult:
+                callbacks: list | None = None, fixed_steps: int | None = None) -> TrainResult:
     """Fine-tune `cfg` on train_rows; the best weights (by dev score) go to out_dir/adapter (LoRA, QLoRA) or
     out_dir/model (full fine-tuning).
 
     `on_evaluate(step, dev_final)` is called after each evaluation (an Optuna trial reports there and raises
-    `optuna.TrialPruned` to stop a hopeless trial); `callbacks` are extra TrainerCallbacks (e.g. dialsum.faults')."""
+    `optuna.TrialPruned` to stop a hopeless trial); `callbacks` are extra TrainerCallbacks (e.g. dialsum.faults').
+    `fixed_steps`: a final refit, exactly that many optimizer steps with no evaluation and no early stopping (nothing
+    is left to choose), the last weights kept. The fnames trained on go to out_dir/trained_rows.json."""
     import torch
     from transformers import EarlyStoppingCallback, TrainingArguments
 
@@ -152,20 +154,23 @@ def train_model(cfg: ModelConfig, base_path: str, train_rows: list[Dialogue], de
     method = cfg.method
     stops = model_stops(tokenizer, model.generation_config.eos_token_id, cfg)
     train_ds = build_examples(tokenizer, train_rows, cfg, t.seed, stops)
-    eval_ds = [encode_training_example(tokenizer, d, cfg, stops) for d in dev_rows[: t.eval_subset]]
+    eval_ds = [] if fixed_steps else [encode_training_example(tokenizer, d, cfg, stops)
+                                      for d in dev_rows[: t.eval_subset]]
     score_dev = dev_scorer(tokenizer, dev_rows, cfg, metric, stops)
     bf16 = cuda and compute_is(cfg, torch.bfloat16)
     fp16 = cuda and compute_is(cfg, torch.float16)
     world = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun / accelerate launch: each rank sees 1/world of a step
     steps_per_epoch = math.ceil(len(train_ds) / (t.batch_size * t.grad_accum * world))
-    total = t.max_steps if t.max_steps > 0 else math.ceil(steps_per_epoch * t.epochs)
+    total = fixed_steps or (t.max_steps if t.max_steps > 0 else math.ceil(steps_per_epoch * t.epochs))
+    evaluate = "no" if fixed_steps else "steps"
     args = TrainingArguments(
         output_dir=str(ckpt_dir), per_device_train_batch_size=t.batch_size, per_device_eval_batch_size=t.batch_size,
         gradient_accumulation_steps=t.grad_accum, learning_rate=t.learning_rate, lr_scheduler_type="cosine",
         warmup_steps=t.warmup_ratio, weight_decay=t.weight_decay, num_train_epochs=t.epochs, max_steps=total,
-        logging_steps=min(t.logging_steps, total), eval_strategy="steps", eval_steps=min(t.eval_steps, total),
+        logging_steps=min(t.logging_steps, total), eval_strategy=evaluate, eval_steps=min(t.eval_steps, total),
         save_strategy="steps", save_steps=min(t.eval_steps, total), save_total_limit=t.save_total_limit,
-        load_best_model_at_end=True, metric_for_best_model="dev_final", greater_is_better=True,
+        load_best_model_at_end=not fixed_steps, metric_for_best_model=None if fixed_steps else "dev_final",
+        greater_is_better=None if fixed_steps else True,
         optim=(t.optim if t.optim != "auto" else ("paged_adamw_8bit" if cuda and method == "qlora" else "adamw_torch")),
         label_smoothing_factor=t.label_smoothing, include_num_input_tokens_seen=True,
         bf16=bf16, fp16=fp16, use_cpu=not cuda, seed=t.seed, report_to=_report_to(), remove_unused_columns=False,
@@ -175,7 +180,7 @@ def train_model(cfg: ModelConfig, base_path: str, train_rows: list[Dialogue], de
 
     counter = step_counter()
     callbacks = [ReportEvaluations(on_evaluate), counter, *(callbacks or [])]
-    if t.early_stopping_patience:
+    if t.early_stopping_patience and not fixed_steps:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=t.early_stopping_patience))
     if cfg.family == "seq2seq":
         from dialsum.models.seq2seq import Seq2SeqCollator
@@ -209,6 +214,8 @@ def train_model(cfg: ModelConfig, base_path: str, train_rows: list[Dialogue], de
     if weights_dir.exists():
         shutil.rmtree(weights_dir)
     tmp.rename(weights_dir)
+    atomic_write_json(out_dir / "trained_rows.json", {"fnames": sorted({r.fname for r in train_rows}),
+                                                      "rows": len(train_rows), "fixed_steps": fixed_steps})
     atomic_write_json(out_dir / "train_result.json",
                       {"weights_dir": str(weights_dir), "method": method, "best_dev_final": best, "dev_history": dev_hist,
                        "losses": losses, "global_step": trainer.state.global_step, "world_size": world,

@@ -161,6 +161,36 @@ def below_baselines(rows: list[ReportRow], baselines: list[ReportRow]) -> str:
             f"{best.report['final']:.4f}): {', '.join(under)}.")
 
 
+def final_lines(stages: list[StageLine], results: dict[str, dict], post: dict) -> list[str]:
+    """The "Final refit" section (with `final.refit`): what was retrained on what, and that no dev number exists."""
+    fin = results.get("final")
+    if not fin:
+        return []
+    rep = post["report"]
+    low, high = interval(rep["per_dialogue"])
+    out = ["", "## Final refit", "",
+           f"Every model retrained on train + dev for its chosen optimizer steps (scaled by the rows added), the "
+           f"ensemble's voting and the post-processing fitted on dev-select applied unchanged: `{fin['path']}`. "
+           f"**No dev number exists for the refit models** (they trained on every dev row); the estimate is the "
+           f"selection run's dev-report score, {rep['final']:.4f} [{low:.4f}, {high:.4f}]. Alignment is not "
+           f"repeated: a refit model is SFT only.", "",
+           "| model | chosen step | refit steps | rows (train + dev + pseudo) |", "|---|---:|---:|---|"]
+    for s in stages:
+        if s.kind == "refit" and s.name.startswith("refit:"):
+            r = results[s.name]
+            out.append(f"| {s.name.split(':', 1)[1]} | {r['chosen_steps']} | {r['steps']} | {r['train_rows']} + "
+                       f"{r['rows'] - r['train_rows'] - r['pseudo_rows']} + {r['pseudo_rows']} |")
+    probe = fin.get("pseudo_label_probe")
+    if probe:
+        out += ["", f"Pseudo-labels measured on dev-report (each model retrained on train + dev-report's dialogues "
+                    f"with the ensemble's picks as targets, never their references; the same choices applied): "
+                    f"{probe['with']:.4f} with vs {probe['without']:.4f} without, difference {probe['diff']:+.4f} "
+                    f"[{probe['ci_low']:+.4f}, {probe['ci_high']:+.4f}] (paired bootstrap, {probe['n']} dialogues)"
+                    + ("; the interval contains 0: no gain shown, prefer the refit without pseudo-labels."
+                       if probe["ci_low"] <= 0 <= probe["ci_high"] else ".")]
+    return out
+
+
 def write_run_report(run_dir: Path, run_id: str, split_sizes: tuple[int, int], stages: list[StageLine],
                      results: dict[str, dict], smoke: int | None = None) -> RunReport:
     """report.md, scores.json and report.html of a finished run, from its stages' results."""
@@ -228,6 +258,7 @@ def write_run_report(run_dir: Path, run_id: str, split_sizes: tuple[int, int], s
     extra += truncation_lines(stages, results)
     extra += align_lines(run_dir, stages, results)
     extra += ["", f"Submission: `{results['submit']['path']}`"]
+    extra += final_lines(stages, results, post)
     picks = read_split_table(Path(ens["picks"]))
     pick_sources = {f: src for f, (_, src) in picks.get("dev", {}).items()}
     rows = [with_intervals(r) for r in rows]

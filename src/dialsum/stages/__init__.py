@@ -10,7 +10,8 @@
 module here and its name to ORDER. This file imports nothing, so the command line can list the kinds for free.
 """
 
-ORDER = ("build", "train", "prefs", "align", "generate", "ensemble", "postprocess", "submit")  # pipeline order
+# pipeline order; refit and final only with `final.refit` (the endgame, after the run's own submission)
+ORDER = ("build", "train", "prefs", "align", "generate", "ensemble", "postprocess", "submit", "refit", "final")
 RERUNNABLE = ORDER[1:]  # what `run --from-stage` accepts (a tiny model's build is keyed by its spec alone)
 TUNING = ("devscore",)  # a tuning trial's stage (a trained model's greedy dev score), never part of a run's plan
 

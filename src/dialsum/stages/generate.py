@@ -33,17 +33,33 @@ def plan(ctx: RunContext, m: ModelConfig, adapter: Path | None = None) -> Stage:
     else:
         upstream = adapter_identity(adapter)
         where = {"adapter": str(Path(adapter).resolve()), "adapter_label": str(Path(adapter).resolve())}
+    return _stage(ctx, m, f"generate:{m.name}", upstream, base_id, base_path, where, deps,
+                  [x for x in ("dev", "test") if x in ctx.cfg.generate.splits])
+
+
+def plan_refit(ctx: RunContext, m: ModelConfig, refit: Stage) -> Stage:
+    """Candidates of a refit model: `generate-final:<model>` on test (its submission), `generate-probe:<model>` on
+    dev (the pseudo-label measurement scores its dev-report rows)."""
+    base_id, base_path, deps = base_of(ctx, m)
+    probe = refit.name.startswith("refit-probe:")
+    where = {"trained": str(refit.out_dir(ctx.cache)), "adapter_label": f"refit:{refit.key}"}
+    return _stage(ctx, m, f"{'generate-probe' if probe else 'generate-final'}:{m.name}", {"refit": refit.key},
+                  base_id, base_path, where, [*deps, refit.name], ["dev"] if probe else ["test"])
+
+
+def _stage(ctx: RunContext, m: ModelConfig, name: str, upstream: dict, base_id: dict, base_path: str, where: dict,
+           deps: list[str], splits: list[str]) -> Stage:
     gen = ctx.cfg.generate
     backend = generation_backend(ctx, m)
     return ctx.add(Stage(
-        f"generate:{m.name}", KIND, VERSION, "dialsum.stages.generate:run",
+        name, KIND, VERSION, "dialsum.stages.generate:run",
         {"model": keyed_model(m, NOT_FOR_GENERATION), "base": base_id, "adapter": upstream,
          "backend": backend, **quantization_key(ctx), "batch_size": gen.batch_size, "max_model_len": gen.max_model_len,
-         "tensor_parallel_size": gen.tensor_parallel_size, "splits": [x for x in ("dev", "test") if x in gen.splits],
+         "tensor_parallel_size": gen.tensor_parallel_size, "splits": splits,
          "data": {"dev": ctx.hashes["dev"], "test": ctx.hashes["test"]}},
         {**data_context(ctx), "base_path": base_path, **where, "model": m.model_dump(mode="json"),
          "generate": generation_context(ctx, backend), "gpus": gen.tensor_parallel_size if backend == "vllm" else 1},
-        child=CHILD, deps=tuple(deps)))
+        child=CHILD, deps=tuple(dict.fromkeys(deps))))
 
 
 def parts_of(ctx: RunContext, gen: Stage) -> list[str]:

@@ -22,6 +22,7 @@ class RunOutcome:
     run_id: str
     run_dir: Path
     submission: Path | None = None
+    final_submission: Path | None = None  # with final.refit: <run-id>-final.csv
     report: Path | None = None
     rows: list[ReportRow] = field(default_factory=list)
     ran: list[str] = field(default_factory=list)
@@ -73,6 +74,8 @@ def run_pipeline(cfg: RunConfig, data_dir: Path | None = None, run_id: str | Non
         track_run(cfg.tracking, ctx.run_id, ctx.run_dir, Path(cfg.output_dir), man, [r.as_dict() for r in rep.rows],
                   rep.comparisons)
         outcome.submission, outcome.report, outcome.rows = Path(results["submit"]["path"]), rep.path, rep.rows
+        if "final" in results:
+            outcome.final_submission = Path(results["final"]["path"])
         log(f"report: {rep.path}")
     faults.probe_imports()
     return outcome

@@ -9,7 +9,7 @@ from dialsum.config import ModelConfig, RunConfig
 from dialsum.engine.core import Stage
 from dialsum.engine.run_folder import RunContext
 from dialsum.errors import DialsumError
-from dialsum.stages import ORDER, ensemble, generate, postprocess, submit, train
+from dialsum.stages import ORDER, ensemble, final, generate, postprocess, refit, submit, train
 
 
 @dataclass
@@ -33,8 +33,14 @@ class Plan:
             raise DialsumError(f"generate.splits {ctx.cfg.generate.splits}: `dialsum run` fits the ensemble on dev "
                                f"and submits test, so it needs both; `dialsum generate` honours a single split")
         plan = cls.models(ctx, ctx.cfg.models)
-        post = postprocess.plan(ctx, ensemble.plan(ctx, plan.of_kind("generate")))
+        ens = ensemble.plan(ctx, plan.of_kind("generate"))
+        post = postprocess.plan(ctx, ens)
         plan.add(submit.plan(ctx, post))
+        if ctx.cfg.final.refit:  # the endgame: every model again on train + dev, the dev-fitted choices applied
+            gens = [generate.plan_refit(ctx, m, refit.plan(ctx, m, ens)) for m in ctx.cfg.models]
+            probes = ([generate.plan_refit(ctx, m, refit.plan(ctx, m, ens, probe=True)) for m in ctx.cfg.models]
+                      if ctx.cfg.final.pseudo_label else [])
+            plan.add(final.plan(ctx, ens, post, gens, probes))
         return plan
 
     def add(self, stage: Stage) -> Stage:
