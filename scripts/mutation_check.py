@@ -113,6 +113,17 @@ MUTATIONS = [
              "            pick = _cap_choice(by_cap, base, np.arange(n), k, seeds)",
              (T + "test_postprocess.py::test_nested_selection_refuses_a_noise_cap_the_plain_rule_keeps_and_keeps_a_real_one",),
              "a length cap's selection is judged on outer folds it never saw"),
+    # ---- final refit (each entry runs the session's seed pipeline first: minutes)
+    Mutation("refit-without-dev", "src/dialsum/stages/refit.py",
+             "    return data.train + data.dev + pseudo, len(pseudo)",
+             "    return data.train + pseudo, len(pseudo)",
+             (T + "test_final_refit.py::test_the_refit_trains_on_every_dev_row_writes_both_submissions_and_reruns_nothing",),
+             "the final refit trains on every dev row"),
+    Mutation("probe-on-references", "src/dialsum/stages/refit.py",
+             "        extra = [Dialogue(d.fname, d.dialogue, picks[\"dev\"][d.fname][0], d.topic) for d in data.dev",
+             "        extra = [Dialogue(d.fname, d.dialogue, d.summary, d.topic) for d in data.dev",
+             (T + "test_final_refit.py::test_pseudo_labels_are_measured_on_dev_report_with_the_ensembles_picks_never_the_references",),
+             "the pseudo-label probe trains on the ensemble's picks, never dev-report's references"),
     # ---- time plan
     Mutation("time-plan-no-weight-gradients", "src/dialsum/models/time_plan.py",
              "    backward = 2.0 * (frozen + trained) + 2.0 * trained + 2.0 * attention",

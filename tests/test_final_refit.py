@@ -9,7 +9,7 @@ import json
 import math
 from pathlib import Path
 
-from conftest import SAMPLE
+from conftest import SAMPLE, run_cli
 from pipelines import run_dir_of, run_in, seed_stages, statuses, submission_of
 
 
@@ -80,6 +80,9 @@ def test_the_refit_trains_on_every_dev_row_writes_both_submissions_and_reruns_no
     assert set(statuses(run_dir).values()) == {"cached"}
     assert "running" not in again.stderr
     assert sorted(p.name for p in usual.parent.iterdir()) == before  # nothing new, nothing overwritten
+    logged = run_cli("submitted", str(final), "--public", "40.5")  # the refit's upload goes in the log too
+    assert logged.returncode == 0, logged.stderr
+    assert f"{final.name} (run {run_dir.name})" in logged.stdout
 
 
 def test_pseudo_labels_are_measured_on_dev_report_with_the_ensembles_picks_never_the_references(pipeline_seed,

@@ -12,15 +12,18 @@ from dialsum.io.submission_log import append_entry, read_log
 
 
 def _run_of(file: Path, runs: Path) -> Path:
-    """The run folder whose submit stage wrote `file` (its manifest names the path); else one line saying so."""
+    """The run folder whose submit stage (or final refit: its dev-report estimate is the run's) wrote `file` (its
+    manifest names the path); else one line saying so."""
     target = file.resolve()
     for man in sorted(runs.glob("*/manifest.json")):
         try:
-            sub = json.loads(man.read_text(encoding="utf-8"))["stages"]["submit"]["result"]["path"]
-        except (OSError, ValueError, KeyError, TypeError):
+            stages = json.loads(man.read_text(encoding="utf-8"))["stages"]
+        except (OSError, ValueError):
             continue
-        if Path(sub).resolve() == target:
-            return man.parent
+        for name in ("submit", "final"):
+            path = (stages.get(name) or {}).get("result", {}).get("path") if isinstance(stages, dict) else None
+            if path and Path(path).resolve() == target:
+                return man.parent
     raise DialsumError(f"{file}: not a submission dialsum wrote (no run under {runs} has it; --runs names the "
                        f"runs folder)")
 
@@ -36,7 +39,7 @@ def _final_report(run_dir: Path) -> dict:
 
 def submitted(args) -> int:
     file = Path(args.file)
-    if file.name.endswith("-smoke.csv"):
+    if file.name.endswith(("-smoke.csv", "-smoke-final.csv", "-smoke-final-pseudo.csv")):
         raise DialsumError(f"{file}: a smoke run's file (data.limit): not a real submission")
     runs = Path(args.runs) if args.runs else file.resolve().parent.parent / "runs"
     run_dir = _run_of(file, runs)

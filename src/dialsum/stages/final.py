@@ -24,7 +24,8 @@ KIND, VERSION, CHILD = "final", 1, False
 
 
 def plan(ctx: RunContext, ens: Stage, post: Stage, gens: list[Stage], probes: list[Stage]) -> Stage:
-    name = f"{ctx.run_id}-final" + ("-pseudo" if ctx.cfg.final.pseudo_label else "")
+    name = (f"{ctx.run_id}-smoke" if ctx.cfg.data.limit else ctx.run_id) + "-final" + (
+        "-pseudo" if ctx.cfg.final.pseudo_label else "")  # a smoke run never writes a real-looking submission
     return ctx.add(Stage(
         "final", KIND, VERSION, "dialsum.stages.final:run",
         {"ensemble": ens.key, "postprocess": post.key, "generate": [g.key for g in gens],
@@ -65,7 +66,6 @@ def choose(parts: list[str], split_fnames: list[str], context: dict, metric: Met
 
 def run(inputs: dict, context: dict, out: Path) -> dict:
     from dialsum.io.submission import write_submission
-    from dialsum.scoring.bootstrap import compare
 
     data = load_data(context)
     metric = MetricSpec.model_validate(inputs["metric"])
@@ -76,12 +76,20 @@ def run(inputs: dict, context: dict, out: Path) -> dict:
                             Path(context["data_dir"]) / "sample_submission.csv", test, data.submission_fnames)
     result = {"path": str(path), "sources": {s: list(sources.values()).count(s) for s in set(sources.values())}}
     if context["probe_parts"]:
-        rep_rows = dev_rows(data, inputs["dev_report"])
-        probe, _ = choose(context["probe_parts"], [d.fname for d in rep_rows], context, metric)
-        run_final = {f: t for f, (t, _) in read_split_table(Path(context["final"]))["dev"].items()}
-        with_pl, without = score_of(probe, rep_rows, metric), score_of(run_final, rep_rows, metric)
-        c = compare(with_pl["per_dialogue"], without["per_dialogue"])
-        result["pseudo_label_probe"] = {"with": with_pl["final"], "without": without["final"], "diff": c.diff,
-                                        "ci_low": c.ci_low, "ci_high": c.ci_high, "p_value": c.p_value, "n": c.n}
+        result["pseudo_label_probe"] = probe_result(inputs, context, data, metric)
     atomic_write_json(out / "final.json", result)
     return result
+
+
+def probe_result(inputs: dict, context: dict, data, metric: MetricSpec) -> dict:
+    """The probe models' dev-report rows through the dev-select choices, scored against the references and paired
+    with the run's own final dev-report outputs (also what bench/pseudo_label_probe.py prints)."""
+    from dialsum.scoring.bootstrap import compare
+
+    rep_rows = dev_rows(data, inputs["dev_report"])
+    probe, _ = choose(context["probe_parts"], [d.fname for d in rep_rows], context, metric)
+    run_final = {f: t for f, (t, _) in read_split_table(Path(context["final"]))["dev"].items()}
+    with_pl, without = score_of(probe, rep_rows, metric), score_of(run_final, rep_rows, metric)
+    c = compare(with_pl["per_dialogue"], without["per_dialogue"])
+    return {"with": with_pl["final"], "without": without["final"], "diff": c.diff, "ci_low": c.ci_low,
+            "ci_high": c.ci_high, "p_value": c.p_value, "n": c.n}

@@ -37,9 +37,9 @@ class Plan:
         post = postprocess.plan(ctx, ens)
         plan.add(submit.plan(ctx, post))
         if ctx.cfg.final.refit:  # the endgame: every model again on train + dev, the dev-fitted choices applied
+            probes = ([plan.add(generate.plan_refit(ctx, m, refit.plan(ctx, m, ens, probe=True)))
+                       for m in ctx.cfg.models] if ctx.cfg.final.pseudo_label else [])  # measured first
             gens = [generate.plan_refit(ctx, m, refit.plan(ctx, m, ens)) for m in ctx.cfg.models]
-            probes = ([generate.plan_refit(ctx, m, refit.plan(ctx, m, ens, probe=True)) for m in ctx.cfg.models]
-                      if ctx.cfg.final.pseudo_label else [])
             plan.add(final.plan(ctx, ens, post, gens, probes))
         return plan
 
