@@ -172,12 +172,16 @@ def token_count(model_dir: Path, texts: list[str]) -> int:
 
 
 def main() -> int:
+    from dialsum.cli_types import GPU_CARDS
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--tiny", action="store_true", help="CPU: the tiny models, transformers backend")
     ap.add_argument("--budget-s", type=float, default=480.0, help="stop before a stage that would not fit (s)")
     ap.add_argument("--out", default=str(ROOT / "runs" / "rehearsal"), help="work folder; JSON and Markdown land here")
     ap.add_argument("--backend", choices=["vllm", "hf"], help="default: vllm on a GPU, hf with --tiny")
     ap.add_argument("--gpus", type=int, default=1, help="N >= 2: the two models' pipelines at once, one GPU each")
+    ap.add_argument("--card", choices=GPU_CARDS, help="the time plan's card the measured utilisation is for (default: the device's; "
+                                   "with --tiny on CPU, name one to rehearse that path: the numbers mean nothing)")
     ap.add_argument("--build", nargs=2, metavar=("KIND", "OUT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.build:
@@ -245,7 +249,7 @@ def main() -> int:
         print(f"[rehearsal] memory plan {name}: {mib} MiB", flush=True)
     if args.gpus >= 2:
         parallel_models(work, cfg_path, cfg, args.gpus, records, baseline, planned)
-        return finish(work, records, gpu_name, mode, backend, start, cfg)
+        return finish(work, records, gpu_name, mode, backend, start, cfg, args.card)
     ctx = open_run(cfg)
     eng = engine_for(ctx)
     stages = Plan.full(ctx).stages
@@ -266,7 +270,7 @@ def main() -> int:
             rec["gen_tokens_per_s"] = gen_rate(res, models["decoder" if "solar" in st.name else "seq2seq"], rec)
     else:
         generate_8bit(cfg_path, models, records, timed, planned)
-    return finish(work, records, gpu_name, mode, backend, start, cfg)
+    return finish(work, records, gpu_name, mode, backend, start, cfg, args.card)
 
 
 def gen_rate(result: dict, model_dir: Path, rec: dict) -> float:
@@ -349,7 +353,7 @@ def parallel_models(work: Path, cfg_path: Path, cfg, gpus: int, records: list, b
                                                 "wall_s": round(time.time() - t1, 3)})
 
 
-def throughput(cfg, records: list[dict], gpu_name: str | None) -> dict | None:
+def throughput(cfg, records: list[dict], gpu_name: str | None, card_key: str | None = None) -> dict | None:
     """What `dialsum train --dry-run --rehearsal rehearsal.json` uses on this card: per mode the utilisation that
     makes the time plan's seconds for each rehearsed stage equal its measured wall time (the assumed utilisation x
     planned / measured; the wall time includes loading and evaluation, so it errs on the slow side). Written only
@@ -357,7 +361,7 @@ def throughput(cfg, records: list[dict], gpu_name: str | None) -> dict | None:
     from dialsum.models.preview import competition_files
     from dialsum.models.time_plan import CARDS, card_of_name, plan_run
 
-    key = card_of_name(gpu_name)
+    key = card_key or card_of_name(gpu_name)
     if cfg is None or key is None:
         return None
     card = CARDS[key]
@@ -370,14 +374,15 @@ def throughput(cfg, records: list[dict], gpu_name: str | None) -> dict | None:
             if rec and rec["wall_s"]:
                 ratio = p["stages"][stage]["seconds"] / rec["wall_s"]
                 for mode in modes:
-                    util[mode] = round(min(util.get(mode, 1.0), card.utilisation[mode] * ratio), 4)  # the slower
-    return {"card": key, "device": gpu_name, "utilisation": util} if util else None
+                    got = float(f"{min(util.get(mode, 1.0), card.utilisation[mode] * ratio):.4g}")  # the slower
+                    util[mode] = got
+    return {"card": key, "device": gpu_name or "CPU", "utilisation": util} if util else None
 
 
 def finish(work: Path, records: list[dict], gpu_name: str | None, mode: str, backend: str, start: float,
-           cfg=None) -> int:
+           cfg=None, card: str | None = None) -> int:
     summary = {"device": gpu_name or "CPU", "mode": mode, "backend": backend, "total_s": round(time.time() - start, 1),
-               "stages": records, "throughput": throughput(cfg, records, gpu_name)}
+               "stages": records, "throughput": throughput(cfg, records, gpu_name, card)}
     (work / "rehearsal.json").write_text(json.dumps(summary, indent=2))
     head = ("| stage | status | wall s | train tok/s | gen tok/s | planned MiB | peak GPU MiB | GPU MiB after | baseline "
             "| back to baseline |")

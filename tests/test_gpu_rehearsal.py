@@ -15,7 +15,7 @@ FIELDS = {"stage", "status", "wall_s", "train_tokens_per_s", "gen_tokens_per_s",
 
 def test_tiny_rehearsal_runs_every_stage_and_records_every_field(tmp_path):
     r = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_rehearsal.py"), "--tiny", "--out", str(tmp_path / "r"),
-                        "--budget-s", "900"], cwd=ROOT, capture_output=True, text=True, timeout=900)
+                        "--budget-s", "900", "--card", "rtx3090"], cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.startswith("rehearsal plan (tiny, backend hf")  # the plan comes before any work
     out = json.loads((tmp_path / "r" / "rehearsal.json").read_text())
@@ -36,6 +36,18 @@ def test_tiny_rehearsal_runs_every_stage_and_records_every_field(tmp_path):
         assert by[name]["planned_gpu_mib"] > 0  # the dry-run plan, beside the measured peak on a GPU
     assert by["generate:solar-shape (8bit)"]["gen_tokens_per_s"] > 0
     assert list((tmp_path / "r" / "subs").glob("rehearsal-*.csv"))
+
+    # the measured utilisation (here of 2 CPU cores against an RTX 3090: tiny, but the path a GPU run takes) is what
+    # `train --dry-run --rehearsal` then plans with for that card
+    got = out["throughput"]
+    assert got["card"] == "rtx3090" and set(got["utilisation"]) == {"qlora", "full", "prefill", "decode"}
+    assert all(0 < v <= 1 for v in got["utilisation"].values())
+    plan = json.loads(subprocess.run([sys.executable, "-m", "dialsum", "train", "--dry-run", "--config",
+                                      "configs/competition.yaml", "--gpu", "rtx3090", "--json", "--rehearsal",
+                                      str(tmp_path / "r" / "rehearsal.json")], cwd=ROOT, capture_output=True,
+                                     text=True, timeout=300, check=True).stdout)
+    assert str(tmp_path / "r" / "rehearsal.json") in plan["utilisation_source"]
+    assert plan["utilisation"]["qlora"] == got["utilisation"]["qlora"]
 
 
 def test_the_budget_stops_cleanly_before_a_stage_that_would_not_fit(tmp_path):
