@@ -73,6 +73,8 @@ def test_the_refit_trains_on_every_dev_row_writes_both_submissions_and_reruns_no
         assert parts and all({c["fname"] for c in _rows(p)} == set(test) for p in parts)  # test only
     report = (run_dir / "report.md").read_text(encoding="utf-8")
     assert "## Final refit" in report and "No dev number exists for the refit models" in report
+    page = (run_dir / "report.html").read_text(encoding="utf-8")
+    assert "Final refit" in page and "No dev number exists for the refit models" in page and final.name in page
 
     before = sorted(p.name for p in usual.parent.iterdir())
     again = run_in(tmp_path, "configs/default.yaml", "--final")  # the flag is the same config edit
@@ -112,3 +114,4 @@ def test_pseudo_labels_are_measured_on_dev_report_with_the_ensembles_picks_never
     assert probe["n"] == len(report_rows) and probe["ci_low"] <= probe["diff"] <= probe["ci_high"]
     assert abs(probe["with"] - probe["without"] - probe["diff"]) < 1e-9
     assert "Pseudo-labels measured on dev-report" in (run_dir / "report.md").read_text(encoding="utf-8")
+    assert "Pseudo-labels measured on dev-report" in (run_dir / "report.html").read_text(encoding="utf-8")

@@ -65,4 +65,5 @@ def explorer_data(run_dir: Path) -> dict:
             "fit": ens["result"].get("fit"), "postprocess": post["result"].get("fitted"),
             "leaderboard": (json.loads((run_dir / "leaderboard.json").read_text(encoding="utf-8"))
                             if (run_dir / "leaderboard.json").is_file() else []),  # `dialsum submitted`
+            "final": (man["stages"].get("final") or {}).get("result"),  # with final.refit
             "dialogues": list(rows.values())}

@@ -143,6 +143,22 @@ def _score(s: dict | None) -> str:
     return f"{s['final']:.4f}{ci}"
 
 
+def _final_section(final: dict | None, rows: list[dict]) -> str:
+    """The refit's file, the plain statement that no dev number exists for it, the estimate, the pseudo-label probe."""
+    if not final:
+        return ""
+    post = next((r for r in rows if r["stage"] == "postprocess"), {})
+    text = (f"<h2>Final refit</h2><p>{html.escape(Path(final['path']).name)}: every model retrained on train + dev, "
+            f"the dev-select choices applied unchanged. <b>No dev number exists for the refit models</b>; the "
+            f"estimate is the selection run's dev-report score, {_score(post.get('report'))}.</p>")
+    probe = final.get("pseudo_label_probe")
+    if probe:
+        text += (f"<p>Pseudo-labels measured on dev-report: {probe['with']:.4f} with vs {probe['without']:.4f} "
+                 f"without, {probe['diff']:+.4f} [{probe['ci_low']:+.4f}, {probe['ci_high']:+.4f}] (paired, "
+                 f"{probe['n']} dialogues).</p>")
+    return text
+
+
 def render(data: dict, images: dict[str, str]) -> str:
     stage_rows = [[r["stage"], r["detail"], _score(r.get("select")), _score(r.get("report"))] for r in data["rows"]]
     comp = [[c["a_name"], c["b_name"], f"{c['a']:.4f}", f"{c['b']:.4f}",
@@ -163,6 +179,7 @@ def render(data: dict, images: dict[str, str]) -> str:
             [[b["time"], b["file"], f"{b['dev_report']} [{b['ci_low']}, {b['ci_high']}]", b["public"],
               b.get("private") or "—", b.get("note") or ""] for b in data["leaderboard"]])
          if data.get("leaderboard") else ""),
+        _final_section(data.get("final"), data["rows"]),
         "<h2>Is the difference real? (paired, dev-report)</h2>",
         _table(["A", "B", "A", "B", "A − B [95 %]", "p"], comp),
         f"<h2>Ensemble</h2><p>{html.escape(str(e.get('method')))}; chosen: {html.escape(str(e.get('chosen')))}; "
