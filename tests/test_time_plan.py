@@ -129,3 +129,18 @@ def test_hours_verdict_and_the_cards():
     bad = run_cli("train", "--dry-run", "--config", "configs/default.yaml", "--rows", "train=0")
     assert bad.returncode == 2 and "SPLIT=N" in bad.stderr
     assert math.isfinite(CARDS["l4"].tflops)
+
+
+def test_the_final_refit_is_planned_when_configured():
+    """final.refit adds a `refit` row: the configured steps scaled by (train + dev) / train, plus its test candidates;
+    pseudo-labels add the test rows and the dev-report probe."""
+    args = ("train", "--dry-run", "--config", "configs/competition.yaml", "--model", "polyglot-ko-5.8b", "--json",
+            "--gpu", "a100-80", "--rows", "train=1000,dev=500,test=500")
+    plain = json.loads(run_cli(*args).stdout)["models"][0]["stages"]
+    refit = json.loads(run_cli(*args, "--set", "final.refit=true").stdout)["models"][0]["stages"]
+    pseudo = json.loads(run_cli(*args, "--set", "final.refit=true", "--set",
+                                "final.pseudo_label=true").stdout)["models"][0]["stages"]
+    assert "refit" not in plain and set(refit) == set(plain) | {"refit"}
+    test_gen = plain["generate"]["hours"] / 2  # the refit generates test only: half the (dev + test) rows here
+    assert refit["refit"]["hours"] == pytest.approx(1.5 * plain["train"]["hours"] + test_gen, rel=0.05)
+    assert pseudo["refit"]["hours"] > refit["refit"]["hours"] + plain["train"]["hours"] / 2

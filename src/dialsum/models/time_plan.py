@@ -19,7 +19,7 @@ import random
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from dialsum.config import DecodingSpec, GenerateSpec, ModelConfig, RunConfig
+from dialsum.config import DecodingSpec, FinalSpec, GenerateSpec, ModelConfig, RunConfig
 from dialsum.errors import DialsumError
 from dialsum.io.data import Dialogue
 from dialsum.models.inventory import Inventory, architecture, inventory
@@ -274,10 +274,12 @@ def generate_seconds(cfg: ModelConfig, shape: Shape, card: Card, gen: GenerateSp
 
 
 def plan_model(cfg: ModelConfig, gen: GenerateSpec, card: Card, lengths: Lengths, select_ratio: float,
-               backend: str) -> dict:
+               backend: str, final: FinalSpec | None = None) -> dict:
     """Hours of each stage of one model: train (the configured steps), devscore (the evaluations inside training:
     eval_subset dev-select rows greedy every eval_steps), prefs and align (with `align`), generate (every decoding
-    over the generated splits)."""
+    over the generated splits), and with `final.refit` the refit (train + dev, and the pseudo-labelled test and the
+    dev-report probe with `final.pseudo_label`, for the configured steps scaled by rows: early stopping in the train
+    stage can only shorten it) with its generation."""
     shape = shape_of(cfg, gen)
     t = cfg.train
     train_in, train_out = lengths.inputs["train"], lengths.targets["train"]
@@ -315,10 +317,34 @@ def plan_model(cfg: ModelConfig, gen: GenerateSpec, card: Card, lengths: Lengths
     stages["generate"] = {"seconds": sum(p["seconds"] for p in parts),
                           "detail": f"{len(cfg.decodings)} decodings over {len(gen_in)} rows ({backend}, "
                                     f"{sum(p['sequences'] for p in parts)} sequences)"}
+    if final is not None and final.refit:
+        stages["refit"] = refit_seconds(cfg, shape, card, gen, backend, lengths, tr["steps"], out_len, final,
+                                        select_ratio)
     for s in stages.values():
         s["hours"] = s["seconds"] / 3600
     return {"name": cfg.name, "stages": stages, "hours": sum(s["hours"] for s in stages.values()),
             "tokens": lengths.source}
+
+
+def refit_seconds(cfg: ModelConfig, shape: Shape, card: Card, gen: GenerateSpec, backend: str, lengths: Lengths,
+                  steps: int, out_len: float, final: FinalSpec, select_ratio: float) -> dict:
+    """The endgame's stages of one model: its refit(s) and their candidates (test; the probe's on dev)."""
+    train_in, train_out = lengths.inputs["train"], lengths.targets["train"]
+    dev_in, dev_out = lengths.inputs.get("dev", []), lengths.targets.get("dev", [])
+    test_in = lengths.inputs.get("test", [])
+    runs = [(train_in + dev_in + (test_in if final.pseudo_label else []),
+             train_out + dev_out + ([round(out_len)] * len(test_in) if final.pseudo_label else []), test_in)]
+    if final.pseudo_label:  # the probe: train + dev-report's dialogues, its candidates on dev
+        report = dev_in[round(len(dev_in) * select_ratio):]
+        runs.append((train_in + report, train_out + [round(out_len)] * len(report), dev_in))
+    seconds = 0.0
+    for ins, outs, generated in runs:
+        scaled = max(1, math.ceil(steps * len(ins) / len(train_in)))
+        seconds += train_seconds(cfg, shape, card, ins, outs, steps=scaled)["seconds"]
+        seconds += sum(generate_seconds(cfg, shape, card, gen, backend, generated, out_len, d)["seconds"]
+                       for d in cfg.decodings)
+    what = "train + dev" + (" + pseudo-labelled test, and the dev-report probe" if final.pseudo_label else "")
+    return {"seconds": seconds, "detail": f"final refit on {what} (steps scaled from {steps}), test candidates"}
 
 
 def plan_run(cfg: RunConfig, models: list[ModelConfig], splits: dict[str, list[Dialogue]], card: Card,
@@ -329,7 +355,7 @@ def plan_run(cfg: RunConfig, models: list[ModelConfig], splits: dict[str, list[D
     for m in models:  # planned for a GPU machine: `auto` is vLLM there (decoders, not at 4 bits), whatever this one has
         vllm = m.family == "decoder" and gen.backend in ("vllm", "auto") and gen.quantization != "4bit"
         one = plan_model(m, gen, card, measure_lengths(m, splits, rows), cfg.dev_split.select_ratio,
-                         "vllm" if vllm else "hf")
+                         "vllm" if vllm else "hf", cfg.final)
         memory = estimate_gpu_gib(m, gen)
         for stage in ("train", "generate", "align"):  # the memory plan's verdict for this card, beside the hours
             if stage in one["stages"]:
