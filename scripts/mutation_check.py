@@ -124,6 +124,11 @@ MUTATIONS = [
              "        extra = [Dialogue(d.fname, d.dialogue, d.summary, d.topic) for d in data.dev",
              (T + "test_final_refit.py::test_pseudo_labels_are_measured_on_dev_report_with_the_ensembles_picks_never_the_references",),
              "the pseudo-label probe trains on the ensemble's picks, never dev-report's references"),
+    Mutation("resume-half-written-checkpoint", "src/dialsum/models/training.py",
+             "        if (p / \"trainer_state.json\").is_file():",
+             "        if True:",
+             (T + "test_train.py::test_resume_after_kill_reaches_the_same_total_steps",),
+             "a resume skips a checkpoint a kill left half-written"),
     # ---- time plan
     Mutation("time-plan-no-weight-gradients", "src/dialsum/models/time_plan.py",
              "    backward = 2.0 * (frozen + trained) + 2.0 * trained + 2.0 * attention",

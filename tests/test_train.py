@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -134,6 +135,9 @@ def test_resume_after_kill_reaches_the_same_total_steps(tiny_cfg, sample_data, t
     assert (ckpt / "optimizer.pt").exists() and (ckpt / "scheduler.pt").exists()
     state = json.loads((ckpt / "trainer_state.json").read_text())
     assert state["global_step"] == 4
+    # a kill during the next save: checkpoint-8 has its weights but not yet trainer_state.json (written last)
+    half = tmp_path / "checkpoints" / "checkpoint-8"
+    shutil.copytree(ckpt, half, ignore=shutil.ignore_patterns("trainer_state.json"))
     train_model(cfg, cfg.path, sample_data.train, sample_data.dev, tmp_path, MetricSpec(), resume=True)
     saved = json.loads((tmp_path / "train_result.json").read_text())
     assert saved["global_step"] == 12

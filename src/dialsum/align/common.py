@@ -98,9 +98,11 @@ class ResumesPolicy:
 
 
 def last_checkpoint(ckpt_dir: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
+    """The newest complete checkpoint (a half-written one a kill left is removed): as SFT resumes."""
+    from dialsum.models.training import last_checkpoint as complete
 
-    return get_last_checkpoint(str(ckpt_dir)) if Path(ckpt_dir).is_dir() else None
+    found = complete(Path(ckpt_dir))
+    return str(found) if found else None
 
 
 def curve(log_history: list[dict], keys: dict[str, str]) -> list[dict]:

@@ -192,7 +192,7 @@ def train_model(cfg: ModelConfig, base_path: str, train_rows: list[Dialogue], de
     trainer = ScoringTrainer(cfg, score_dev, model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
                              data_collator=collator, processing_class=tokenizer,
                              callbacks=callbacks)
-    last = _last_checkpoint(ckpt_dir) if resume else None
+    last = last_checkpoint(ckpt_dir) if resume else None
     if last is not None:
         log(f"train {cfg.name}: resuming from {last.name} (its weights, optimizer and scheduler)")
     trainer.train(resume_from_checkpoint=str(last) if last else None)
@@ -240,7 +240,17 @@ def _report_to() -> list[str]:
         return []
 
 
-def _last_checkpoint(ckpt_dir: Path) -> Path | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
-    return Path(get_last_checkpoint(str(ckpt_dir))) if ckpt_dir.is_dir() and get_last_checkpoint(str(ckpt_dir)) else None
+def last_checkpoint(ckpt_dir: Path) -> Path | None:
+    """The newest checkpoint-N folder the Trainer finished writing (trainer_state.json is the last file it writes);
+    newer folders a kill left half-written are removed, so a resume never reads one (transformers' own
+    get_last_checkpoint takes the highest N, complete or not)."""
+    ckpt_dir = Path(ckpt_dir)
+    if not ckpt_dir.is_dir():
+        return None
+    numbered = [p for p in ckpt_dir.glob("checkpoint-*") if p.is_dir() and p.name.rsplit("-", 1)[-1].isdigit()]
+    for p in sorted(numbered, key=lambda p: int(p.name.rsplit("-", 1)[-1]), reverse=True):
+        if (p / "trainer_state.json").is_file():
+            return p
+        log(f"{p}: half-written by an interrupted save (no trainer_state.json): removed; resuming from an earlier one")
+        shutil.rmtree(p, ignore_errors=True)
+    return None
