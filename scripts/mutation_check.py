@@ -43,7 +43,7 @@ T = "tests/"
 MUTATIONS = [
     # ---- resume
     Mutation("resume-train", "src/dialsum/models/training.py",
-             "    last = _last_checkpoint(ckpt_dir) if resume else None", "    last = None",
+             "    last = last_checkpoint(ckpt_dir) if resume else None", "    last = None",
              (T + "test_train.py::test_resume_after_kill_reaches_the_same_total_steps",
               T + "test_seq2seq.py::test_seq2seq_training_resumes_after_a_kill",
               T + "test_pipeline_faults.py::test_kill_9_across_stages_then_the_same_command_gives_the_same_bytes_and_one_writer"),

@@ -92,7 +92,8 @@ def test_ctrl_c_and_kill_stop_in_one_line_and_the_rerun_says_what_it_resumes(pip
     seed_stages(pipeline_seed, runs, "build:tiny")
     cmd = [sys.executable, "-m", "dialsum", "run", "--only-model", "tiny", "--output-dir", str(runs),
            "--submissions-dir", str(tmp_path / "subs")]
-    ckpts = lambda: list((runs / "cache" / "train").glob("*/checkpoints/checkpoint-*"))  # noqa: E731
+    # a complete checkpoint (the Trainer writes trainer_state.json last): one the rerun can resume from
+    ckpts = lambda: list((runs / "cache" / "train").glob("*/checkpoints/checkpoint-*/trainer_state.json"))  # noqa: E731
     rc, err = _interrupt(cmd, signal.SIGINT, lambda _: bool(ckpts()), group=True)
     text = "".join(err)
     assert rc == 130 and "Traceback" not in text, text[-3000:]

@@ -251,6 +251,6 @@ def last_checkpoint(ckpt_dir: Path) -> Path | None:
     for p in sorted(numbered, key=lambda p: int(p.name.rsplit("-", 1)[-1]), reverse=True):
         if (p / "trainer_state.json").is_file():
             return p
-        log(f"{p}: half-written by an interrupted save (no trainer_state.json): removed; resuming from an earlier one")
+        log(f"{p}: half-written by an interrupted save (no trainer_state.json): removed")
         shutil.rmtree(p, ignore_errors=True)
     return None
