@@ -71,6 +71,17 @@ def test_the_refit_trains_on_every_dev_row_writes_both_submissions_and_reruns_no
         assert refit["fixed_steps"] == steps == done["global_step"] and done["dev_history"] == []
         parts = list((_stage_dir(run_dir, f"generate-final:{m}") / "candidates").glob("*.csv"))
         assert parts and all({c["fname"] for c in _rows(p)} == set(test) for p in parts)  # test only
+    # the dev-fitted choices are applied unchanged: fed the selection models' test candidates instead of the refit
+    # ones, the final stage's choice gives exactly the run's own submission
+    from dialsum.config import MetricSpec
+    from dialsum.stages.final import choose
+
+    spec = json.loads((_stage_dir(run_dir, "final") / "stage.json").read_text())
+    manifest = json.loads((run_dir / "manifest.json").read_text())["stages"]
+    selection_parts = [x for m in models for x in manifest[f"generate:{m}"]["result"]["parts"]]
+    same, _ = choose(selection_parts, test, spec["context"], MetricSpec(**spec["inputs"]["metric"]))
+    order = [r["fname"] for r in _rows(SAMPLE / "sample_submission.csv")]
+    assert [same[f] for f in order] == _valid_submission(usual)
     report = (run_dir / "report.md").read_text(encoding="utf-8")
     assert "## Final refit" in report and "No dev number exists for the refit models" in report
     page = (run_dir / "report.html").read_text(encoding="utf-8")

@@ -115,6 +115,17 @@ def kv_bytes_per_token(cfg: ModelConfig) -> float:
     return 2 * arch.num_layers * (arch.num_kv_heads or 8) * (arch.head_dim or arch.hidden_size // 32) * 2
 
 
+def served_weight_bytes(cfg: ModelConfig, inv: Inventory, quantization: str, backend: str = "hf") -> float | None:
+    """The base weights a generation engine holds (and reads once per decode step): the compute dtype; bitsandbytes'
+    k-bit packing on transformers; vLLM's online fp8 (one byte per Linear weight) for 8bit, no 4-bit loading (None)."""
+    cb = compute_bytes(cfg)
+    if quantization == "none":
+        return inv.total * cb
+    if backend == "vllm":
+        return None if quantization == "4bit" else inv.quantizable + inv.plain * cb
+    return quantized_bytes(inv, quantization) + inv.plain * cb
+
+
 def generation_gib(cfg: ModelConfig, gen: GenerateSpec | None, quantization: str, inv: Inventory | None = None,
                    backend: str = "hf") -> float | None:
     """Peak GiB of a generation child with `generate.quantization` = quantization on `backend` (None: the backend
@@ -123,14 +134,9 @@ def generation_gib(cfg: ModelConfig, gen: GenerateSpec | None, quantization: str
     vllm: a merged checkpoint; 8bit is vLLM's online fp8 (one byte per Linear weight); no 4-bit loading."""
     inv = inv or inventory(cfg)
     cb = compute_bytes(cfg)
-    if quantization == "none":
-        weights = inv.total * cb
-    elif backend == "vllm" and quantization == "4bit":
+    weights = served_weight_bytes(cfg, inv, quantization, backend)
+    if weights is None:
         return None
-    elif backend == "vllm":
-        weights = inv.quantizable + inv.plain * cb
-    else:
-        weights = quantized_bytes(inv, quantization) + inv.plain * cb
     adapter = 0.0 if backend == "vllm" or cfg.method == "full" else inv.lora_params(cfg.lora.r) * 4.0
     if adapter and new_token_rows(cfg):  # PEFT's unmerged tag rows: every forward builds the merged embedding and head
         adapter += (1 if inv.tied else 2) * inv.vocab * inv.hidden * cb

@@ -23,8 +23,8 @@ from dialsum.config import DecodingSpec, FinalSpec, GenerateSpec, ModelConfig, R
 from dialsum.errors import DialsumError
 from dialsum.io.data import Dialogue
 from dialsum.models.inventory import Inventory, architecture, inventory
-from dialsum.models.memory import (align_sequences, compute_bytes, estimate_gpu_gib, kv_bytes_per_token,
-                                   quantized_bytes)
+from dialsum.models.memory import (align_sequences, estimate_gpu_gib, kv_bytes_per_token,
+                                   served_weight_bytes)
 
 # assumed share of the card's dense bf16 peak (train modes, prefill) or of its memory bandwidth (decode)
 UTILISATION = {"qlora": 0.30, "lora": 0.40, "full": 0.40, "prefill": 0.50, "decode": 0.60}
@@ -140,11 +140,8 @@ def shape_of(cfg: ModelConfig, gen: GenerateSpec, inv: Inventory | None = None) 
     else:
         inp, out = inv.quantizable + head, inv.quantizable + head
     trained = inv.quantizable + head if cfg.method == "full" else inv.lora_params(cfg.lora.r)
-    cb = compute_bytes(cfg)
-    if gen.quantization == "none":
-        wbytes = inv.total * cb
-    else:
-        wbytes = quantized_bytes(inv, gen.quantization) + inv.plain * cb
+    backend = "vllm" if cfg.family == "decoder" and gen.backend in ("vllm", "auto") else "hf"
+    wbytes = served_weight_bytes(cfg, inv, gen.quantization, backend) or served_weight_bytes(cfg, inv, gen.quantization)
     return Shape(inp, out, trained, arch.num_layers, width, kv_bytes_per_token(cfg), wbytes, cfg.method == "full")
 
 
